@@ -1,0 +1,50 @@
+# aiodicom developer targets. `make test` works on a bare machine (creates .venv, installs
+# everything, installs Debian's dcmtk for the interop tests when we are root).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FUZZ_SECONDS ?= 10
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv peers test lint typecheck pytest fuzz-smoke serve bench clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# DCMTK (echoscu/storescu/storescp) and tshark are the reference peers of the interop tests.
+peers:
+	@if [ ! -x /usr/bin/storescp ] || [ ! -x /usr/bin/tshark ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk tshark >/dev/null; \
+	  else echo "warning: install Debian's dcmtk and tshark (sudo apt-get install dcmtk tshark); interop tests will fail without them"; fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check src tests fuzz bench
+
+typecheck: venv
+	$(BIN)/mypy --strict src
+
+pytest: venv peers
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+fuzz-smoke: venv
+	$(BIN)/python fuzz/run_all.py --seconds $(FUZZ_SECONDS)
+
+serve: venv
+	$(BIN)/python -m aiodicom.app.devserver
+
+bench: venv peers
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .hypothesis

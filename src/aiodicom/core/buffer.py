@@ -1,0 +1,342 @@
+"""Byte cursors for decoding and encoding, and the incremental PDU receive buffer.
+
+Theory of operation
+-------------------
+Decoding reads a memoryview through a `Reader` cursor that checks every length against
+what is left of the enclosing structure and raises `InvalidPDU` (with the offset from the
+PDU start) on any underrun: nothing is sliced out of ``bytes``, nothing is trusted.
+
+Encoding writes into one bytearray through a `Writer`; a structure's length field is
+reserved first and back-patched when the structure ends (aioquic's ``push_block``).
+
+Receiving: `ReceiveBuffer` turns a byte stream in any chunking into whole PDUs. An
+asyncio ``BufferedProtocol`` asks it where to put the next bytes (`get_buffer`) and tells
+it how many arrived (`buffer_updated`); tests and fuzzers call `feed`. Bytes land first in
+a small staging area that is reused. As soon as a 6-byte header is complete, its length is
+checked against our maximum, before any storage for the body exists; then the body gets
+its own storage, which is never reused or resized while views of it may live, so P-DATA
+values can go up as memoryviews over it. Body storage grows only as bytes arrive
+(geometrically, from the staging size), so a peer that only *claims* a large PDU makes us
+allocate nothing for it. While a large body is outstanding, `get_buffer` returns a view
+straight into that body, so the kernel (or the TLS layer) writes it in place: the only copy
+of a large PDU is the part that arrived in the staging area with its header.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from aiodicom.errors import AbortReason, InvalidPDU
+
+__all__ = [
+    "PDU_HEADER_LENGTH",
+    "RawPDU",
+    "ReadableBuffer",
+    "Reader",
+    "ReceiveBuffer",
+    "Writer",
+]
+
+ReadableBuffer = bytes | bytearray | memoryview
+
+PDU_HEADER_LENGTH = 6
+_HEADER = struct.Struct(">BxL")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">L")
+
+
+class Reader:
+    """A bounds-checked cursor over a memoryview; offsets are reported from the PDU start."""
+
+    __slots__ = ("_end", "_pos", "_view", "base")
+
+    def __init__(self, data: ReadableBuffer, base: int = 0) -> None:
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        self._view = view
+        self._pos = 0
+        self._end = len(view)
+        self.base = base
+        """Offset of this view's first byte within the PDU, for error messages."""
+
+    @property
+    def offset(self) -> int:
+        """Absolute offset (from the PDU start) of the next byte to read."""
+        return self.base + self._pos
+
+    @property
+    def remaining(self) -> int:
+        return self._end - self._pos
+
+    def at_end(self) -> bool:
+        return self._pos >= self._end
+
+    def _need(self, n: int, what: str) -> None:
+        if n > self._end - self._pos:
+            raise InvalidPDU(
+                f"{what} needs {n} bytes but only {self._end - self._pos} remain",
+                offset=self.offset,
+            )
+
+    def u8(self, what: str = "byte") -> int:
+        self._need(1, what)
+        value = self._view[self._pos]
+        self._pos += 1
+        return value
+
+    def u16(self, what: str = "16-bit field") -> int:
+        self._need(2, what)
+        (value,) = _U16.unpack_from(self._view, self._pos)
+        self._pos += 2
+        return int(value)
+
+    def u32(self, what: str = "32-bit field") -> int:
+        self._need(4, what)
+        (value,) = _U32.unpack_from(self._view, self._pos)
+        self._pos += 4
+        return int(value)
+
+    def skip(self, n: int, what: str = "reserved bytes") -> None:
+        self._need(n, what)
+        self._pos += n
+
+    def take(self, n: int, what: str = "field") -> memoryview:
+        """The next ``n`` bytes as a view (no copy)."""
+        if n < 0:
+            raise InvalidPDU(f"{what} has a negative length", offset=self.offset)
+        self._need(n, what)
+        view = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return view
+
+    def sub(self, n: int, what: str = "item") -> Reader:
+        """A reader over the next ``n`` bytes, keeping absolute offsets."""
+        start = self.offset
+        return Reader(self.take(n, what), base=start)
+
+    def rest(self) -> memoryview:
+        return self.take(self._end - self._pos, "rest")
+
+
+class Writer:
+    """Builds a PDU in one bytearray, back-patching length fields."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def u8(self, value: int) -> None:
+        self.buf.append(value)
+
+    def u16(self, value: int) -> None:
+        self.buf += _U16.pack(value)
+
+    def u32(self, value: int) -> None:
+        self.buf += _U32.pack(value)
+
+    def write(self, data: ReadableBuffer) -> None:
+        self.buf += data
+
+    def zeros(self, n: int) -> None:
+        self.buf += bytes(n)
+
+    def reserve_u16(self) -> int:
+        """Reserve a 16-bit length; returns the position to pass to `patch_u16`."""
+        pos = len(self.buf)
+        self.buf += b"\0\0"
+        return pos
+
+    def reserve_u32(self) -> int:
+        pos = len(self.buf)
+        self.buf += b"\0\0\0\0"
+        return pos
+
+    def patch_u16(self, pos: int) -> None:
+        """Fill the length at ``pos`` with the number of bytes written after it."""
+        length = len(self.buf) - pos - 2
+        if length > 0xFFFF:
+            raise ValueError(f"item of {length} bytes does not fit a 16-bit length")
+        _U16.pack_into(self.buf, pos, length)
+
+    def patch_u32(self, pos: int) -> None:
+        length = len(self.buf) - pos - 4
+        if length > 0xFFFFFFFF:
+            raise ValueError(f"PDU of {length} bytes does not fit a 32-bit length")
+        _U32.pack_into(self.buf, pos, length)
+
+    def getvalue(self) -> bytes:
+        return bytes(self.buf)
+
+
+@dataclass(frozen=True, slots=True)
+class RawPDU:
+    """A complete PDU as received: its type byte and a view of its body (after the header)."""
+
+    pdu_type: int
+    body: memoryview
+
+
+class ReceiveBuffer:
+    """Assembles PDUs from a byte stream in any chunking (see the module docstring).
+
+    ``max_body`` is the largest PDU body (the 4-byte length field) we accept; a header
+    claiming more is refused before anything is allocated for it.
+    """
+
+    __slots__ = (
+        "_body",
+        "_body_fill",
+        "_body_len",
+        "_body_type",
+        "_max_body",
+        "_ready",
+        "_stage",
+        "_stage_fill",
+        "_stage_view",
+        "_staging_size",
+        "_stream_offset",
+    )
+
+    def __init__(self, max_body: int, staging_size: int = 4096) -> None:
+        if max_body < 4:
+            raise ValueError("max_body must be at least 4")
+        self._max_body = max_body
+        self._staging_size = max(staging_size, PDU_HEADER_LENGTH)
+        self._stage: bytearray | None = None  # allocated on first use: idle costs nothing
+        self._stage_view: memoryview | None = None
+        self._stage_fill = 0
+        self._body: bytearray | None = None
+        self._body_fill = 0
+        self._body_len = 0
+        self._body_type = 0
+        self._ready: deque[RawPDU] = deque()
+        self._stream_offset = 0
+
+    @property
+    def max_body(self) -> int:
+        return self._max_body
+
+    @max_body.setter
+    def max_body(self, value: int) -> None:
+        self._max_body = value
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that are not yet part of a complete PDU."""
+        return self._stage_fill + self._body_fill
+
+    def has_partial(self) -> bool:
+        return self._stage_fill > 0 or self._body is not None
+
+    # -- the BufferedProtocol side -------------------------------------------------------
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next received bytes should go; valid until `buffer_updated`."""
+        body = self._body
+        if body is not None:
+            if self._body_fill == len(body):
+                body = self._grow_body(self._body_fill + 1)
+            return memoryview(body)[self._body_fill :]
+        if self._stage_view is None:
+            self._stage = bytearray(self._staging_size)
+            self._stage_view = memoryview(self._stage)
+        return self._stage_view[self._stage_fill :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were written into the view `get_buffer` returned; may raise InvalidPDU."""
+        if self._body is not None:
+            self._body_fill += nbytes
+            if self._body_fill == self._body_len:
+                self._finish_body()
+            return
+        self._stage_fill += nbytes
+        self._drain_stage()
+
+    def feed(self, data: ReadableBuffer) -> None:
+        """Copy ``data`` in (the sans-I/O path for tests, fuzzers and plain sockets)."""
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        view = view.cast("B") if view.format != "B" else view
+        pos, end = 0, len(view)
+        while pos < end:
+            target = self.get_buffer()
+            n = min(len(target), end - pos)
+            target[:n] = view[pos : pos + n]
+            pos += n
+            self.buffer_updated(n)
+
+    def next_pdu(self) -> RawPDU | None:
+        """The oldest complete PDU, or None."""
+        return self._ready.popleft() if self._ready else None
+
+    def __iter__(self) -> ReceiveBuffer:
+        return self
+
+    def __next__(self) -> RawPDU:
+        if self._ready:
+            return self._ready.popleft()
+        raise StopIteration
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _drain_stage(self) -> None:
+        stage = self._stage_view
+        assert stage is not None
+        pos, fill = 0, self._stage_fill
+        while fill - pos >= PDU_HEADER_LENGTH:
+            pdu_type, length = _HEADER.unpack_from(stage, pos)
+            if length > self._max_body:
+                self._stage_fill = 0
+                raise InvalidPDU(
+                    f"PDU type 0x{pdu_type:02X} declares a length of {length} bytes, "
+                    f"over our limit of {self._max_body}",
+                    offset=self._stream_offset + pos + 2,
+                    reason=AbortReason.INVALID_PDU_PARAMETER_VALUE,
+                )
+            start = pos + PDU_HEADER_LENGTH
+            have = fill - start
+            if have >= length:
+                # Whole PDU in the staging area: copy it out (it is at most staging-sized).
+                body = bytearray(stage[start : start + length])
+                self._ready.append(RawPDU(pdu_type, memoryview(body)))
+                pos = start + length
+                self._stream_offset += PDU_HEADER_LENGTH + length
+                continue
+            # Start a body: take what arrived, then let the transport write the rest in place.
+            self._body_type = pdu_type
+            self._body_len = length
+            self._body = bytearray(min(length, max(self._staging_size, have)))
+            self._body[:have] = stage[start:fill]
+            self._body_fill = have
+            self._stream_offset += PDU_HEADER_LENGTH
+            self._stage_fill = 0
+            return
+        # Keep a partial header at the front of the staging area.
+        rest = fill - pos
+        if rest and pos:
+            stage[:rest] = stage[pos:fill]
+        self._stage_fill = rest
+
+    def _grow_body(self, need: int) -> bytearray:
+        old = self._body
+        assert old is not None
+        size = min(self._body_len, max(need, len(old) * 4))
+        new = bytearray(size)
+        new[: self._body_fill] = memoryview(old)[: self._body_fill]
+        self._body = new
+        return new
+
+    def _finish_body(self) -> None:
+        body = self._body
+        assert body is not None
+        view = memoryview(body)
+        if len(body) != self._body_len:  # pragma: no cover - grow always ends exact
+            view = view[: self._body_len]
+        self._ready.append(RawPDU(self._body_type, view))
+        self._stream_offset += self._body_len
+        self._body = None
+        self._body_fill = 0
+        self._body_len = 0
