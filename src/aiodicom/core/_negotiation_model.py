@@ -6,12 +6,12 @@ importing each other. Everything here is a frozen value; nothing does I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from aiodicom.core.items import PresentationResult
+from aiodicom.core.uids import is_valid_uid
 from aiodicom.core.user_items import SOPClassCommonExtendedNegotiation, UserIdentityRQ
 from aiodicom.errors import ConfigurationError
 
@@ -81,16 +81,16 @@ COMPRESSED_TRANSFER_SYNTAXES: tuple[str, ...] = (
 )
 """Encapsulated encodings a storage SCP can keep as sent, without transcoding."""
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _MAX_U16 = 0xFFFF
 _MAX_U32 = 0xFFFFFFFF
 
 
 def check_uid(uid: object, what: str) -> str:
-    """Return ``uid`` if it is a plausible UID (digits and dots, 1-64 chars, PS3.5 §9)."""
-    if not isinstance(uid, str) or len(uid) > 64 or _UID.fullmatch(uid) is None:
+    """Return ``uid`` if it is a valid UID (PS3.5 §9.1), else raise `ConfigurationError`."""
+    if not isinstance(uid, str) or not is_valid_uid(uid):
         raise ConfigurationError(
-            f"{what} must be a UID (digits and dots, at most 64 characters), got {uid!r}"
+            f"{what} must be a UID (digits and dots, no leading zeros, at most 64 "
+            f"characters), got {uid!r}"
         )
     return uid
 

@@ -8,6 +8,7 @@ checks the peer's AC against it and, like `conclude_as_acceptor`, yields the sam
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from types import MappingProxyType
 from typing import Literal
 
 from aiodicom.core._negotiation_model import (
@@ -175,8 +176,8 @@ def _conclude(rq: AAssociateRQ, ac: AAssociateAC, *, is_requestor: bool) -> Nego
         is_requestor=is_requestor,
         called_ae_title=rq.called_ae_title.strip(" "),
         calling_ae_title=rq.calling_ae_title.strip(" "),
-        contexts=accepted,
-        rejected_contexts=rejected,
+        contexts=MappingProxyType(accepted),
+        rejected_contexts=MappingProxyType(rejected),
         our_max_pdu_length=ours.maximum_length or 0,
         peer_max_pdu_length=theirs.maximum_length or 0,
         max_operations_invoked=invoked,
@@ -185,8 +186,8 @@ def _conclude(rq: AAssociateRQ, ac: AAssociateAC, *, is_requestor: bool) -> Nego
         peer_implementation_version_name=theirs.implementation_version_name,
         user_identity=rq_ui.user_identity_rq,
         user_identity_response=identity_ac.server_response if identity_ac else None,
-        requested_extended_negotiation=requested_ext,
-        extended_negotiation=answered_ext,
+        requested_extended_negotiation=MappingProxyType(requested_ext),
+        extended_negotiation=MappingProxyType(answered_ext),
         common_extended_negotiation=rq_ui.common_extended_negotiations,
     )
 
