@@ -168,7 +168,8 @@ class AcceptorPolicy:
     """
 
     ae_title: str | None = None
-    """Our AE title: a request calling another one is rejected. None or "" accepts any."""
+    """Our AE title: a request calling another is rejected (case-sensitive, padding ignored).
+    None or "" accepts any."""
     calling_ae_titles: frozenset[str] | None = None
     """The calling AE titles we know; None accepts any (PS3.8 Table 9-21, reason 3)."""
     abstract_syntaxes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
