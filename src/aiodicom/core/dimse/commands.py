@@ -12,6 +12,7 @@ bytes that follow it, and each value against its VR; the only exception it raise
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from collections.abc import Mapping
 
@@ -81,12 +82,16 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")
 _GROUP_LENGTH_ELEMENT = 12  # header (8) + UL value (4)
 
-_UID_CHARS = frozenset(b"0123456789.")
+# Digits and dots, no empty component: never "..", "/" or "\\", so safe in a path. Leading
+# zeros in a component break PS3.5 §9.1 but are common in the field, so they pass here;
+# `aiodicom.core.uids` is the strict check for where that matters.
+_UID = re.compile(rb"[0-9]+(?:\.[0-9]+)*")
 _MAX_UID = 64
 _MAX_AE = 16
-# LO/AE: printable ISO 646 (the default character repertoire, PS3.5 §6.1.2).
-_PRINTABLE = bytes(range(0x20, 0x7F))
-_TO_PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x3F for b in range(256))
+# LO/AE: printable ISO 646 (the default repertoire, PS3.5 §6.1.2) without "\\", which
+# separates values (PS3.5 §6.2) and these elements hold one value.
+_PRINTABLE = bytes(b for b in range(0x20, 0x7F) if b != 0x5C)
+_TO_PRINTABLE = bytes(b if b in _PRINTABLE else 0x3F for b in range(256))
 
 
 def _name(tag: int) -> str:
@@ -106,11 +111,11 @@ def _encode_string(tag: int, vr: VR, value: object) -> bytes:
     except UnicodeEncodeError:
         raise DimseError(f"{_name(tag)} must be ASCII, got {value!r}") from None
     if vr is VR.UI:
-        if not raw or len(raw) > _MAX_UID or not _UID_CHARS.issuperset(raw):
+        if len(raw) > _MAX_UID or not _UID.fullmatch(raw):
             raise DimseError(f"{_name(tag)} is not a UID (digits and dots, 1-64): {value!r}")
         return raw + b"\0" if len(raw) % 2 else raw
     if raw.translate(None, _PRINTABLE):
-        raise DimseError(f"{_name(tag)} has non-printable characters: {value!r}")
+        raise DimseError(f"{_name(tag)} has non-printable characters or '\\': {value!r}")
     if vr is VR.AE and not 0 < len(raw.strip(b" ")) <= _MAX_AE:
         raise DimseError(f"{_name(tag)} must be 1-16 characters, not all spaces: {value!r}")
     return raw + b" " if len(raw) % 2 else raw
@@ -163,7 +168,7 @@ def _decode_string(tag: int, vr: VR, raw: memoryview) -> str:
     data = bytes(raw)
     if vr is VR.UI:
         data = data.rstrip(b"\0 ").lstrip(b" ")
-        if len(data) > _MAX_UID or not _UID_CHARS.issuperset(data):
+        if data and (len(data) > _MAX_UID or not _UID.fullmatch(data)):
             raise DimseError(f"{_name(tag)} is not a valid UID: {data[:80]!r}")
         return data.decode("ascii")
     data = data.rstrip(b"\0 ").lstrip(b" ")
