@@ -747,7 +747,7 @@ def read_header(fp: BinaryIO, start: int, length: int, transfer_syntax_uid: str)
     for tag, (keyword, vr) in _HEADER_TAGS.items():
         element = dataset.get_item(tag) if tag in dataset else None
         value = None if element is None else element.value
-        if value is not None and not isinstance(value, bytes):
+        if value and not isinstance(value, bytes):  # an empty value may come as "" or None
             raise HeaderError(f"{keyword} is not encoded as {vr}")
         attributes[keyword] = _decode(value, vr, encodings) if value else ""
     return attributes
