@@ -431,3 +431,20 @@ def test_read_stored_file_rejects_non_dicom(tmp_path: Path) -> None:
     path.write_bytes(b"hello")
     with pytest.raises(StorageError, match="not a usable DICOM"):
         read_stored_file(path)
+
+
+def test_purge_incoming_removes_only_old_temporaries(storage: Storage) -> None:
+    old = storage.incoming / "crashed.part"
+    old.write_bytes(b"partial")
+    os.utime(old, (1, 1))
+    writer = storage.begin(
+        sop_class_uid=CT, sop_instance_uid=SOP, transfer_syntax_uid=EXPLICIT,
+        source_ae_title="A",
+    )
+    keep = storage.incoming / "other-file.txt"
+    keep.write_bytes(b"x")
+    os.utime(keep, (1, 1))
+    assert storage.purge_incoming(older_than=3600) == 1
+    assert not old.exists()
+    assert writer.temp_path.exists() and keep.exists()
+    writer.abort()

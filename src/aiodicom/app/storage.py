@@ -247,6 +247,23 @@ class Storage:
             / f"{validate_uid(sop_instance_uid, 'SOP Instance UID')}.dcm"
         )
 
+    def purge_incoming(self, older_than: float) -> int:
+        """Remove temporary files left in .incoming by a crash, older than N seconds.
+
+        Call at server start; files younger than `older_than` may belong to a live writer
+        in another process. Returns how many were removed.
+        """
+        removed = 0
+        limit = time.time() - older_than
+        for entry in os.scandir(self.incoming):
+            try:
+                if entry.name.endswith(".part") and entry.stat().st_mtime < limit:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
     def begin(
         self,
         *,
