@@ -1,0 +1,179 @@
+"""Fuzz the DIMSE layer (PS3.7 §6.3, §9.3, §10.3; PS3.8 Annex E): command sets and reassembly.
+
+The last input byte picks a mode (the rest is the payload):
+
+- 0 ``command``: `decode_message` returns a `Message` or raises `DimseError`; what decodes
+  encodes, decodes back equal and re-encodes to the same bytes;
+- 1 ``fragments``: the payload is a command set cut at fuzzer-chosen points into command
+  PDVs; `MessageAssembler` must give what `decode_message` gives on the whole (the same
+  message, or a `DimseError` for both);
+- 2 ``stream``: the payload is a script of PDVs (see `parse_script`) grouped into
+  P-DATA-TFs; `MessageAssembler` yields events or raises `DimseError`, its state follows
+  its events, data-set fragments are the bytes sent, decoded commands round-trip.
+
+Run: ``python fuzz/fuzz_dimse.py [libFuzzer flags] fuzz/corpus/fuzz_dimse``.
+Replay: ``fuzz_dimse.one_input(data)``.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Sequence
+
+from fuzz_reader import Provider, Tail, chunks, instrumented, provider, read_sizes
+
+with instrumented():
+    from aiodicom.core.dimse import (
+        CommandReceived,
+        DatasetFragment,
+        Message,
+        MessageAssembler,
+        decode_message,
+        encode_message,
+    )
+    from aiodicom.core.pdu import PDataTF, PresentationDataValue
+    from aiodicom.errors import DimseError
+
+MODE_COMMAND, MODE_FRAGMENTS, MODE_STREAM = 0, 1, 2
+_CONTEXTS = (1, 3, 5, 255)
+_RECORD = struct.Struct(">BH")
+"""Script record header: flags, value length (big endian)."""
+_CMD, _LAST, _END_PDU = 0x01, 0x02, 0x10
+
+
+def decode_or_none(data: bytes | memoryview) -> Message | None:
+    try:
+        return decode_message(data)
+    except DimseError:
+        return None
+
+
+def check_round_trip(message: Message) -> None:
+    """What decoded must encode, decode back equal, and re-encode identically."""
+    encoded = encode_message(message)  # a DimseError here: decoded what we cannot send
+    again = decode_message(encoded)
+    assert again == message, (again, message)
+    assert encode_message(again) == encoded
+
+
+def _command(payload: bytes) -> None:
+    message = decode_or_none(payload)
+    if message is not None:
+        check_round_trip(message)
+
+
+def _fragments(fdp: Provider) -> None:
+    sizes = read_sizes(fdp, largest=256)
+    payload = fdp.ConsumeBytes(fdp.remaining_bytes())
+    expected = decode_or_none(payload)
+    assembler = MessageAssembler()
+    pieces = list(chunks(payload, sizes)) or [b""]
+    events = []
+    try:
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            pdv = PresentationDataValue(context_id=7, is_command=True, is_last=last, data=piece)
+            events.extend(assembler.feed(PDataTF(pdvs=(pdv,))))
+    except DimseError:
+        assert expected is None, f"reassembly refused what decodes whole: {expected!r}"
+        return
+    assert len(events) == 1 and isinstance(events[0], CommandReceived), events
+    assert events[0].message == expected, (events[0].message, expected)
+    assert events[0].context_id == 7
+    assert assembler.expecting_dataset == expected.has_dataset
+
+
+def parse_script(payload: bytes) -> list[PDataTF]:
+    """Records of (flags: u8, length: u16 BE, value); flags bit 0 command, bit 1 last,
+    bits 2-3 pick the context ID (1, 3, 5, 255), bit 4 ends the current P-DATA-TF."""
+    pdus: list[PDataTF] = []
+    current: list[PresentationDataValue] = []
+    pos = 0
+    while len(payload) - pos >= _RECORD.size:
+        flags, length = _RECORD.unpack_from(payload, pos)
+        pos += _RECORD.size
+        value = payload[pos : pos + length]
+        pos += len(value)
+        current.append(
+            PresentationDataValue(
+                context_id=_CONTEXTS[(flags >> 2) & 3],
+                is_command=bool(flags & _CMD),
+                is_last=bool(flags & _LAST),
+                data=value,
+            )
+        )
+        if flags & _END_PDU:
+            pdus.append(PDataTF(pdvs=tuple(current)))
+            current = []
+    if current:
+        pdus.append(PDataTF(pdvs=tuple(current)))
+    return pdus
+
+
+def script(pdvs: Sequence[tuple[int, bool, bool, bytes]], *, pdu_per_pdv: bool = True) -> bytes:
+    """Inverse of `parse_script`: (context ID, is_command, is_last, value) per PDV."""
+    out = bytearray()
+    for context_id, is_command, is_last, value in pdvs:
+        flags = _CONTEXTS.index(context_id) << 2
+        flags |= (_CMD if is_command else 0) | (_LAST if is_last else 0)
+        flags |= _END_PDU if pdu_per_pdv else 0
+        out += _RECORD.pack(flags, len(value)) + value
+    return bytes(out)
+
+
+def _stream(payload: bytes) -> None:
+    assembler = MessageAssembler()
+    for pdata in parse_script(payload):
+        try:
+            events = assembler.feed(pdata)
+        except DimseError:
+            return  # the stream is unusable now: the shell aborts the association
+        sent = [pdv for pdv in pdata.pdvs if not pdv.is_command]
+        fragments = [e for e in events if isinstance(e, DatasetFragment)]
+        assert [bytes(f.data) for f in fragments] == [bytes(p.data) for p in sent]
+        for event in events:
+            if isinstance(event, CommandReceived):
+                check_round_trip(event.message)
+        if events:
+            last = events[-1]
+            if isinstance(last, DatasetFragment):
+                assert assembler.expecting_dataset != last.is_last
+            else:
+                assert assembler.expecting_dataset == last.message.has_dataset
+        assert not (assembler.idle and assembler.expecting_dataset)
+
+
+def make_input(mode: int, payload: bytes, sizes: Sequence[int] = ()) -> bytes:
+    """The fuzzer input for ``mode`` (and chunk ``sizes`` in fragments mode)."""
+    tail = Tail().int(mode, 0, 255)
+    if mode == MODE_FRAGMENTS:
+        tail.int(len(sizes), 0, 15)
+        for size in sizes:
+            tail.int(size, 1, 256)
+    return tail.build(payload)
+
+
+def one_input(data: bytes) -> None:
+    """One fuzz case; raises AssertionError (or anything unexpected) on a bug."""
+    fdp = provider(data)
+    mode = fdp.ConsumeIntInRange(0, 255) % 3
+    if mode == MODE_FRAGMENTS:
+        _fragments(fdp)
+        return
+    payload = fdp.ConsumeBytes(fdp.remaining_bytes())
+    if mode == MODE_COMMAND:
+        _command(payload)
+    else:
+        _stream(payload)
+
+
+def main(argv: list[str]) -> None:
+    import atheris
+
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
