@@ -139,6 +139,16 @@ def _run_all(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     return results
 
 
+def _issues_markdown(issues: dict[str, list[str]]) -> str:
+    """Noteworthy server log lines, first few per server run, as a markdown section."""
+    if not issues:
+        return ""
+    parts = ["## Server log lines worth a look"]
+    for tag, lines in issues.items():
+        parts.append(f"{tag}:\n\n" + "\n".join(f"    {line}" for line in lines))
+    return "\n\n".join(parts)
+
+
 def _on_term(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -175,15 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         markdown(results, table),
         "Ratios are aiodicom/peer: for times (s, MB) lower is better, for rates higher.",
         ("## Errors\n\n" + errors_markdown(results)) if errors_markdown(results) else "",
+        _issues_markdown(issues),
     ])) + "\n"
     print()
     print(md)
-    if issues:
-        print("server log lines worth a look:")
-        for tag, lines in issues.items():
-            print(f"  {tag}:")
-            for line in lines:
-                print(f"    {line}")
     document = {"title": title, "date": today, "quick": args.quick, "environment": env,
                 "config": {"ct_count": cfg.ct_count, "big_bytes": cfg.big_bytes,
                            "reps": cfg.reps, "echo_count": cfg.echo_count,

@@ -13,7 +13,9 @@ __all__ = [
 ]
 
 PEERS = ("dcmtk", "pynetdicom")
-_NOTEWORTHY = re.compile(r"traceback|error|exception|warning|abort|refus|fail|timed? ?out", re.I)
+_NOTEWORTHY = re.compile(
+    r"traceback|error|exception|warning|abort|refus|fail|timed? ?out|File \".*aiodicom", re.I
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +37,8 @@ def rows_for(ct_count: int, big_mb: int, echoes: int, clients: int) -> list[Row]
     for mode, name in (("plain", "plain"), ("tls", "mutual TLS")):
         rows.append(row("store", mode, "value",
                         f"store {ct_count} x 512 KiB, one association, {name}", "s", False))
+        rows.append(row("store", mode, "server_cpu_s",
+                        f"store {ct_count} x 512 KiB, {name}: server CPU", "s", False))
     rows += [
         row("big", "plain", "value", f"store one {big_mb} MiB data set, plain", "s", False),
         row("big", "plain", "peak_rss_mb", f"server peak RSS, {big_mb} MiB data set", "MB",
