@@ -92,7 +92,8 @@ class UserInformation:
     """
 
     maximum_length: int | None = None
-    """Sub-item 0x51: the largest P-DATA-TF variable field the item's sender receives; 0 = no limit."""
+    """Sub-item 0x51: the largest P-DATA-TF variable field the item's sender receives;
+    0 = no limit."""
     implementation_class_uid: str | None = None
     """Sub-item 0x52 (mandatory per PS3.7 D.3.3.2; tolerated missing on receipt)."""
     implementation_version_name: str | None = None
