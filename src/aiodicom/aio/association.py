@@ -1,0 +1,350 @@
+"""An established association: DIMSE messages over a `DicomProtocol`, both roles.
+
+The protocol hands service primitives up synchronously; P-DATA goes through the DIMSE
+`MessageAssembler`, which yields commands and data-set fragments (memoryviews over the
+received PDU bodies). Responses resolve the futures of the requests that wait for them;
+requests go to the role's `_dispatch_request` (the server's handlers). Sending holds one
+lock per message so the PDVs of two messages never interleave on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiodicom.aio.protocol import DicomProtocol
+from aiodicom.core.buffer import ReadableBuffer
+from aiodicom.core.dimse import (
+    CommandReceived,
+    DatasetFragment,
+    Message,
+    MessageAssembler,
+    encode_message,
+    fragment_command,
+    fragment_dataset,
+)
+from aiodicom.core.negotiation import NegotiatedAssociation
+from aiodicom.core.primitives import (
+    AbortIndication,
+    AssociateAccepted,
+    AssociateIndication,
+    AssociateRejected,
+    ConnectionClosed,
+    DataIndication,
+    Primitive,
+    ReleaseConfirmed,
+    ReleaseIndication,
+)
+from aiodicom.errors import (
+    AbortSource,
+    AssociationAborted,
+    AssociationError,
+    DicomError,
+    DimseError,
+    DimseTimeout,
+)
+from aiodicom.settings import AssociationSettings
+
+__all__ = ["Association", "AssociationInfo", "IncomingData"]
+
+log = logging.getLogger("aiodicom.association")
+
+_assoc_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssociationInfo:
+    """Who is on the other side, as handlers, logs and the audit trail see it."""
+
+    id: int
+    calling_ae_title: str
+    called_ae_title: str
+    peer_address: tuple[str, int] | None
+    identity: Any = None
+    """The verified TLS peer identity (`aiodicom.aio.tls.PeerIdentity`), None on plain TCP."""
+    negotiated: NegotiatedAssociation | None = None
+
+
+class IncomingData:
+    """A data set arriving as memoryview fragments, consumed by one reader.
+
+    Fragments are queued as they arrive; past `high_water` queued bytes the transport stops
+    reading until the consumer catches up, so memory stays bounded by a few PDUs.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_done",
+        "_error",
+        "_frags",
+        "_protocol",
+        "_waiter",
+        "high_water",
+        "total",
+    )
+
+    def __init__(self, protocol: DicomProtocol, high_water: int) -> None:
+        self._protocol = protocol
+        self._frags: list[memoryview] = []
+        self._bytes = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.high_water = high_water
+        self.total = 0
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+    def push(self, data: memoryview, last: bool) -> None:
+        self._frags.append(data)
+        self._bytes += len(data)
+        self.total += len(data)
+        if last:
+            self._done = True
+        if self._bytes > self.high_water:
+            self._protocol.pause_reading()
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._done:
+            self._error = exc
+            self._done = True
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def chunks(self) -> AsyncIterator[list[memoryview]]:
+        """Batches of fragments in arrival order; ends when the last one is in."""
+        while True:
+            if self._frags:
+                batch, self._frags, self._bytes = self._frags, [], 0
+                self._protocol.resume_reading()
+                yield batch
+                continue
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        async for batch in self.chunks():
+            for view in batch:
+                yield view
+
+    async def discard(self) -> None:
+        async for _ in self.chunks():
+            pass
+
+
+class Association:
+    """The shared machinery of both roles; see `ClientAssociation` and the server."""
+
+    def __init__(self, settings: AssociationSettings) -> None:
+        self.settings = settings
+        self.id = next(_assoc_ids)
+        self.protocol: DicomProtocol | None = None
+        self.negotiated: NegotiatedAssociation | None = None
+        self.info: AssociationInfo | None = None
+        self._assembler = MessageAssembler()
+        self._send_lock = asyncio.Lock()
+        self._message_ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[tuple[Message, IncomingData | None]]] = {}
+        self._incoming: IncomingData | None = None
+        self._incoming_ctx = 0
+        self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ended = False
+        self.abort_reason: AssociationAborted | None = None
+
+    # -- primitives from the protocol (synchronous) -------------------------------------------
+
+    def on_primitive(self, primitive: Primitive) -> None:
+        if isinstance(primitive, DataIndication):
+            self._on_data(primitive)
+        elif isinstance(primitive, AssociateIndication):
+            self._on_associate_indication(primitive)
+        elif isinstance(primitive, AssociateAccepted | AssociateRejected):
+            self._on_associate_answer(primitive)
+        elif isinstance(primitive, ReleaseIndication):
+            self._on_release_indication()
+        elif isinstance(primitive, ReleaseConfirmed):
+            if not self._released.done():
+                self._released.set_result(None)
+        elif isinstance(primitive, AbortIndication):
+            exc = AssociationAborted(primitive.source, primitive.reason)
+            if primitive.error is not None:
+                log.warning(
+                    "association %d: peer protocol error, aborted: %s", self.id, primitive.error
+                )
+            self._end(exc)
+        elif isinstance(primitive, ConnectionClosed):
+            self._end(AssociationAborted(AbortSource.SERVICE_PROVIDER, 0, "connection closed"))
+
+    def _on_data(self, primitive: DataIndication) -> None:
+        try:
+            events = self._assembler.feed(primitive.pdata)
+        except DimseError as exc:
+            log.warning("association %d: bad DIMSE message, aborting: %s", self.id, exc)
+            self.abort()
+            return
+        for event in events:
+            if isinstance(event, DatasetFragment):
+                incoming = self._incoming
+                if incoming is not None:
+                    incoming.push(event.data, event.is_last)
+                    if event.is_last:
+                        self._incoming = None
+            elif isinstance(event, CommandReceived):
+                self._on_command(event)
+
+    def _on_command(self, event: CommandReceived) -> None:
+        msg = event.message
+        incoming: IncomingData | None = None
+        if msg.has_dataset:
+            assert self.protocol is not None
+            incoming = IncomingData(self.protocol, high_water=self._high_water())
+            self._incoming = incoming
+            self._incoming_ctx = event.context_id
+        responding_to = getattr(msg, "message_id_being_responded_to", None)
+        if responding_to is not None and type(msg).__name__.endswith("RSP"):
+            fut = self._pending.get(responding_to)
+            if fut is None:
+                log.warning(
+                    "association %d: response to unknown message %d", self.id, responding_to
+                )
+                if incoming is not None:
+                    asyncio.get_running_loop().create_task(incoming.discard())
+                return
+            if not fut.done():
+                fut.set_result((msg, incoming))
+            return
+        self._dispatch_request(event.context_id, msg, incoming)
+
+    def _high_water(self) -> int:
+        return 4 * max(self.settings.limits.max_pdu_length or (1 << 20), 1 << 16)
+
+    # -- overridden by the roles --------------------------------------------------------------
+
+    def _dispatch_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
+        log.warning("association %d: unexpected request %s, aborting", self.id, type(msg).__name__)
+        self.abort()
+
+    def _on_associate_indication(self, primitive: AssociateIndication) -> None:
+        raise AssociationError("unexpected A-ASSOCIATE indication")
+
+    def _on_associate_answer(self, primitive: AssociateAccepted | AssociateRejected) -> None:
+        raise AssociationError("unexpected A-ASSOCIATE answer")
+
+    def _on_release_indication(self) -> None:
+        raise AssociationError("unexpected A-RELEASE indication")
+
+    # -- ending ---------------------------------------------------------------------------------
+
+    def _end(self, exc: AssociationAborted) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.abort_reason = exc
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+        if self._incoming is not None:
+            self._incoming.fail(exc)
+            self._incoming = None
+        if not self._released.done():
+            self._released.set_exception(exc)
+            self._released.exception()  # consumed: nobody may be waiting
+        self._on_end(exc)
+
+    def _on_end(self, exc: AssociationAborted) -> None:
+        """Hook for the roles (cancel handlers, resolve establishment)."""
+
+    @property
+    def is_established(self) -> bool:
+        return not self._ended and self.negotiated is not None
+
+    def abort(self) -> None:
+        """Send A-ABORT (service user) and drop the association now."""
+        protocol = self.protocol
+        if protocol is None or self._ended:
+            return
+        with contextlib.suppress(DicomError):
+            protocol.ul.abort(asyncio.get_running_loop().time())
+        protocol.pump()
+        self._end(AssociationAborted(AbortSource.SERVICE_USER, 0, "aborted locally"))
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _peer_max_pdu(self) -> int:
+        assert self.negotiated is not None
+        return self.negotiated.peer_max_pdu_length
+
+    async def send_message(
+        self,
+        context_id: int,
+        msg: Message,
+        dataset: ReadableBuffer | Iterable[ReadableBuffer] | None = None,
+    ) -> None:
+        """Send a command and its data set (views are written as they are, never joined)."""
+        protocol = self.protocol
+        if protocol is None or self._ended:
+            raise self.abort_reason or AssociationError("the association is not established")
+        command = encode_message(msg)
+        max_pdu = self._peer_max_pdu()
+        async with self._send_lock:
+            for pdu in fragment_command(context_id, command, max_pdu):
+                self._check_open()
+                protocol.send(pdu)
+            if dataset is not None:
+                for pdu in fragment_dataset(context_id, dataset, max_pdu):
+                    self._check_open()
+                    protocol.send(pdu)
+                    await protocol.drain()
+            await protocol.drain()
+
+    def _check_open(self) -> None:
+        if self._ended:
+            raise self.abort_reason or AssociationError("the association ended")
+
+    def next_message_id(self) -> int:
+        return next(self._message_ids) & 0xFFFF or next(self._message_ids)
+
+    async def request(
+        self,
+        context_id: int,
+        msg: Message,
+        dataset: ReadableBuffer | Iterable[ReadableBuffer] | None = None,
+        *,
+        message_id: int,
+    ) -> tuple[Message, IncomingData | None]:
+        """Send a request and wait for its (final) response within the DIMSE timeout."""
+        fut: asyncio.Future[tuple[Message, IncomingData | None]]
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[message_id] = fut
+        try:
+            await self.send_message(context_id, msg, dataset)
+            timeout = self.settings.timeouts.dimse
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except TimeoutError:
+                raise DimseTimeout(
+                    f"no response to message {message_id} within {timeout} s; "
+                    "the peer may be overloaded (raise the DIMSE timeout) or stalled"
+                ) from None
+        finally:
+            self._pending.pop(message_id, None)

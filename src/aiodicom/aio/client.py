@@ -1,0 +1,340 @@
+"""The requestor: `connect(...)` gives an association with echo, store, release, abort."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiodicom.aio.association import Association, AssociationInfo
+from aiodicom.aio.part10 import Part10Info, read_part10_info, stream_dataset
+from aiodicom.aio.protocol import DicomProtocol
+from aiodicom.core.dimse import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, Status
+from aiodicom.core.negotiation import (
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    VERIFICATION_SOP_CLASS,
+    NegotiatedAssociation,
+    build_request,
+    conclude_as_requestor,
+    find_context,
+)
+from aiodicom.core.pdu import AAssociateRQ
+from aiodicom.core.primitives import AssociateAccepted, AssociateRejected
+from aiodicom.core.upper_layer import UpperLayer
+from aiodicom.errors import (
+    AcseTimeout,
+    AssociationAborted,
+    AssociationError,
+    AssociationRejected,
+    CertificateRejected,
+    ConnectError,
+    DimseError,
+    NetworkTimeout,
+    NoPresentationContext,
+    TLSError,
+)
+from aiodicom.settings import AssociationSettings
+
+__all__ = ["ClientAssociation", "connect", "storage_contexts_for"]
+
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+_UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+
+Contexts = Sequence[tuple[str, Sequence[str]]]
+
+
+class ClientAssociation(Association):
+    """An association we requested."""
+
+    def __init__(self, settings: AssociationSettings) -> None:
+        super().__init__(settings)
+        self._answer: asyncio.Future[AssociateAccepted | AssociateRejected]
+        self._answer = asyncio.get_running_loop().create_future()
+        self.request_pdu: AAssociateRQ | None = None
+
+    def _on_associate_answer(self, primitive: AssociateAccepted | AssociateRejected) -> None:
+        if not self._answer.done():
+            self._answer.set_result(primitive)
+
+    def _on_release_indication(self) -> None:
+        # The peer asked to release (or a collision): answer once nothing is outstanding.
+        protocol = self.protocol
+        assert protocol is not None
+        protocol.ul.release_response(asyncio.get_running_loop().time())
+        protocol.pump()
+
+    def _on_end(self, exc: AssociationAborted) -> None:
+        if not self._answer.done():
+            self._answer.set_exception(exc)
+            self._answer.exception()
+
+    # -- establishment ---------------------------------------------------------------------------
+
+    async def _establish(self, rq: AAssociateRQ) -> NegotiatedAssociation:
+        protocol = self.protocol
+        assert protocol is not None
+        self.request_pdu = rq
+        timeout = self.settings.timeouts.acse
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(self._answer), timeout)
+        except TimeoutError:
+            self.abort()
+            raise AcseTimeout(
+                f"no answer to A-ASSOCIATE-RQ within {timeout} s: is the peer a DICOM "
+                "service on that port (and TLS on both sides or neither)?"
+            ) from None
+        if isinstance(answer, AssociateRejected):
+            rj = answer.response
+            raise AssociationRejected(rj.result, rj.source, rj.reason)
+        negotiated = conclude_as_requestor(rq, answer.response)
+        self.negotiated = negotiated
+        self.info = AssociationInfo(
+            id=self.id,
+            calling_ae_title=rq.calling_ae_title,
+            called_ae_title=rq.called_ae_title,
+            peer_address=protocol.extra("peername"),
+            negotiated=negotiated,
+        )
+        return negotiated
+
+    # -- services --------------------------------------------------------------------------------
+
+    async def echo(self) -> Status:
+        """C-ECHO (PS3.7 §9.1.5): the status the peer answered."""
+        ctx = find_context(self._negotiated(), VERIFICATION_SOP_CLASS)
+        mid = self.next_message_id()
+        rq = CEchoRQ(message_id=mid, affected_sop_class_uid=VERIFICATION_SOP_CLASS)
+        rsp, data = await self.request(ctx.context_id, rq, message_id=mid)
+        if data is not None:
+            await data.discard()
+        if not isinstance(rsp, CEchoRSP):
+            raise DimseError(f"expected a C-ECHO-RSP, got {type(rsp).__name__}")
+        return rsp.status
+
+    async def store(self, source: Path | str | Any, *, priority: int = 0) -> Status:
+        """C-STORE a Part 10 file (streamed, never loaded whole) or a pydicom Dataset."""
+        if isinstance(source, str | Path):
+            return await self._store_file(Path(source), priority)
+        return await self._store_dataset(source, priority)
+
+    async def _store_file(self, path: Path, priority: int) -> Status:
+        info = read_part10_info(path)
+        negotiated = self._negotiated()
+        try:
+            ctx = find_context(negotiated, info.sop_class_uid, info.transfer_syntax_uid)
+        except NoPresentationContext:
+            if info.transfer_syntax_uid not in _UNCOMPRESSED:
+                raise
+            import pydicom  # convertible: re-encode in an accepted uncompressed syntax
+
+            return await self._store_dataset(pydicom.dcmread(path), priority)
+        mid = self.next_message_id()
+        rq = CStoreRQ(
+            message_id=mid,
+            affected_sop_class_uid=info.sop_class_uid,
+            affected_sop_instance_uid=info.sop_instance_uid,
+            priority=priority,
+        )
+        chunk = _chunk_size(negotiated.peer_max_pdu_length)
+        rsp, data = await self.request(
+            ctx.context_id, rq, stream_dataset(info, chunk), message_id=mid
+        )
+        return await _store_status(rsp, data)
+
+    async def _store_dataset(self, ds: Any, priority: int) -> Status:
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_dataset
+
+        sop_class = str(ds.SOPClassUID)
+        sop_instance = str(ds.SOPInstanceUID)
+        meta = getattr(ds, "file_meta", None)
+        native = None
+        if meta is not None and "TransferSyntaxUID" in meta:
+            native = str(meta.TransferSyntaxUID)
+        negotiated = self._negotiated()
+        ctx = None
+        for ts in ([native] if native else []) + list(_UNCOMPRESSED):
+            try:
+                ctx = find_context(negotiated, sop_class, ts)
+                break
+            except NoPresentationContext:
+                continue
+        if ctx is None:
+            ctx = find_context(negotiated, sop_class)  # raises with what was accepted
+        buf = DicomBytesIO()
+        buf.is_little_endian = True
+        buf.is_implicit_VR = ctx.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
+        write_dataset(buf, ds)
+        mid = self.next_message_id()
+        rq = CStoreRQ(
+            message_id=mid,
+            affected_sop_class_uid=sop_class,
+            affected_sop_instance_uid=sop_instance,
+            priority=priority,
+        )
+        rsp, data = await self.request(ctx.context_id, rq, buf.getvalue(), message_id=mid)
+        return await _store_status(rsp, data)
+
+    def _negotiated(self) -> NegotiatedAssociation:
+        if self.negotiated is None or not self.is_established:
+            raise self.abort_reason or AssociationError("the association is not established")
+        return self.negotiated
+
+    async def release(self) -> None:
+        """A-RELEASE: waits for the peer's answer within the ACSE timeout, else aborts."""
+        protocol = self.protocol
+        if protocol is None or self._ended:
+            return
+        protocol.ul.release_request()
+        protocol.pump()
+        timeout = self.settings.timeouts.acse
+        try:
+            await asyncio.wait_for(asyncio.shield(self._released), timeout)
+        except TimeoutError:
+            self.abort()
+            raise AcseTimeout(f"no A-RELEASE-RP within {timeout} s; aborted") from None
+        except AssociationAborted:
+            pass
+        try:
+            await asyncio.wait_for(asyncio.shield(protocol.closed), timeout)
+        except TimeoutError:
+            protocol.abort_transport()
+
+
+async def _store_status(rsp: Any, data: Any) -> Status:
+    if data is not None:
+        await data.discard()
+    if not isinstance(rsp, CStoreRSP):
+        raise DimseError(f"expected a C-STORE-RSP, got {type(rsp).__name__}")
+    return rsp.status
+
+
+def _chunk_size(peer_max_pdu: int) -> int:
+    if peer_max_pdu == 0 or peer_max_pdu > (4 << 20):
+        return 1 << 20
+    return peer_max_pdu - 6
+
+
+def storage_contexts_for(paths: Sequence[Path]) -> list[tuple[str, list[str]]]:
+    """One context per SOP class (each file's own syntax plus the uncompressed ones), and
+    Verification, so the same association can C-ECHO."""
+    wanted: dict[str, list[str]] = {VERIFICATION_SOP_CLASS: [IMPLICIT_VR_LITTLE_ENDIAN]}
+    for path in paths:
+        info: Part10Info = read_part10_info(path)
+        syntaxes = wanted.setdefault(info.sop_class_uid, [])
+        for ts in (info.transfer_syntax_uid, *_UNCOMPRESSED):
+            if ts not in syntaxes:
+                syntaxes.append(ts)
+    return list(wanted.items())
+
+
+@asynccontextmanager
+async def connect(
+    host: str,
+    port: int,
+    *,
+    called_ae_title: str = "ANY-SCP",
+    contexts: Contexts | None = None,
+    settings: AssociationSettings | None = None,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> AsyncIterator[ClientAssociation]:
+    """Open a connection, negotiate, and yield the association; released on exit.
+
+    An exception inside the block aborts the association instead of releasing it.
+    """
+    assoc = await open_association(
+        host,
+        port,
+        called_ae_title=called_ae_title,
+        contexts=contexts,
+        settings=settings,
+        tls=tls,
+        server_hostname=server_hostname,
+    )
+    try:
+        yield assoc
+    except BaseException:
+        assoc.abort()
+        raise
+    await assoc.release()
+
+
+async def open_association(
+    host: str,
+    port: int,
+    *,
+    called_ae_title: str = "ANY-SCP",
+    contexts: Contexts | None = None,
+    settings: AssociationSettings | None = None,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> ClientAssociation:
+    """Like `connect` without the context manager: the caller must release or abort."""
+    settings = settings or AssociationSettings()
+    limits = settings.limits
+    rq = build_request(
+        called_ae=called_ae_title,
+        calling_ae=settings.ae_title,
+        contexts=list(contexts or [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]),
+        max_pdu_length=limits.max_pdu_length,
+    )
+    loop = asyncio.get_running_loop()
+    assoc = ClientAssociation(settings)
+    ul = UpperLayer(
+        requestor=True,
+        max_pdu_length=limits.receive_cap,
+        artim_timeout=settings.timeouts.artim,
+        staging_size=limits.receive_staging,
+    )
+    ul.request_association(rq)
+
+    def factory() -> DicomProtocol:
+        protocol = DicomProtocol(ul, assoc.on_primitive)
+        assoc.protocol = protocol
+        return protocol
+
+    timeouts = settings.timeouts
+    try:
+        await asyncio.wait_for(
+            loop.create_connection(
+                factory,
+                host,
+                port,
+                ssl=tls,
+                server_hostname=(server_hostname or host) if tls else None,
+                ssl_handshake_timeout=timeouts.tls_handshake if tls else None,
+            ),
+            timeouts.connect,
+        )
+    except TimeoutError:
+        raise NetworkTimeout(
+            f"connecting to {host}:{port} took over {timeouts.connect} s"
+        ) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise CertificateRejected(
+            f"the server at {host}:{port} presented a certificate we do not trust: "
+            f"{exc.verify_message}; check --ca and the server name"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise TLSError(
+            f"TLS handshake with {host}:{port} failed ({exc.reason or exc}); does the server "
+            "require a client certificate, and does our CA trust its chain?"
+        ) from exc
+    except ConnectionRefusedError as exc:
+        raise ConnectError(f"{host}:{port} refused the connection: is the server running?") from exc
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    try:
+        await assoc._establish(rq)
+    except AssociationAborted as exc:
+        if tls is not None:
+            raise TLSError(
+                f"the connection to {host}:{port} closed during association: the server may "
+                "have refused our client certificate (wrong CA, revoked or expired)"
+            ) from exc
+        raise
+    return assoc

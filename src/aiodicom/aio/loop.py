@@ -1,0 +1,41 @@
+"""Choosing the event loop: uvloop where installed, the default loop otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["loop_factory", "run", "uvloop_available"]
+
+T = TypeVar("T")
+
+
+def uvloop_available() -> bool:
+    if os.environ.get("AIODICOM_LOOP", "") == "asyncio":
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def loop_factory() -> Any:
+    """uvloop's loop when available (more than twice the TLS throughput), else asyncio's.
+
+    ``AIODICOM_LOOP=asyncio`` forces the default loop. On the default loop, the SSL read
+    buffer (256 KiB per connection by default) is the memory of an idle TLS association;
+    callers that hold many should lower ``asyncio.sslproto.SSLProtocol.max_size`` themselves.
+    """
+    if uvloop_available():
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(coro)

@@ -1,0 +1,188 @@
+"""The asyncio transport adapter: bytes in and out of a sans-I/O `UpperLayer`.
+
+Theory of operation
+-------------------
+`DicomProtocol` is an ``asyncio.BufferedProtocol``. The loop (or its TLS layer) asks
+`get_buffer` where to put received bytes; we hand it a view into the upper layer's receive
+buffer, so a PDU body is written once, in place, and travels up as a memoryview. After
+every input (bytes, connection loss, ARTIM expiry) `_pump` does three things the core asked
+for: writes what it queued (``transport.writelines``: header and data-set views go out
+without being joined), hands each service primitive to the owner synchronously, and closes
+the transport when the state machine says so. ARTIM is one ``loop.call_at`` handle kept in
+step with ``UpperLayer.get_timer()``; the clock is the loop's monotonic ``time()``.
+
+Flow control is both ways: ``pause_writing``/``resume_writing`` gate an ``asyncio.Event``
+that senders await (`drain`), and the owner may `pause_reading` while a handler is behind,
+so memory stays bounded by a few PDUs whatever the peer sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiodicom.core.buffer import ReadableBuffer
+from aiodicom.core.primitives import Primitive
+from aiodicom.core.upper_layer import UpperLayer
+from aiodicom.errors import AssociationAborted, TransportError
+
+__all__ = ["DicomProtocol"]
+
+log = logging.getLogger("aiodicom.transport")
+
+
+class DicomProtocol(asyncio.BufferedProtocol):
+    """Feeds an `UpperLayer` from a transport and applies what it asks for."""
+
+    def __init__(
+        self,
+        upper_layer: UpperLayer,
+        on_primitive: Callable[[Primitive], None],
+        *,
+        on_connection_made: Callable[[DicomProtocol], None] | None = None,
+    ) -> None:
+        self.ul = upper_layer
+        self._on_primitive = on_primitive
+        self._on_connection_made = on_connection_made
+        self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._reading_paused = False
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.close_error: BaseException | None = None
+        self.last_activity = self._loop.time()
+
+    # -- asyncio callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TLS transport is not an asyncio.Transport subclass, but has its methods.
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._on_connection_made is not None:
+            self._on_connection_made(self)
+        self.ul.connection_made(self._loop.time())
+        self._pump()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.ul.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        now = self._loop.time()
+        self.last_activity = now
+        self.ul.buffer_updated(nbytes, now)
+        self._pump()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: one association per connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close_error = exc
+        self._writable.set()  # wake senders; they will see the association is gone
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.ul.connection_lost(self._loop.time())
+        self._pump()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- used by the association ------------------------------------------------------------
+
+    @property
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def pump(self) -> None:
+        """Apply what the core queued after a local request."""
+        self._pump()
+
+    def send(self, buffers: Sequence[ReadableBuffer]) -> None:
+        """Queue already-framed P-DATA-TF bytes (header and views) through the state machine."""
+        self.ul.send_data(buffers)
+        self._pump()
+
+    async def drain(self) -> None:
+        """Wait until the transport takes more; raises if the connection is gone."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+        if self.closed.done():
+            raise AssociationAborted(2, 0, "the connection closed while sending")
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+
+    def abort_transport(self) -> None:
+        """Drop the connection without ceremony (the peer stalled or misbehaved)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def extra(self, name: str) -> Any:
+        return None if self.transport is None else self.transport.get_extra_info(name)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        ul = self.ul
+        transport = self.transport
+        out = ul.data_to_send()
+        if out and transport is not None and not transport.is_closing():
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        while (primitive := ul.next_event()) is not None:
+            try:
+                self._on_primitive(primitive)
+            except Exception:  # an owner bug must not leave the connection half-handled
+                log.exception("error while handling %s", type(primitive).__name__)
+                self.abort_transport()
+        if ul.close_requested and transport is not None and not transport.is_closing():
+            transport.close()
+        self._schedule_timer()
+
+    def _schedule_timer(self) -> None:
+        deadline = self.ul.get_timer()
+        if deadline == self._timer_deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None and not self.closed.done():
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        self.ul.handle_timer(self._loop.time())
+        self._pump()
+
+
+def map_os_error(exc: BaseException, what: str) -> TransportError:
+    """Translate a transport failure into our hierarchy (the caller raises ``from exc``)."""
+    return TransportError(f"{what}: {exc}")

@@ -1,0 +1,363 @@
+"""The acceptor: a `Server` that accepts associations and runs async handlers.
+
+One asyncio task per request (never a thread per association). The TLS handshake runs in
+the loop's transport with a timeout, so a stalled client never holds up others. On
+``close`` the server stops listening, lets associations finish up to a drain timeout, then
+aborts what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiodicom.aio.association import Association, AssociationInfo, IncomingData
+from aiodicom.aio.protocol import DicomProtocol
+from aiodicom.aio.requests import (
+    Authorizer,
+    EchoHandler,
+    EchoRequest,
+    StoreHandler,
+    StoreRequest,
+)
+from aiodicom.core.dimse import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, Message, Status
+from aiodicom.core.negotiation import (
+    AcceptorPolicy,
+    conclude_as_acceptor,
+    negotiate_as_acceptor,
+    reject_calling_ae_not_recognized,
+    reject_local_limit_exceeded,
+)
+from aiodicom.core.pdu import AAssociateAC, AAssociateRJ, AAssociateRQ
+from aiodicom.core.primitives import AssociateIndication
+from aiodicom.core.upper_layer import UpperLayer
+from aiodicom.errors import AssociationAborted, ConfigurationError
+from aiodicom.settings import AssociationSettings
+
+__all__ = ["Server", "ServerAssociation", "async_echo_success"]
+
+log = logging.getLogger("aiodicom.server")
+
+
+async def async_echo_success(request: EchoRequest) -> Status:
+    """The default C-ECHO handler: the Verification service always succeeds."""
+    return Status.SUCCESS
+
+
+@dataclass(slots=True)
+class _Stats:
+    accepted: int = 0
+    rejected: int = 0
+    aborted: int = 0
+    released: int = 0
+    active: set[ServerAssociation] = field(default_factory=set)
+
+
+class ServerAssociation(Association):
+    """An association a peer requested from our `Server`."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server.settings)
+        self.server = server
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._window: asyncio.Semaphore | None = None
+        self._releasing = False
+        self.identity: Any = None
+        self.peer: tuple[str, int] | None = None
+        self.counted = False
+
+    def connection_made(self, protocol: DicomProtocol) -> None:
+        # Counted here, not in the factory: a failed TLS handshake never reaches this point.
+        self.protocol = protocol
+        self.server.stats.active.add(self)
+        peer = protocol.extra("peername")
+        self.peer = (peer[0], peer[1]) if peer else None
+        ssl_object = protocol.extra("ssl_object")
+        if ssl_object is not None and self.server.identify is not None:
+            self.identity = self.server.identify(ssl_object)
+
+    # -- establishment ----------------------------------------------------------------------
+
+    def _on_associate_indication(self, primitive: AssociateIndication) -> None:
+        self._spawn(self._answer_request(primitive.request))
+
+    async def _answer_request(self, rq: AAssociateRQ) -> None:
+        server = self.server
+        info = AssociationInfo(
+            id=self.id,
+            calling_ae_title=rq.calling_ae_title,
+            called_ae_title=rq.called_ae_title,
+            peer_address=self.peer,
+            identity=self.identity,
+        )
+        answer: AAssociateAC | AAssociateRJ | None = server.check_limits(self)
+        if answer is None:
+            answer = self._check_binding(rq)
+        if answer is None and server.authorize is not None:
+            answer = await server.authorize(info, rq)
+        if answer is None:
+            answer = negotiate_as_acceptor(rq, server.policy)
+        protocol = self.protocol
+        if protocol is None or self._ended:
+            return
+        now = asyncio.get_running_loop().time()
+        if isinstance(answer, AAssociateRJ):
+            server.stats.rejected += 1
+            log.info(
+                "association %d from %s rejected: calling %r called %r result %d source %d "
+                "reason %d",
+                self.id, self.peer, rq.calling_ae_title, rq.called_ae_title,
+                answer.result, answer.source, answer.reason,
+            )
+            protocol.ul.reject(answer, now)
+            protocol.pump()
+            return
+        self.negotiated = conclude_as_acceptor(rq, answer)
+        self.info = AssociationInfo(
+            id=self.id,
+            calling_ae_title=rq.calling_ae_title,
+            called_ae_title=rq.called_ae_title,
+            peer_address=self.peer,
+            identity=self.identity,
+            negotiated=self.negotiated,
+        )
+        self._window = asyncio.Semaphore(max(1, self.negotiated.max_operations_performed or 1))
+        server.stats.accepted += 1
+        log.debug("association %d from %s accepted (%r -> %r)", self.id, self.peer,
+                  rq.calling_ae_title, rq.called_ae_title)
+        protocol.ul.accept(answer)
+        protocol.pump()
+
+    def _check_binding(self, rq: AAssociateRQ) -> AAssociateRJ | None:
+        identity = self.identity
+        server = self.server
+        if identity is None:
+            return None
+        titles: Sequence[str] = getattr(identity, "ae_titles", ())
+        if titles and rq.calling_ae_title not in titles:
+            log.warning(
+                "association %d refused: calling AE %r is not bound to certificate %s "
+                "(it names %s)", self.id, rq.calling_ae_title,
+                getattr(identity, "subject", "?"), ", ".join(titles),
+            )
+            return reject_calling_ae_not_recognized()
+        if not titles and server.require_ae_binding:
+            log.warning(
+                "association %d refused: certificate %s names no AE title and "
+                "--require-ae-binding is set", self.id, getattr(identity, "subject", "?"),
+            )
+            return reject_calling_ae_not_recognized()
+        return None
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _dispatch_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
+        if self.negotiated is None or context_id not in self.negotiated.contexts:
+            log.warning("association %d: request on unaccepted context %d, aborting",
+                        self.id, context_id)
+            self.abort()
+            return
+        self._spawn(self._run_request(context_id, msg, data))
+
+    async def _run_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
+        assert self._window is not None and self.info is not None and self.negotiated is not None
+        async with self._window:
+            response: Message
+            if isinstance(msg, CEchoRQ):
+                status = await self._call(self.server.echo_handler, EchoRequest(
+                    association=self.info, command=msg))
+                response = CEchoRSP(
+                    message_id_being_responded_to=msg.message_id,
+                    affected_sop_class_uid=msg.affected_sop_class_uid,
+                    status=status,
+                )
+            elif isinstance(msg, CStoreRQ) and data is not None:
+                response = await self._run_store(context_id, msg, data)
+            else:
+                log.warning("association %d: %s is not supported here", self.id,
+                            type(msg).__name__)
+                if data is not None:
+                    await data.discard()
+                response = _unsupported_response(msg)
+            with contextlib.suppress(AssociationAborted):
+                await self.send_message(context_id, response)
+
+    async def _run_store(self, context_id: int, msg: CStoreRQ, data: IncomingData) -> Message:
+        assert self.info is not None and self.negotiated is not None
+        ts = self.negotiated.contexts[context_id].transfer_syntax
+        request = StoreRequest(
+            association=self.info, command=msg, context_id=context_id,
+            transfer_syntax=ts, data=data,
+        )
+        handler = self.server.store_handler
+        status = Status.SOP_CLASS_NOT_SUPPORTED if handler is None else await self._call(
+            handler, request)
+        if not data.complete or not self._ended:
+            with contextlib.suppress(AssociationAborted):
+                await data.discard()
+        return CStoreRSP(
+            message_id_being_responded_to=msg.message_id,
+            affected_sop_class_uid=msg.affected_sop_class_uid,
+            affected_sop_instance_uid=msg.affected_sop_instance_uid,
+            status=status,
+        )
+
+    async def _call(self, handler: Any, request: Any) -> Status:
+        """Run a handler; an exception becomes a failure status and one logged traceback."""
+        try:
+            status = await handler(request)
+        except AssociationAborted:
+            raise
+        except Exception:
+            log.exception("association %d: %s handler failed", self.id, type(request).__name__)
+            return Status.PROCESSING_FAILURE if isinstance(request, EchoRequest) else Status(0xC000)
+        return Status(int(status))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(
+            exc, AssociationAborted
+        ):
+            log.error("association %d: task failed", self.id, exc_info=exc)
+            self.abort()
+        if self._releasing and not self._tasks:
+            self._finish_release()
+
+    # -- release and end --------------------------------------------------------------------------
+
+    def _on_release_indication(self) -> None:
+        self._releasing = True
+        if not self._tasks:
+            self._finish_release()
+
+    def _finish_release(self) -> None:
+        protocol = self.protocol
+        if protocol is None or self._ended:
+            return
+        self._releasing = False
+        protocol.ul.release_response(asyncio.get_running_loop().time())
+        protocol.pump()
+        self.server.stats.released += 1
+
+    def _on_end(self, exc: AssociationAborted) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.server.forget(self)
+
+
+def _unsupported_response(msg: Message) -> Message:
+    # Without a dedicated handler, answer C-STORE-style failure for unknown services would be
+    # wrong; every supported request class is handled above, others are C-ECHO-shaped refusals.
+    return CEchoRSP(
+        message_id_being_responded_to=getattr(msg, "message_id", 0),
+        affected_sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "1.2.840.10008.1.1",
+        status=Status(0x0211),
+    )
+
+
+class Server:
+    """A DICOM acceptor. Start listeners with `listen`, stop with `close` (drains)."""
+
+    def __init__(
+        self,
+        *,
+        settings: AssociationSettings | None = None,
+        policy: AcceptorPolicy,
+        echo: EchoHandler | None = async_echo_success,
+        store: StoreHandler | None = None,
+        authorize: Authorizer | None = None,
+        identify: Callable[[Any], Any] | None = None,
+        require_ae_binding: bool = False,
+    ) -> None:
+        self.settings = settings or AssociationSettings()
+        self.policy = policy
+        self.echo_handler = echo or async_echo_success
+        self.store_handler = store
+        self.authorize = authorize
+        self.identify = identify
+        self.require_ae_binding = require_ae_binding
+        self.stats = _Stats()
+        self._idle = asyncio.Event()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._closing = False
+
+    def check_limits(self, assoc: ServerAssociation) -> AAssociateRJ | None:
+        if self._closing:
+            return reject_local_limit_exceeded()
+        if len(self.stats.active) > self.settings.limits.max_associations:
+            log.warning("association %d rejected: %d associations is the limit",
+                        assoc.id, self.settings.limits.max_associations)
+            return reject_local_limit_exceeded()
+        return None
+
+    def forget(self, assoc: ServerAssociation) -> None:
+        self.stats.active.discard(assoc)
+        if not self.stats.active:
+            self._idle.set()
+
+    def _factory(self) -> DicomProtocol:
+        limits = self.settings.limits
+        assoc = ServerAssociation(self)
+        ul = UpperLayer(
+            requestor=False,
+            max_pdu_length=limits.receive_cap,
+            artim_timeout=self.settings.timeouts.artim,
+            staging_size=limits.receive_staging,
+        )
+        return DicomProtocol(ul, assoc.on_primitive, on_connection_made=assoc.connection_made)
+
+    async def listen(
+        self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> tuple[str, int]:
+        """Open a listener; returns the bound address (port 0 picks a free port)."""
+        if tls is not None and tls.verify_mode != ssl.CERT_REQUIRED:
+            raise ConfigurationError("a TLS listener must require client certificates")
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            self._factory, host, port, ssl=tls,
+            ssl_handshake_timeout=self.settings.timeouts.tls_handshake if tls else None,
+            reuse_port=reuse_port or None, backlog=1024,
+        )
+        self._servers.append(server)
+        sockname = server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    @property
+    def active(self) -> int:
+        return len(self.stats.active)
+
+    async def close(self, drain_timeout: float = 10.0) -> None:
+        """Stop accepting, wait for associations to end, then abort what is left."""
+        self._closing = True
+        for server in self._servers:
+            server.close()
+        if self.stats.active:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_timeout)
+        for assoc in list(self.stats.active):
+            assoc.abort()
+            if assoc.protocol is not None:
+                assoc.protocol.abort_transport()
+        self.stats.active.clear()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
