@@ -1,0 +1,176 @@
+"""The `aiodicom` command line (its names are a contract: see PRODUCT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiodicom import __version__
+from aiodicom.errors import ConfigurationError, DicomError
+
+__all__ = ["main"]
+
+
+def _add_tls_client_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TLS (PS3.15 mutual authentication)")
+    g.add_argument("--tls", action="store_true", help="connect over TLS (port 2762 usually)")
+    g.add_argument("--cert", type=Path, help="our client certificate (PEM)")
+    g.add_argument("--key", type=Path, help="its private key (PEM)")
+    g.add_argument("--ca", type=Path, help="CA certificate(s) that sign the server's certificate")
+    g.add_argument("--server-name", help="name to verify in the server certificate "
+                   "(default: HOST)")
+
+
+def _add_ae_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calling-ae", "-aet", default="AIODICOM", metavar="AE",
+                   help="our AE title (default AIODICOM)")
+    p.add_argument("--called-ae", "-aec", default="ANY-SCP", metavar="AE",
+                   help="the peer's AE title (default ANY-SCP)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiodicom",
+        description="asyncio DICOM networking over mutual TLS: server, client and CA tool",
+    )
+    parser.add_argument("--version", action="version", version=f"aiodicom {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the storage/verification server",
+                           description="Run the DICOM storage and verification server.")
+    serve.add_argument("--config", type=Path, help="TOML file; flags override its keys")
+    serve.add_argument("--ae-title", help="our AE title (default AIODICOM)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="plain DICOM port (e.g. 11112)")
+    serve.add_argument("--tls-port", type=int, help="mutual-TLS DICOM port (e.g. 2762)")
+    serve.add_argument("--cert", type=Path, help="server certificate (PEM)")
+    serve.add_argument("--key", type=Path, help="server private key (PEM)")
+    serve.add_argument("--ca", type=Path,
+                       help="CA certificate(s) that client certificates must chain to")
+    serve.add_argument("--crl", type=Path, help="certificate revocation list (PEM)")
+    serve.add_argument("--storage", type=Path, help="where files go (default ./storage)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--require-ae-binding", action="store_true", default=None,
+                       help="refuse client certificates that name no AE title")
+    serve.add_argument("--metrics", metavar="[HOST:]PORT", help="Prometheus endpoint")
+    serve.add_argument("--audit-log", type=Path, help="append PS3.15 A.5 audit messages here")
+    serve.add_argument("--log-format", choices=("text", "json"))
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                       help="on SIGTERM, how long running associations may finish (default 10)")
+    serve.add_argument("--max-associations", type=int, help="per worker (default 10000)")
+    serve.add_argument("--max-pdu-length", type=int, help="largest PDU we receive (default 1 MiB)")
+    serve.set_defaults(func=_cmd_serve)
+
+    echo = sub.add_parser("echo", help="C-ECHO a peer (verification)",
+                          description="Send C-ECHO; exit 0 when the peer answers success.")
+    echo.add_argument("host")
+    echo.add_argument("port", type=int)
+    _add_ae_flags(echo)
+    echo.add_argument("--repeat", type=int, default=1, help="echoes on one association")
+    _add_tls_client_flags(echo)
+    echo.set_defaults(func=_cmd_echo)
+
+    store = sub.add_parser("store", help="C-STORE files and folders",
+                           description="Send DICOM files (folders recursively); exit 0 only "
+                           "if every instance got a success status.")
+    store.add_argument("host")
+    store.add_argument("port", type=int)
+    store.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    _add_ae_flags(store)
+    store.add_argument("--associations", "-n", type=int, default=1,
+                       help="parallel associations (default 1)")
+    store.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_tls_client_flags(store)
+    store.set_defaults(func=_cmd_store)
+
+    index = sub.add_parser("index", help="the storage index",
+                           description="Maintain STORAGE/index.sqlite.")
+    index_sub = index.add_subparsers(dest="index_command", metavar="ACTION")
+    rebuild = index_sub.add_parser("rebuild", help="rebuild the index from the stored files")
+    rebuild.add_argument("storage", type=Path)
+    rebuild.set_defaults(func=_cmd_index_rebuild)
+
+    import aiodicom.app.pki as pki
+
+    pki.add_subparsers(sub)
+    return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from aiodicom.app.config import load_config, merge
+    from aiodicom.app.serve import serve_main
+
+    config = load_config(args.config) if args.config else {}
+    flags = {
+        k: getattr(args, k)
+        for k in ("ae_title", "host", "port", "tls_port", "cert", "key", "ca", "crl", "storage",
+                  "workers", "require_ae_binding", "metrics", "audit_log", "log_format",
+                  "log_level", "drain_timeout", "max_associations", "max_pdu_length")
+    }
+    options = merge(config, flags)
+    if options.workers > 1:
+        from aiodicom.app.workers import run_workers
+
+        return run_workers(options)
+    return serve_main(options)
+
+
+def _client_tls(args: argparse.Namespace) -> Any:
+    if not args.tls:
+        if args.cert or args.key:
+            raise ConfigurationError("--cert/--key given without --tls: add --tls to use them")
+        return None
+    missing = [f"--{n}" for n in ("cert", "key", "ca") if getattr(args, n) is None]
+    if missing:
+        raise ConfigurationError(f"--tls needs {', '.join(missing)}")
+    from aiodicom.aio.tls import client_context
+
+    return client_context(cert=args.cert, key=args.key, ca=args.ca)
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from aiodicom.app.client_cli import echo_main
+
+    return echo_main(args, _client_tls(args))
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from aiodicom.app.client_cli import store_main
+
+    return store_main(args, _client_tls(args))
+
+
+def _cmd_index_rebuild(args: argparse.Namespace) -> int:
+    from aiodicom.app.index import Index
+
+    root: Path = args.storage
+    if not root.is_dir():
+        raise ConfigurationError(f"{root} is not a directory")
+    with Index.for_root(root) as index:
+        count = index.rebuild(root)
+    print(f"indexed {count} instance(s) in {root / 'index.sqlite'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        return 130
+    except (DicomError, ValueError, OSError) as exc:
+        print(f"aiodicom {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

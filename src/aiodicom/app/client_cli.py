@@ -1,0 +1,168 @@
+"""`aiodicom echo` and `aiodicom store`: the client side of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiodicom.aio.client import connect, storage_contexts_for
+from aiodicom.aio.loop import run
+from aiodicom.aio.part10 import NotPart10Error, read_part10_info
+from aiodicom.core.dimse import Status
+from aiodicom.errors import DicomError
+from aiodicom.settings import AssociationSettings
+
+__all__ = ["echo_main", "iter_files", "store_main"]
+
+
+def _settings(args: argparse.Namespace) -> AssociationSettings:
+    return AssociationSettings(ae_title=args.calling_ae)
+
+
+def echo_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
+    async def go() -> int:
+        start = time.perf_counter()
+        async with connect(
+            args.host, args.port, called_ae_title=args.called_ae, settings=_settings(args),
+            tls=tls, server_hostname=args.server_name,
+        ) as assoc:
+            connected = time.perf_counter()
+            worst = Status.SUCCESS
+            t0 = time.perf_counter()
+            for _ in range(max(1, args.repeat)):
+                status = await assoc.echo()
+                if status != Status.SUCCESS:
+                    worst = status
+            rtt = (time.perf_counter() - t0) / max(1, args.repeat)
+        print(
+            f"C-ECHO {args.host}:{args.port} ({args.called_ae}): status 0x{int(worst):04X} "
+            f"({worst.description}); association {1000 * (connected - start):.1f} ms, "
+            f"round trip {1000 * rtt:.2f} ms"
+        )
+        return 0 if worst == Status.SUCCESS else 1
+
+    return run(go())
+
+
+def iter_files(paths: list[Path]) -> Iterator[Path]:
+    """Files named, and every file under folders named (sorted, hidden ones skipped)."""
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name
+        elif path.exists():
+            yield path
+        else:
+            raise DicomError(f"{path}: no such file or directory")
+
+
+@dataclass(slots=True)
+class _Progress:
+    total_files: int
+    total_bytes: int
+    show: bool
+    sent: int = 0
+    bytes: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    start: float = field(default_factory=time.perf_counter)
+
+    def done(self, path: Path, size: int, error: str | None) -> None:
+        self.sent += error is None
+        self.bytes += size
+        if error is not None:
+            self.failed.append((path, error))
+        if self.show:
+            elapsed = max(time.perf_counter() - self.start, 1e-6)
+            n = self.sent + len(self.failed)
+            width = 30
+            filled = int(width * n / max(self.total_files, 1))
+            sys.stderr.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {n}/{self.total_files} files "
+                f"{self.bytes / 1e6:.1f}/{self.total_bytes / 1e6:.1f} MB "
+                f"{self.bytes / 1e6 / elapsed:.1f} MB/s"
+            )
+            sys.stderr.flush()
+
+
+def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in iter_files(args.paths):
+        try:
+            read_part10_info(path)
+        except (NotPart10Error, OSError) as exc:
+            skipped.append((path, str(exc)))
+            continue
+        files.append(path)
+    if not files:
+        print("aiodicom store: no DICOM Part 10 files to send", file=sys.stderr)
+        for path, why in skipped:
+            print(f"  skipped {path}: {why}", file=sys.stderr)
+        return 1
+    contexts = storage_contexts_for(files)
+    if len(contexts) > 128:
+        print("aiodicom store: more than 128 SOP classes in one run; split the folders",
+              file=sys.stderr)
+        return 1
+    total = sum(p.stat().st_size for p in files)
+    show = sys.stderr.isatty() and not args.quiet
+    progress = _Progress(total_files=len(files), total_bytes=total, show=show)
+    n = max(1, min(args.associations, len(files)))
+
+    async def worker(queue: asyncio.Queue[Path]) -> None:
+        async with connect(
+            args.host, args.port, called_ae_title=args.called_ae, contexts=contexts,
+            settings=_settings(args), tls=tls, server_hostname=args.server_name,
+        ) as assoc:
+            while not queue.empty():
+                path = queue.get_nowait()
+                size = path.stat().st_size
+                try:
+                    status = await assoc.store(path)
+                except DicomError as exc:
+                    if not assoc.is_established:
+                        progress.done(path, size, str(exc))
+                        while not queue.empty():
+                            rest = queue.get_nowait()
+                            progress.done(rest, 0, "not sent: the association ended")
+                        raise
+                    progress.done(path, size, str(exc))
+                    continue
+                error = None if status.category.name in ("SUCCESS", "WARNING") else (
+                    f"status 0x{int(status):04X} ({status.description})")
+                progress.done(path, size, error)
+
+    async def go() -> list[BaseException]:
+        queue: asyncio.Queue[Path] = asyncio.Queue()
+        for path in files:
+            queue.put_nowait(path)
+        results = await asyncio.gather(*(worker(queue) for _ in range(n)),
+                                       return_exceptions=True)
+        return [r for r in results if isinstance(r, BaseException)]
+
+    errors = run(go())
+    if show:
+        sys.stderr.write("\n")
+    elapsed = max(time.perf_counter() - progress.start, 1e-6)
+    print(
+        f"sent {progress.sent} of {len(files)} file(s), {progress.bytes / 1e6:.1f} MB in "
+        f"{elapsed:.2f} s ({progress.bytes / 1e6 / elapsed:.1f} MB/s) over {n} association(s)"
+    )
+    for path, why in skipped:
+        print(f"  skipped {path}: {why}")
+    for path, why in progress.failed:
+        print(f"  FAILED {path}: {why}")
+    for error in errors:
+        print(f"  association error: {error}", file=sys.stderr)
+    ok = not progress.failed and not errors and progress.sent == len(files)
+    return 0 if ok else 1

@@ -1,0 +1,127 @@
+"""`aiodicom serve` options: one frozen dataclass, filled from TOML and then from flags.
+
+Every option is a top-level TOML key named as the long flag with ``_`` for ``-``. An
+unknown key or a wrong type is a `ConfigurationError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from aiodicom.errors import ConfigurationError
+
+__all__ = ["ServeOptions", "load_config"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    """Everything `aiodicom serve` needs; defaults are a working plain listener."""
+
+    ae_title: str = "AIODICOM"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    """Plain DICOM listener (e.g. 11112)."""
+    tls_port: int | None = None
+    """Mutual-TLS listener (2762, PS3.15)."""
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    crl: Path | None = None
+    storage: Path = Path("storage")
+    workers: int = 1
+    require_ae_binding: bool = False
+    metrics: str | None = None
+    audit_log: Path | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    drain_timeout: float = 10.0
+    max_associations: int = 10_000
+    max_pdu_length: int = 1 << 20
+    fsync: bool = False
+    duplicates: str = "overwrite"
+
+    def check(self) -> ServeOptions:
+        """Cross-field rules; returns self so it chains."""
+        if self.port is None and self.tls_port is None:
+            raise ConfigurationError(
+                "nothing to listen on: give --port N (plain DICOM), --tls-port N (mutual TLS), "
+                "or both"
+            )
+        if self.tls_port is not None:
+            missing = [n for n in ("cert", "key", "ca") if getattr(self, n) is None]
+            if missing:
+                raise ConfigurationError(
+                    "--tls-port needs " + ", ".join(f"--{n}" for n in missing)
+                    + " (create them with `aiodicom pki init` and `aiodicom pki issue`)"
+                )
+            for name in ("cert", "key", "ca", "crl"):
+                path = getattr(self, name)
+                if path is not None and not Path(path).is_file():
+                    raise ConfigurationError(f"--{name} {path}: no such file")
+        for name in ("port", "tls_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ConfigurationError(f"{name} must be a port number (0-65535), got {value}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigurationError(
+                f"log_format must be 'text' or 'json', got {self.log_format!r}"
+            )
+        if self.workers < 1:
+            raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
+        if self.duplicates not in ("overwrite", "keep", "reject"):
+            raise ConfigurationError(
+                f"duplicates must be 'overwrite', 'keep' or 'reject', got {self.duplicates!r}"
+            )
+        return self
+
+
+def _expected(name: str) -> tuple[type, ...]:
+    annotation = {f.name: f.type for f in fields(ServeOptions)}[name]
+    text = str(annotation)
+    kinds: list[type] = []
+    for word, kind in (("int", int), ("str", str), ("bool", bool), ("float", float),
+                       ("Path", str)):
+        if word in text:
+            kinds.append(kind)
+    if float in kinds:
+        kinds.append(int)
+    return tuple(kinds)
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a TOML file into ServeOptions field values, naming any bad key."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from exc
+    known = {f.name for f in fields(ServeOptions)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigurationError(
+                f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"
+            )
+        kinds = _expected(key)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(sorted({k.__name__ for k in kinds}))
+            raise ConfigurationError(
+                f"{path}: key {key!r} must be {names}, got {type(value).__name__} {value!r}"
+            )
+        field_type = str({f.name: f.type for f in fields(ServeOptions)}[key])
+        values[key] = Path(value) if "Path" in field_type and isinstance(value, str) else value
+    return values
+
+
+def merge(config: dict[str, Any], flags: dict[str, Any]) -> ServeOptions:
+    """Flags given on the command line override the file; then the cross-field check."""
+    merged = {**config, **{k: v for k, v in flags.items() if v is not None}}
+    try:
+        return dataclasses.replace(ServeOptions(), **merged).check()
+    except TypeError as exc:  # pragma: no cover - keys are validated above
+        raise ConfigurationError(str(exc)) from exc

@@ -1,0 +1,211 @@
+"""`aiodicom serve`: the bundled storage and verification server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiodicom.aio.requests import StoreRequest
+from aiodicom.aio.server import Server
+from aiodicom.app.config import ServeOptions
+from aiodicom.core.dimse import Status
+from aiodicom.core.negotiation import VERIFICATION_SOP_CLASS, AcceptorPolicy
+from aiodicom.errors import ConfigurationError
+from aiodicom.settings import AssociationSettings, Limits, Timeouts
+
+__all__ = ["configure_logging", "run_server", "serve_main"]
+
+log = logging.getLogger("aiodicom.serve")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(fmt: str = "text", level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("aiodicom")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
+    """The default C-STORE handler: Part 10 files under the storage root, then indexed."""
+    from aiodicom.app.index import Index
+    from aiodicom.app.storage import (
+        DuplicatePolicy,
+        Storage,
+        StorageError,
+        StorageFailure,
+        StorageSettings,
+    )
+
+    storage = Storage(
+        StorageSettings(
+            root=Path(options.storage),
+            fsync=options.fsync,
+            duplicates=DuplicatePolicy[options.duplicates.upper()],
+        )
+    )
+    index = Index.for_root(Path(options.storage))
+    purged = storage.purge_incoming(older_than=3600.0)
+    if purged:
+        log.info("removed %d unfinished transfer(s) left by an earlier run", purged)
+    statuses = {
+        StorageFailure.MISMATCH: Status(0xA900),
+        StorageFailure.OUT_OF_RESOURCES: Status(0xA700),
+    }
+
+    async def handle_store(request: StoreRequest) -> Status:
+        info = request.association
+        try:
+            stored = await request.save(storage)
+        except StorageError as exc:
+            log.warning("association %d: C-STORE of %s from %r failed: %s", info.id,
+                        request.sop_instance_uid[:64], info.calling_ae_title, exc)
+            return statuses.get(exc.failure, Status(0xC000))
+        try:
+            index.add(stored)
+        except Exception:  # the file is safe on disk; `aiodicom index rebuild` repairs the index
+            log.exception("association %d: index update failed for %s", info.id, stored.path)
+        log.info(
+            "association %d: stored %s from %r (%d bytes)",
+            info.id, stored.sop_instance_uid, info.calling_ae_title, stored.size,
+        )
+        return Status.SUCCESS
+
+    return handle_store
+
+
+def storage_acceptor_policy(ae_title: str, *, max_pdu_length: int) -> AcceptorPolicy:
+    """Verification plus any storage SOP class, uncompressed or as the modality compressed it.
+
+    The called AE title is not checked: modalities are often configured with another one,
+    and access is decided by the certificate and policy, not by a name the peer chooses.
+    """
+    from aiodicom.core import negotiation as n
+
+    common = (
+        n.EXPLICIT_VR_LITTLE_ENDIAN, n.IMPLICIT_VR_LITTLE_ENDIAN,
+        n.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, n.EXPLICIT_VR_BIG_ENDIAN,
+        *n.COMPRESSED_TRANSFER_SYNTAXES,
+    )
+    return AcceptorPolicy(
+        ae_title=None,
+        abstract_syntaxes={VERIFICATION_SOP_CLASS: (n.IMPLICIT_VR_LITTLE_ENDIAN,
+                                                    n.EXPLICIT_VR_LITTLE_ENDIAN)},
+        accept_any_abstract_syntax=True,
+        default_transfer_syntaxes=tuple(dict.fromkeys(common)),
+        max_pdu_length=max_pdu_length,
+        max_operations_performed=8,
+    )
+
+
+def build_server(options: ServeOptions) -> tuple[Server, Any]:
+    """The Server and, when TLS is on, the reloading TLS context (for SIGHUP)."""
+    settings = AssociationSettings(
+        ae_title=options.ae_title,
+        timeouts=Timeouts(),
+        limits=Limits(
+            max_pdu_length=options.max_pdu_length, max_associations=options.max_associations
+        ),
+    )
+    policy = storage_acceptor_policy(options.ae_title, max_pdu_length=options.max_pdu_length)
+    reloading = None
+    identify = None
+    if options.tls_port is not None:
+        import aiodicom.aio.tls as tls
+
+        assert options.cert and options.key and options.ca
+        reloading = tls.ReloadingServerContext(
+            cert=Path(options.cert), key=Path(options.key), ca=Path(options.ca),
+            crl=Path(options.crl) if options.crl else None,
+        )
+        identify = tls.identity_from_ssl_object
+    server = Server(
+        settings=settings,
+        policy=policy,
+        store=make_store_handler(options),
+        identify=identify,
+        require_ae_binding=options.require_ae_binding,
+    )
+    return server, reloading
+
+
+async def run_server(
+    options: ServeOptions,
+    *,
+    started: Callable[[list[tuple[str, str, int]]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop``), then drain; SIGHUP reloads trust files."""
+    server, reloading = build_server(options)
+    bound: list[tuple[str, str, int]] = []
+    reuse = os.environ.get("AIODICOM_WORKER") == "1"
+    if options.port is not None:
+        host, port = await server.listen(options.host, options.port, reuse_port=reuse)
+        bound.append(("dicom", host, port))
+    if options.tls_port is not None and reloading is not None:
+        host, port = await server.listen(options.host, options.tls_port, tls=reloading.context,
+                                         reuse_port=reuse)
+        bound.append(("dicom+tls", host, port))
+    for kind, host, port in bound:
+        log.info("listening for %s on %s:%d as %r", kind, host, port, options.ae_title)
+    if started is not None:
+        started(bound)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if reloading is not None:
+        loop.add_signal_handler(signal.SIGHUP, reloading.reload)
+    watcher = asyncio.create_task(_watch(reloading)) if reloading is not None else None
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining %d association(s) for up to %.0f s",
+                 server.active, options.drain_timeout)
+        if watcher is not None:
+            watcher.cancel()
+        await server.close(drain_timeout=options.drain_timeout)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _watch(reloading: Any) -> None:
+    """Poll the trust files so a change applies to new connections within seconds."""
+    while True:
+        await asyncio.sleep(2.0)
+        try:
+            reloading.maybe_reload()
+        except ConfigurationError as exc:
+            log.warning("trust files not reloaded: %s", exc)
+
+
+def serve_main(options: ServeOptions) -> int:
+    configure_logging(options.log_format, options.log_level)
+    from aiodicom.aio.loop import run
+
+    return run(run_server(options))
