@@ -58,6 +58,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.close_error: BaseException | None = None
         self.last_activity = self._loop.time()
+        self.bytes_received = 0
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
@@ -79,6 +80,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         now = self._loop.time()
         self.last_activity = now
+        self.bytes_received += nbytes
         self.ul.buffer_updated(nbytes, now)
         self._pump()
 

@@ -17,6 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
+from aiodicom.aio.events import (
+    AssociationAccepted,
+    AssociationEnded,
+    AssociationRefused,
+    Observer,
+    RequestCompleted,
+    ServerEvent,
+)
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.aio.requests import (
     Authorizer,
@@ -25,7 +33,15 @@ from aiodicom.aio.requests import (
     StoreHandler,
     StoreRequest,
 )
-from aiodicom.core.dimse import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, Message, Status
+from aiodicom.core.dimse import (
+    CEchoRQ,
+    CEchoRSP,
+    CStoreRQ,
+    CStoreRSP,
+    Message,
+    Status,
+    message_name,
+)
 from aiodicom.core.negotiation import (
     AcceptorPolicy,
     conclude_as_acceptor,
@@ -36,7 +52,7 @@ from aiodicom.core.negotiation import (
 from aiodicom.core.pdu import AAssociateAC, AAssociateRJ, AAssociateRQ
 from aiodicom.core.primitives import AssociateIndication
 from aiodicom.core.upper_layer import UpperLayer
-from aiodicom.errors import AssociationAborted, ConfigurationError
+from aiodicom.errors import AssociationAborted, ConfigurationError, describe_reject
 from aiodicom.settings import AssociationSettings
 
 __all__ = ["Server", "ServerAssociation", "async_echo_success"]
@@ -70,6 +86,8 @@ class ServerAssociation(Association):
         self.identity: Any = None
         self.peer: tuple[str, int] | None = None
         self.counted = False
+        self._started = asyncio.get_running_loop().time()
+        self._released_cleanly = False
 
     def connection_made(self, protocol: DicomProtocol) -> None:
         # Counted here, not in the factory: a failed TLS handshake never reaches this point.
@@ -116,6 +134,10 @@ class ServerAssociation(Association):
             )
             protocol.ul.reject(answer, now)
             protocol.pump()
+            server.notify(AssociationRefused(
+                info=info, response=answer,
+                why=describe_reject(answer.result, answer.source, answer.reason),
+            ))
             return
         self.negotiated = conclude_as_acceptor(rq, answer)
         self.info = AssociationInfo(
@@ -132,6 +154,7 @@ class ServerAssociation(Association):
                   rq.calling_ae_title, rq.called_ae_title)
         protocol.ul.accept(answer)
         protocol.pump()
+        server.notify(AssociationAccepted(info=self.info))
 
     def _check_binding(self, rq: AAssociateRQ) -> AAssociateRJ | None:
         identity = self.identity
@@ -167,6 +190,8 @@ class ServerAssociation(Association):
     async def _run_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
         assert self._window is not None and self.info is not None and self.negotiated is not None
         async with self._window:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             response: Message
             if isinstance(msg, CEchoRQ):
                 status = await self._call(self.server.echo_handler, EchoRequest(
@@ -186,6 +211,15 @@ class ServerAssociation(Association):
                 response = _unsupported_response(msg)
             with contextlib.suppress(AssociationAborted):
                 await self.send_message(context_id, response)
+            self.server.notify(RequestCompleted(
+                info=self.info,
+                service=message_name(msg).removesuffix("-RQ"),
+                sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "",
+                sop_instance_uid=getattr(msg, "affected_sop_instance_uid", None),
+                status=int(getattr(response, "status", 0)),
+                bytes=data.total if data is not None else 0,
+                duration=loop.time() - started,
+            ))
 
     async def _run_store(self, context_id: int, msg: CStoreRQ, data: IncomingData) -> Message:
         assert self.info is not None and self.negotiated is not None
@@ -248,11 +282,22 @@ class ServerAssociation(Association):
         protocol.ul.release_response(asyncio.get_running_loop().time())
         protocol.pump()
         self.server.stats.released += 1
+        self._released_cleanly = True
 
     def _on_end(self, exc: AssociationAborted) -> None:
         for task in list(self._tasks):
             task.cancel()
-        self.server.forget(self)
+        server = self.server
+        if not self._released_cleanly:
+            server.stats.aborted += 1
+        protocol = self.protocol
+        server.notify(AssociationEnded(
+            info=self.info, peer_address=self.peer, aborted=not self._released_cleanly,
+            reason="released" if self._released_cleanly else str(exc),
+            bytes_received=protocol.bytes_received if protocol is not None else 0,
+            duration=asyncio.get_running_loop().time() - self._started,
+        ))
+        server.forget(self)
 
 
 def _unsupported_response(msg: Message) -> Message:
@@ -278,6 +323,7 @@ class Server:
         authorize: Authorizer | None = None,
         identify: Callable[[Any], Any] | None = None,
         require_ae_binding: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings or AssociationSettings()
         self.policy = policy
@@ -286,6 +332,7 @@ class Server:
         self.authorize = authorize
         self.identify = identify
         self.require_ae_binding = require_ae_binding
+        self.observer = observer
         self.stats = _Stats()
         self._idle = asyncio.Event()
         self._servers: list[asyncio.base_events.Server] = []
@@ -299,6 +346,13 @@ class Server:
                         assoc.id, self.settings.limits.max_associations)
             return reject_local_limit_exceeded()
         return None
+
+    def notify(self, event: ServerEvent) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(event)
+            except Exception:
+                log.exception("observer failed on %s", type(event).__name__)
 
     def forget(self, assoc: ServerAssociation) -> None:
         self.stats.active.discard(assoc)
