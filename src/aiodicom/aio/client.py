@@ -326,8 +326,18 @@ async def open_association(
         ) from exc
     except ConnectionRefusedError as exc:
         raise ConnectError(f"{host}:{port} refused the connection: is the server running?") from exc
+    except (ConnectionResetError, ConnectionAbortedError, EOFError) as exc:
+        if tls is None:
+            raise ConnectError(f"{host}:{port} closed the connection at once") from exc
+        # TCP was up: the peer dropped us mid-handshake (it refused our TLS version, suites or
+        # certificate, or it does not speak TLS on that port).
+        raise TLSError(
+            f"{host}:{port} closed the connection during the TLS handshake: it refused our TLS "
+            "version or ciphers, or it does not speak TLS on that port"
+        ) from exc
     except OSError as exc:
-        raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConnectError(f"cannot connect to {host}:{port}: {reason}") from exc
     try:
         await assoc._establish(rq)
     except AssociationAborted as exc:
