@@ -1,0 +1,367 @@
+"""User identity negotiation (PS3.7 D.3.3.7): a second factor beside the certificate.
+
+The requestor may send a user identity sub-item (0x58): a username, a username and passcode,
+a Kerberos ticket, a SAML assertion or a JSON Web Token. The `Server` hands it to a pluggable
+`IdentityVerifier` before negotiation; the verdict decides acceptance (a refusal is
+A-ASSOCIATE-RJ permanent, service-user, reason 1, as `reject_no_reason` explains) and carries
+the server response for sub-item 0x59 and the user name handlers see as
+``AssociationInfo.user``.
+
+Two verifiers are provided: `PasswordVerifier` (types 1 and 2, scrypt or PBKDF2 hashes compared
+in constant time) and `JWTVerifier` (type 5; HS256/384/512 with a shared secret, RS256/384/512
+or ES256/384/512 with a public key; signature, ``exp``/``nbf``/``iat``, ``iss`` and ``aud``
+checked). `by_type` routes each type to its verifier. Passcodes and tokens travel in clear on
+a plain connection: use them over TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from aiodicom.aio.association import AssociationInfo
+from aiodicom.core.user_items import UserIdentityRQ, UserIdentityType
+from aiodicom.errors import ConfigurationError
+
+__all__ = [
+    "IdentityVerdict",
+    "IdentityVerifier",
+    "JWTVerifier",
+    "PasswordVerifier",
+    "by_type",
+    "hash_passcode",
+    "verify_passcode",
+]
+
+log = logging.getLogger("aiodicom.user_identity")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityVerdict:
+    """A verifier's answer."""
+
+    accepted: bool
+    server_response: bytes | None = None
+    """Sub-item 0x59's content when the requestor asked for a positive response: empty for
+    types 1 and 2 (PS3.7 Table D.3-15). None sends no 0x59 item."""
+    user: str | None = None
+    """Who the requestor is, for handlers, logs and the audit trail."""
+    why: str = ""
+    """Why it was refused (logged, never sent to the peer)."""
+
+
+
+class IdentityVerifier(Protocol):
+    """Decides on the user identity of an A-ASSOCIATE-RQ (runs on the event loop: offload
+    blocking work, as `PasswordVerifier` does with its hashing)."""
+
+    async def __call__(self, info: AssociationInfo, request: UserIdentityRQ) -> IdentityVerdict:
+        ...
+
+
+def by_type(verifiers: Mapping[UserIdentityType, IdentityVerifier]) -> IdentityVerifier:
+    """One verifier per identity type; a type with none is refused."""
+
+    async def verify(info: AssociationInfo, request: UserIdentityRQ) -> IdentityVerdict:
+        verifier = verifiers.get(UserIdentityType(request.identity_type))
+        if verifier is None:
+            return IdentityVerdict(accepted=False, why=(
+                f"user identity type {int(request.identity_type)} is not accepted here"))
+        return await verifier(info, request)
+
+    return verify
+
+
+# -- passwords -------------------------------------------------------------------------------
+
+_SCRYPT = (1 << 14, 8, 1)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def hash_passcode(passcode: str, *, method: str = "scrypt", salt: bytes | None = None) -> str:
+    """A storable hash: ``scrypt$N$r$p$salt$hash`` or ``pbkdf2_sha256$iterations$salt$hash``."""
+    salt = salt if salt is not None else os.urandom(16)
+    secret = passcode.encode("utf-8")
+    if method == "scrypt":
+        n, r, p = _SCRYPT
+        digest = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=32)
+        return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
+    if method == "pbkdf2_sha256":
+        iterations = 600_000
+        digest = hashlib.pbkdf2_hmac("sha256", secret, salt, iterations)
+        return f"pbkdf2_sha256${iterations}${_b64(salt)}${_b64(digest)}"
+    raise ConfigurationError(f"unknown passcode hash method {method!r}; use scrypt or "
+                             "pbkdf2_sha256")
+
+
+def _parse_hash(stored: str) -> Callable[[bytes], tuple[bytes, bytes]]:
+    """A function computing (expected, actual) for a passcode; ConfigurationError if malformed."""
+    parts = stored.split("$")
+    try:
+        if parts[0] == "scrypt" and len(parts) == 6:
+            n, r, p = (int(x) for x in parts[1:4])
+            salt, expected = base64.b64decode(parts[4]), base64.b64decode(parts[5])
+            if not (2 <= n <= 1 << 20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+                raise ValueError("scrypt parameters out of range")
+            return lambda s: (expected, hashlib.scrypt(
+                s, salt=salt, n=n, r=r, p=p, dklen=len(expected), maxmem=256 * r * n + (1 << 20)))
+        if parts[0] == "pbkdf2_sha256" and len(parts) == 4:
+            iterations = int(parts[1])
+            salt, expected = base64.b64decode(parts[2]), base64.b64decode(parts[3])
+            if not 1 <= iterations <= 10_000_000:
+                raise ValueError("iteration count out of range")
+            return lambda s: (expected, hashlib.pbkdf2_hmac(
+                "sha256", s, salt, iterations, dklen=len(expected)))
+    except (ValueError, binascii.Error) as exc:
+        raise ConfigurationError(f"malformed passcode hash {stored[:20]!r}...: {exc}") from exc
+    raise ConfigurationError(
+        f"passcode hash {stored[:20]!r}... is neither scrypt$N$r$p$salt$hash nor "
+        "pbkdf2_sha256$iterations$salt$hash (make one with hash_passcode)")
+
+
+def verify_passcode(passcode: bytes, stored: str) -> bool:
+    """Constant-time comparison of ``passcode`` (UTF-8 bytes) against a `hash_passcode` hash."""
+    expected, actual = _parse_hash(stored)(passcode)
+    return hmac.compare_digest(expected, actual)
+
+
+class PasswordVerifier:
+    """Types 2 (username and passcode) and, when allowed, 1 (username only).
+
+    ``users`` maps a username to a `hash_passcode` hash. Hashing runs in a worker thread so
+    the event loop keeps serving; an unknown user costs the same hash as a known one.
+    """
+
+    def __init__(self, users: Mapping[str, str], *, allow_username_only: bool = False) -> None:
+        for name, stored in users.items():
+            _parse_hash(stored)  # fail at start-up, naming the bad hash, not at login
+            if not name:
+                raise ConfigurationError("a user name must not be empty")
+        self.users = dict(users)
+        self.allow_username_only = allow_username_only
+        self._dummy = hash_passcode("not a passcode", salt=b"\0" * 16)
+
+    async def __call__(self, info: AssociationInfo, request: UserIdentityRQ) -> IdentityVerdict:
+        try:
+            user = bytes(request.primary_field).decode("utf-8")
+        except UnicodeDecodeError:
+            return IdentityVerdict(accepted=False, why="the username is not UTF-8")
+        kind = request.identity_type
+        if kind == UserIdentityType.USERNAME:
+            if self.allow_username_only and user in self.users:
+                return IdentityVerdict(accepted=True, server_response=b"", user=user)
+            return IdentityVerdict(accepted=False, why=(
+                f"username-only identity for {user!r} is not accepted"))
+        if kind != UserIdentityType.USERNAME_AND_PASSCODE:
+            return IdentityVerdict(accepted=False, why=(
+                f"user identity type {int(kind)} is not a username and passcode"))
+        stored = self.users.get(user)
+        secret = bytes(request.secondary_field)
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, verify_passcode, secret, stored or self._dummy)
+        if ok and stored is not None:
+            return IdentityVerdict(accepted=True, server_response=b"", user=user)
+        return IdentityVerdict(accepted=False, why=(
+            f"wrong passcode for {user!r}" if stored is not None else f"unknown user {user!r}"))
+
+
+# -- JSON Web Tokens (RFC 7519, RFC 7515) -------------------------------------------------------
+
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512,
+}
+_HMAC = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+_EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+_RSA = ("RS256", "RS384", "RS512")
+MAX_TOKEN = 16 * 1024
+"""Longest token accepted (bytes); the sub-item allows 65535."""
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+class JWTError(ValueError):
+    """A token that does not verify (internal: becomes a refused verdict)."""
+
+
+def _b64url(part: str) -> bytes:
+    if not part or any(c not in _B64URL for c in part):
+        raise JWTError("a token part is not base64url")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JWTError(f"the {what} is not JSON") from exc
+    if not isinstance(value, dict):
+        raise JWTError(f"the {what} is not a JSON object")
+    return value
+
+
+class JWTVerifier:
+    """Type 5: a JWS compact token whose signature, times, issuer and audience check out.
+
+    ``key`` is the HMAC secret (bytes) for HS*, or for RS*/ES* a public key object or its PEM
+    bytes. Every algorithm listed must suit the key: a PEM public key is never used as an HMAC
+    secret (the RFC 8725 §2.1 confusion), and ``none`` is never accepted. ``exp`` and ``sub``
+    are required; the user is ``sub``.
+    """
+
+    def __init__(
+        self,
+        key: bytes | PublicKey,
+        algorithms: Sequence[str] = ("HS256",),
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        algs = tuple(algorithms)
+        if not algs:
+            raise ConfigurationError("JWTVerifier needs at least one algorithm")
+        for alg in algs:
+            if alg not in _HMAC and alg not in _EC_CURVES and alg not in _RSA:
+                raise ConfigurationError(
+                    f"JWT algorithm {alg!r} is not supported; use HS256/384/512, "
+                    "RS256/384/512 or ES256/384/512")
+        hmac_algs = [a for a in algs if a in _HMAC]
+        if hmac_algs and len(hmac_algs) != len(algs):
+            raise ConfigurationError("HMAC (HS*) and public-key algorithms need separate "
+                                     "JWTVerifiers: one key cannot serve both")
+        self._secret: bytes | None = None
+        self._public: PublicKey | None = None
+        if hmac_algs:
+            if not isinstance(key, bytes) or b"-----BEGIN" in key:
+                raise ConfigurationError("HS* algorithms need a shared secret (bytes), not a "
+                                         "public key")
+            if len(key) < 32:
+                raise ConfigurationError("an HMAC secret must be at least 32 bytes")
+            self._secret = key
+        else:
+            public: Any = key
+            if isinstance(key, bytes):
+                try:
+                    public = serialization.load_pem_public_key(key)
+                except ValueError as exc:
+                    raise ConfigurationError(f"cannot load the JWT public key: {exc}") from exc
+            for alg in algs:
+                if alg in _RSA and not isinstance(public, rsa.RSAPublicKey):
+                    raise ConfigurationError(f"{alg} needs an RSA public key")
+                if alg in _EC_CURVES and not (
+                    isinstance(public, ec.EllipticCurvePublicKey)
+                    and public.curve.name == _EC_CURVES[alg]
+                ):
+                    raise ConfigurationError(f"{alg} needs an EC {_EC_CURVES[alg]} public key")
+            self._public = public
+        self.algorithms = algs
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.clock = clock
+
+    async def __call__(self, info: AssociationInfo, request: UserIdentityRQ) -> IdentityVerdict:
+        if request.identity_type != UserIdentityType.JWT:
+            return IdentityVerdict(accepted=False, why=(
+                f"user identity type {int(request.identity_type)} is not a JWT"))
+        try:
+            claims = self.verify(bytes(request.primary_field))
+        except JWTError as exc:
+            return IdentityVerdict(accepted=False, why=f"JWT refused: {exc}")
+        return IdentityVerdict(accepted=True, server_response=b"", user=claims["sub"])
+
+    def verify(self, token: bytes) -> dict[str, Any]:
+        """The claims of a valid token; raises JWTError saying what is wrong."""
+        if len(token) > MAX_TOKEN:
+            raise JWTError(f"the token is over {MAX_TOKEN} bytes")
+        try:
+            text = token.decode("ascii").strip()
+        except UnicodeDecodeError as exc:
+            raise JWTError("the token is not ASCII") from exc
+        parts = text.split(".")
+        if len(parts) != 3:
+            raise JWTError("the token is not header.payload.signature")
+        header = _json_object(_b64url(parts[0]), "header")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise JWTError(f"algorithm {alg!r} is not accepted")
+        if "crit" in header:
+            raise JWTError("critical header parameters are not supported")
+        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+        self._check_signature(alg, signing_input, _b64url(parts[2]))
+        claims = _json_object(_b64url(parts[1]), "payload")
+        self._check_claims(claims)
+        return claims
+
+    def _check_signature(self, alg: str, signing_input: bytes, signature: bytes) -> None:
+        if alg in _HMAC:
+            assert self._secret is not None
+            expected = hmac.new(self._secret, signing_input, _HMAC[alg]).digest()
+            if not hmac.compare_digest(expected, signature):
+                raise JWTError("bad signature")
+            return
+        digest = _HASHES[alg[2:]]()
+        try:
+            if isinstance(self._public, rsa.RSAPublicKey):
+                self._public.verify(signature, signing_input, padding.PKCS1v15(), digest)
+            else:
+                assert isinstance(self._public, ec.EllipticCurvePublicKey)
+                size = (self._public.curve.key_size + 7) // 8
+                if len(signature) != 2 * size:
+                    raise JWTError("bad signature length")
+                r = int.from_bytes(signature[:size], "big")
+                s = int.from_bytes(signature[size:], "big")
+                self._public.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(digest))
+        except InvalidSignature:
+            raise JWTError("bad signature") from None
+
+    def _check_claims(self, claims: dict[str, Any]) -> None:
+        now = self.clock()
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float)):
+                raise JWTError(f"claim {name!r} is not a number")
+        exp = claims.get("exp")
+        if exp is None:
+            raise JWTError("the token has no 'exp' claim")
+        if now > exp + self.leeway:
+            raise JWTError("the token has expired")
+        nbf = claims.get("nbf")
+        if nbf is not None and now < nbf - self.leeway:
+            raise JWTError("the token is not valid yet (nbf)")
+        iat = claims.get("iat")
+        if iat is not None and now < iat - self.leeway:
+            raise JWTError("the token was issued in the future (iat)")
+        if self.issuer is not None and claims.get("iss") != self.issuer:
+            raise JWTError(f"issuer {claims.get('iss')!r} is not {self.issuer!r}")
+        if self.audience is not None:
+            aud = claims.get("aud")
+            auds = aud if isinstance(aud, list) else [aud]
+            if self.audience not in auds:
+                raise JWTError(f"audience {aud!r} does not include {self.audience!r}")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise JWTError("the token has no 'sub' claim (the user)")
