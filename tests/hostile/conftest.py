@@ -177,14 +177,14 @@ def make_store_handler(storage: Storage, results: list[Status | str]):  # type: 
 
 @contextlib.asynccontextmanager
 async def harness(root: Path, *, artim: float = 0.5, max_pdu: int = MAX_PDU,
-                  **limits: int) -> AsyncIterator[Harness]:
+                  timeouts: Timeouts | None = None, **limits: int) -> AsyncIterator[Harness]:
     storage = Storage(StorageSettings(root=root))
     results: list[Status | str] = []
     server = Server(
         policy=policy(),
         store=make_store_handler(storage, results),
         settings=AssociationSettings(
-            timeouts=Timeouts(artim=artim),
+            timeouts=timeouts or Timeouts(artim=artim),
             limits=Limits(max_pdu_length=max_pdu, **limits),
         ),
     )

@@ -86,6 +86,7 @@ class ServerAssociation(Association):
         self.identity: Any = None
         self.peer: tuple[str, int] | None = None
         self.counted = False
+        self._watchdog: asyncio.TimerHandle | None = None
         self._started = asyncio.get_running_loop().time()
         self._released_cleanly = False
 
@@ -98,6 +99,34 @@ class ServerAssociation(Association):
         ssl_object = protocol.extra("ssl_object")
         if ssl_object is not None and self.server.identify is not None:
             self.identity = self.server.identify(ssl_object)
+        self._watch()
+
+    def _watch(self) -> None:
+        """Abort a peer that stalls once established: PS3.8 runs no timer in Sta6, so a
+        half-sent PDU or data set would hold the association forever. The limit is
+        `Timeouts.dimse` while a data set is arriving, else `Timeouts.network`; time our own
+        handlers take does not count."""
+        self._watchdog = None
+        protocol = self.protocol
+        if protocol is None or self._ended:
+            return
+        timeouts = self.settings.timeouts
+        limits = [timeouts.network] + ([timeouts.dimse] if self._incoming is not None else [])
+        limit = min((t for t in limits if t is not None), default=None)
+        if limit is None:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - protocol.last_activity
+        waiting_on_peer = (not self._tasks or self._incoming is not None) and not (
+            protocol._reading_paused)  # paused: our handler is behind, not the peer
+        if idle >= limit and waiting_on_peer and self.negotiated is not None:
+            log.warning("association %d: nothing from %s for %.1f s, aborting",
+                        self.id, self.peer, idle)
+            self.abort()
+            return
+        step = min(t for t in (timeouts.network, timeouts.dimse) if t is not None)
+        delay = min(limit - idle if idle < limit else limit, step)
+        self._watchdog = loop.call_later(delay, self._watch)
 
     # -- establishment ----------------------------------------------------------------------
 
@@ -270,6 +299,13 @@ class ServerAssociation(Association):
     # -- release and end --------------------------------------------------------------------------
 
     def _on_release_indication(self) -> None:
+        if self._incoming is not None:
+            # P-DATA after A-RELEASE-RQ is a protocol error (Sta8), so the rest of this data
+            # set can never come: waiting for it would hold the association forever.
+            log.warning("association %d: A-RELEASE-RQ in the middle of a data set, aborting",
+                        self.id)
+            self.abort()
+            return
         self._releasing = True
         if not self._tasks:
             self._finish_release()
@@ -285,6 +321,9 @@ class ServerAssociation(Association):
         self._released_cleanly = True
 
     def _on_end(self, exc: AssociationAborted) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for task in list(self._tasks):
             task.cancel()
         server = self.server
