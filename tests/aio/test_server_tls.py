@@ -424,3 +424,31 @@ def test_reload_refuses_old_ca_keeps_open_association(run: Any, p: PKI, tmp_path
         assert h.server.stats.accepted == 2  # `before` and the new-CA client
 
     run(_with_server(reloading.context, body))
+
+
+def test_silent_peer_after_handshake_dropped_by_artim(run: Any, p: PKI) -> None:
+    """A verified client that completes TLS but never sends A-ASSOCIATE-RQ holds nothing
+    for long: ARTIM (PS3.8 §9.1.5) closes the connection."""
+
+    async def main() -> float:
+        h = await Harness(settings=_settings("AIODICOM", artim=1.0)).start(_server_ctx(p))
+        loop = asyncio.get_running_loop()
+        try:
+            start = loop.time()
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", h.port, ssl=_client_ctx(p, p.client), server_hostname="localhost")
+            try:
+                with contextlib.suppress(ConnectionError, ssl.SSLError):
+                    assert await asyncio.wait_for(reader.read(), 6) == b""
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError, ssl.SSLError):
+                    await writer.wait_closed()
+            elapsed = loop.time() - start
+            assert await h.echo(_client_ctx(p, p.client)) == Status.SUCCESS
+        finally:
+            await h.server.close(drain_timeout=2)
+        assert h.server.active == 0
+        return elapsed
+
+    assert 0.8 <= run(main()) < 4

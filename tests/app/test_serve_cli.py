@@ -7,6 +7,7 @@ HOST:PORT" lines the server logs at INFO on stderr.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import sqlite3
@@ -191,11 +192,35 @@ def test_store_to_closed_port_fails_clearly(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_sigterm_stops_a_serving_process_with_status_0(tmp_path: Path) -> None:
-    serve = ServeProcess.start("--port", "0", "--storage", tmp_path / "s")
-    assert cli("echo", "127.0.0.1", serve.ports["dicom"]).returncode == 0
-    assert serve.stop(signal.SIGTERM) == 0
-    assert "shutting down" in serve.log()
+def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
+    """SIGTERM with an association still open: the server waits --drain-timeout, aborts it,
+    and exits 0."""
+    from aiodicom.aio.client import open_association
+    from aiodicom.core.dimse import Status
+
+    serve = ServeProcess.start("--port", "0", "--storage", tmp_path / "s", "--drain-timeout",
+                               "1")
+    port = serve.ports["dicom"]
+    assert cli("echo", "127.0.0.1", port).returncode == 0
+
+    async def hold_open_then_sigterm() -> tuple[int, float, bool]:
+        assoc = await open_association("127.0.0.1", port)
+        assert await assoc.echo() == Status.SUCCESS
+        start = time.monotonic()
+        serve.proc.send_signal(signal.SIGTERM)
+        while serve.proc.poll() is None and time.monotonic() - start < 10:
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - start
+        await asyncio.sleep(0.1)
+        established = assoc.is_established
+        assoc.abort()
+        return serve.stop(), elapsed, established
+
+    code, elapsed, established = asyncio.run(hold_open_then_sigterm())
+    assert code == 0, serve.log()
+    assert 0.8 <= elapsed < 5
+    assert not established  # the server aborted what was left after the drain
+    assert "shutting down: draining 1 association(s)" in serve.log()
 
 
 def test_unknown_config_key_names_it(tmp_path: Path) -> None:
