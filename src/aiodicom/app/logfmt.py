@@ -1,0 +1,201 @@
+"""Log formats for `aiodicom serve`, and association context on every association log line.
+
+Association lines carry ``assoc_id``, ``peer``, ``calling_ae``, ``called_ae`` and
+``subject`` (certificate subject, "" on plain TCP) as `logging` record attributes: the JSON
+formatter writes them as fields, the text formatter appends them as ``key=value``. They come
+from `association_fields` passed as ``extra=`` (our own lines, `LogObserver`) or, for the
+library's ``"association %d..."`` lines, from `AssociationContext`, a filter that looks the
+id up among the associations `LogObserver` has seen accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiodicom.aio.association import AssociationInfo
+from aiodicom.aio.events import (
+    AssociationAccepted,
+    AssociationEnded,
+    AssociationRefused,
+    RequestCompleted,
+    ServerEvent,
+)
+
+__all__ = [
+    "ASSOCIATION_FIELDS",
+    "AssociationContext",
+    "JsonFormatter",
+    "LogObserver",
+    "TextFormatter",
+    "association_fields",
+    "configure_logging",
+    "installed_context",
+]
+
+ASSOCIATION_FIELDS = ("assoc_id", "peer", "calling_ae", "called_ae", "subject")
+
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+def format_peer(address: tuple[str, int] | None) -> str:
+    if address is None:
+        return ""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def association_fields(info: AssociationInfo) -> dict[str, Any]:
+    """The ``extra=`` for a log line about ``info``'s association."""
+    identity = info.identity
+    return {
+        "assoc_id": info.id,
+        "peer": format_peer(info.peer_address),
+        "calling_ae": info.calling_ae_title,
+        "called_ae": info.called_ae_title,
+        "subject": getattr(identity, "subject", "") if identity is not None else "",
+    }
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and k[0] != "_"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then every ``extra`` field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            entry.setdefault(key, value)
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """The classic line, then ``key=value`` for each ``extra`` field (values repr'd if spaced)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = _extras(record)
+        if not extras:
+            return line
+        first, newline, rest = line.partition("\n")
+        pairs = " ".join(
+            f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
+            for k, v in extras.items()
+        )
+        return f"{first} [{pairs}]{newline}{rest}"
+
+
+class AssociationContext(logging.Filter):
+    """Adds association fields to library lines that start ``"association %d"``.
+
+    The library's own log calls name the association by id only; this filter (installed on
+    the handler) fills the other fields from associations seen accepted and not yet ended.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: dict[int, dict[str, Any]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "assoc_id" in record.__dict__:
+            return True
+        msg, args = record.msg, record.args
+        if (isinstance(msg, str) and msg.startswith("association %d") and isinstance(args, tuple)
+                and args and isinstance(args[0], int)):
+            fields = self.known.get(args[0])
+            if fields is not None:
+                record.__dict__.update(fields)
+            else:
+                record.__dict__["assoc_id"] = args[0]
+        return True
+
+
+class LogObserver:
+    """A `Server` observer that logs each association event with its structured fields.
+
+    Accepted, refused and ended at INFO; each request at DEBUG (the store handler already
+    logs stored files at INFO).
+    """
+
+    def __init__(self, logger: logging.Logger | None = None,
+                 context: AssociationContext | None = None) -> None:
+        self.log = logger or logging.getLogger("aiodicom.events")
+        self.context = context
+
+    def __call__(self, event: ServerEvent) -> None:
+        if isinstance(event, RequestCompleted):
+            if self.log.isEnabledFor(logging.DEBUG):
+                fields = association_fields(event.info)
+                fields.update(service=event.service, status=f"0x{event.status:04X}",
+                              sop_class_uid=event.sop_class_uid,
+                              sop_instance_uid=event.sop_instance_uid or "",
+                              bytes=event.bytes, duration=round(event.duration, 6))
+                self.log.debug("association %d: %s status 0x%04X in %.3f s", event.info.id,
+                               event.service, event.status, event.duration, extra=fields)
+        elif isinstance(event, AssociationAccepted):
+            fields = association_fields(event.info)
+            if self.context is not None:
+                self.context.known[event.info.id] = fields
+            self.log.info("association %d accepted: %r -> %r from %s", event.info.id,
+                          event.info.calling_ae_title, event.info.called_ae_title,
+                          fields["peer"], extra=fields)
+        elif isinstance(event, AssociationRefused):
+            fields = association_fields(event.info)
+            fields["reject"] = (f"{event.response.result}/{event.response.source}/"
+                                f"{event.response.reason}")
+            self.log.info("association %d refused: %s", event.info.id, event.why, extra=fields)
+        elif isinstance(event, AssociationEnded):
+            self._ended(event)
+
+    def _ended(self, event: AssociationEnded) -> None:
+        if event.info is None:
+            fields: dict[str, Any] = {"peer": format_peer(event.peer_address)}
+            self.log.debug("connection from %s closed without an association: %s",
+                           fields["peer"], event.reason, extra=fields)
+            return
+        fields = association_fields(event.info)
+        if self.context is not None:
+            self.context.known.pop(event.info.id, None)
+        fields.update(how="aborted" if event.aborted else "released",
+                      bytes_received=event.bytes_received, duration=round(event.duration, 6))
+        self.log.info("association %d %s after %.3f s, %d bytes received%s", event.info.id,
+                      fields["how"], event.duration, event.bytes_received,
+                      "" if not event.aborted else f": {event.reason}", extra=fields)
+
+
+def configure_logging(fmt: str = "text", level: str = "info") -> AssociationContext:
+    """Send ``aiodicom.*`` logs to stderr as text or JSON lines, with association context."""
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    context = AssociationContext()
+    handler.addFilter(context)
+    root = logging.getLogger("aiodicom")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    return context
+
+
+def installed_context(logger: logging.Logger | None = None) -> AssociationContext | None:
+    """The `AssociationContext` `configure_logging` put on the ``aiodicom`` handler, if any."""
+    for handler in (logger or logging.getLogger("aiodicom")).handlers:
+        for f in handler.filters:
+            if isinstance(f, AssociationContext):
+                return f
+    return None
