@@ -68,6 +68,8 @@ class AssociationInfo:
     identity: Any = None
     """The verified TLS peer identity (`aiodicom.aio.tls.PeerIdentity`), None on plain TCP."""
     negotiated: NegotiatedAssociation | None = None
+    user: str | None = None
+    """The user verified by user identity negotiation (PS3.7 D.3.3.7), None without one."""
 
 
 class IncomingData:

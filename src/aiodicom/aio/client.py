@@ -24,6 +24,7 @@ from aiodicom.core.negotiation import (
 from aiodicom.core.pdu import AAssociateRQ
 from aiodicom.core.primitives import AssociateAccepted, AssociateRejected
 from aiodicom.core.upper_layer import UpperLayer
+from aiodicom.core.user_items import UserIdentityRQ
 from aiodicom.errors import (
     AcseTimeout,
     AssociationAborted,
@@ -241,10 +242,13 @@ async def connect(
     settings: AssociationSettings | None = None,
     tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
+    user_identity: UserIdentityRQ | None = None,
 ) -> AsyncIterator[ClientAssociation]:
     """Open a connection, negotiate, and yield the association; released on exit.
 
     An exception inside the block aborts the association instead of releasing it.
+    ``user_identity`` sends a user identity sub-item (PS3.7 D.3.3.7); the server's answer
+    is ``assoc.negotiated.user_identity_response``.
     """
     assoc = await open_association(
         host,
@@ -254,6 +258,7 @@ async def connect(
         settings=settings,
         tls=tls,
         server_hostname=server_hostname,
+        user_identity=user_identity,
     )
     try:
         yield assoc
@@ -272,6 +277,7 @@ async def open_association(
     settings: AssociationSettings | None = None,
     tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
+    user_identity: UserIdentityRQ | None = None,
 ) -> ClientAssociation:
     """Like `connect` without the context manager: the caller must release or abort."""
     settings = settings or AssociationSettings()
@@ -281,6 +287,7 @@ async def open_association(
         calling_ae=settings.ae_title,
         contexts=list(contexts or [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]),
         max_pdu_length=limits.max_pdu_length,
+        user_identity=user_identity,
     )
     loop = asyncio.get_running_loop()
     assoc = ClientAssociation(settings)

@@ -33,9 +33,16 @@ from aiodicom.aio.requests import (
     StoreHandler,
     StoreRequest,
 )
+from aiodicom.aio.user_identity import IdentityVerifier
 from aiodicom.core.dimse import (
     CEchoRQ,
     CEchoRSP,
+    CFindRQ,
+    CFindRSP,
+    CGetRQ,
+    CGetRSP,
+    CMoveRQ,
+    CMoveRSP,
     CStoreRQ,
     CStoreRSP,
     Message,
@@ -48,16 +55,22 @@ from aiodicom.core.negotiation import (
     negotiate_as_acceptor,
     reject_calling_ae_not_recognized,
     reject_local_limit_exceeded,
+    reject_no_reason,
 )
 from aiodicom.core.pdu import AAssociateAC, AAssociateRJ, AAssociateRQ
 from aiodicom.core.primitives import AssociateIndication
 from aiodicom.core.upper_layer import UpperLayer
+from aiodicom.core.user_items import UserIdentityRQ
 from aiodicom.errors import AssociationAborted, ConfigurationError, describe_reject
 from aiodicom.settings import AssociationSettings
 
-__all__ = ["Server", "ServerAssociation", "async_echo_success"]
+__all__ = ["RequestFilter", "Server", "ServerAssociation", "async_echo_success"]
 
 log = logging.getLogger("aiodicom.server")
+
+RequestFilter = Callable[[AssociationInfo, Message], Status | None]
+"""Called for each request before its handler: a Status refuses it (e.g. 0x0124), None lets
+it run. See `aiodicom.app.policy.make_request_filter`."""
 
 
 async def async_echo_success(request: EchoRequest) -> Status:
@@ -147,8 +160,13 @@ class ServerAssociation(Association):
             answer = self._check_binding(rq)
         if answer is None and server.authorize is not None:
             answer = await server.authorize(info, rq)
+        identity_response: bytes | None = None
+        user: str | None = None
         if answer is None:
-            answer = negotiate_as_acceptor(rq, server.policy)
+            answer, identity_response, user = await self._check_user_identity(info, rq)
+        if answer is None:
+            answer = negotiate_as_acceptor(rq, server.policy,
+                                           identity_response=identity_response)
         protocol = self.protocol
         if protocol is None or self._ended:
             return
@@ -176,6 +194,7 @@ class ServerAssociation(Association):
             peer_address=self.peer,
             identity=self.identity,
             negotiated=self.negotiated,
+            user=user,
         )
         self._window = asyncio.Semaphore(max(1, self.negotiated.max_operations_performed or 1))
         server.stats.accepted += 1
@@ -206,6 +225,34 @@ class ServerAssociation(Association):
             return reject_calling_ae_not_recognized()
         return None
 
+    async def _check_user_identity(
+        self, info: AssociationInfo, rq: AAssociateRQ
+    ) -> tuple[AAssociateRJ | None, bytes | None, str | None]:
+        """The verifier's verdict on the user identity sub-item (PS3.7 D.3.3.7), if any:
+        (a rejection or None, the 0x59 server response, the verified user)."""
+        server = self.server
+        request: UserIdentityRQ | None = rq.user_information.user_identity_rq
+        if request is None:
+            if server.require_user_identity:
+                log.warning("association %d from %s refused: calling AE %r sent no user "
+                            "identity and one is required", self.id, self.peer,
+                            rq.calling_ae_title)
+                return reject_no_reason(), None, None
+            return None, None, None
+        if server.verify_identity is None:
+            return None, None, None
+        try:
+            verdict = await server.verify_identity(info, request)
+        except Exception:
+            log.exception("association %d: the user identity verifier failed", self.id)
+            return reject_no_reason(), None, None
+        if not verdict.accepted:
+            log.warning("association %d from %s refused: user identity (type %d) from calling "
+                        "AE %r: %s", self.id, self.peer, int(request.identity_type),
+                        rq.calling_ae_title, verdict.why or "not accepted")
+            return reject_no_reason(), None, None
+        return None, verdict.server_response, verdict.user
+
     # -- requests -----------------------------------------------------------------------------
 
     def _dispatch_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
@@ -214,7 +261,36 @@ class ServerAssociation(Association):
                         self.id, context_id)
             self.abort()
             return
+        status = self._filter(msg)
+        if status is not None:
+            self._spawn(self._refuse_request(context_id, msg, data, status))
+            return
         self._spawn(self._run_request(context_id, msg, data))
+
+    def _filter(self, msg: Message) -> Status | None:
+        check = self.server.request_filter
+        if check is None or self.info is None:
+            return None
+        try:
+            return check(self.info, msg)
+        except Exception:  # fail closed
+            log.exception("association %d: the request filter failed", self.id)
+            return Status.NOT_AUTHORIZED
+
+    async def _refuse_request(self, context_id: int, msg: Message, data: IncomingData | None,
+                              status: Status) -> None:
+        """Answer a request the request filter refused; its data set is read and dropped."""
+        assert self.info is not None
+        with contextlib.suppress(AssociationAborted):
+            if data is not None:
+                await data.discard()
+            await self.send_message(context_id, _refusal(msg, status))
+        self.server.notify(RequestCompleted(
+            info=self.info, service=message_name(msg).removesuffix("-RQ"),
+            sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "",
+            sop_instance_uid=getattr(msg, "affected_sop_instance_uid", None),
+            status=int(status), bytes=data.total if data is not None else 0, duration=0.0,
+        ))
 
     async def _run_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
         assert self._window is not None and self.info is not None and self.negotiated is not None
@@ -339,6 +415,29 @@ class ServerAssociation(Association):
         server.forget(self)
 
 
+_RESPONSES: dict[type, type] = {
+    CEchoRQ: CEchoRSP, CFindRQ: CFindRSP, CGetRQ: CGetRSP, CMoveRQ: CMoveRSP,
+}
+
+
+def _refusal(msg: Message, status: Status) -> Message:
+    """The response to ``msg`` carrying only a refusal status."""
+    if isinstance(msg, CStoreRQ):
+        return CStoreRSP(
+            message_id_being_responded_to=msg.message_id,
+            affected_sop_class_uid=msg.affected_sop_class_uid,
+            affected_sop_instance_uid=msg.affected_sop_instance_uid, status=status,
+        )
+    rsp = _RESPONSES.get(type(msg))
+    if rsp is None:
+        return _unsupported_response(msg)
+    response: Message = rsp(
+        message_id_being_responded_to=getattr(msg, "message_id", 0),
+        affected_sop_class_uid=getattr(msg, "affected_sop_class_uid", None), status=status,
+    )
+    return response
+
+
 def _unsupported_response(msg: Message) -> Message:
     # Without a dedicated handler, answer C-STORE-style failure for unknown services would be
     # wrong; every supported request class is handled above, others are C-ECHO-shaped refusals.
@@ -363,7 +462,12 @@ class Server:
         identify: Callable[[Any], Any] | None = None,
         require_ae_binding: bool = False,
         observer: Observer | None = None,
+        request_filter: RequestFilter | None = None,
+        verify_identity: IdentityVerifier | None = None,
+        require_user_identity: bool = False,
     ) -> None:
+        if require_user_identity and verify_identity is None:
+            raise ConfigurationError("require_user_identity needs verify_identity (a verifier)")
         self.settings = settings or AssociationSettings()
         self.policy = policy
         self.echo_handler = echo or async_echo_success
@@ -372,6 +476,9 @@ class Server:
         self.identify = identify
         self.require_ae_binding = require_ae_binding
         self.observer = observer
+        self.request_filter = request_filter
+        self.verify_identity = verify_identity
+        self.require_user_identity = require_user_identity
         self.stats = _Stats()
         self._idle = asyncio.Event()
         self._servers: list[asyncio.base_events.Server] = []
