@@ -249,26 +249,36 @@ def _decode_rj(r: Reader) -> PDU:
     return AAssociateRJ(result=r.u8(), source=r.u8(), reason=r.u8())
 
 
-def _decode_pdata(r: Reader) -> PDU:
-    """P-DATA-TF (§9.3.5): PDV items of item-length (4), context ID, control header, value."""
+def _decode_pdata(body: memoryview) -> PDataTF:
+    """P-DATA-TF (§9.3.5): PDV items of item-length (4), context ID, control header, value.
+
+    The per-message hot path, so it unpacks each 6-byte PDV header in one go instead of
+    going through `Reader`; every length is still checked against what remains.
+    """
     pdvs: list[PresentationDataValue] = []
-    while not r.at_end():
-        start = r.offset
-        length = r.u32("PDV item length")
-        if length < 2 or length > r.remaining:
+    end = len(body)
+    pos = 0
+    while pos < end:
+        at = PDU_HEADER_LENGTH + pos
+        if end - pos < 6:
             raise InvalidPDU(
-                f"PDV item length {length} is not within 2..{r.remaining}",
-                offset=start,
+                f"PDV item needs at least 6 bytes but only {end - pos} remain",
+                offset=at,
                 reason=INVALID,
             )
-        cid = r.u8()
-        control = r.u8()
+        length, cid, control = _PDV_HEADER.unpack_from(body, pos)
+        if length < 2 or length > end - pos - 4:
+            raise InvalidPDU(
+                f"PDV item length {length} is not within 2..{end - pos - 4}",
+                offset=at,
+                reason=INVALID,
+            )
         if not cid & 1:
-            raise InvalidPDU(f"PDV context ID {cid} is not odd", offset=start + 4, reason=INVALID)
+            raise InvalidPDU(f"PDV context ID {cid} is not odd", offset=at + 4, reason=INVALID)
         if control & 0xFC:
             raise InvalidPDU(
                 f"PDV message control header 0x{control:02X} sets reserved bits",
-                offset=start + 5,
+                offset=at + 5,
                 reason=INVALID,
             )
         pdvs.append(
@@ -276,9 +286,10 @@ def _decode_pdata(r: Reader) -> PDU:
                 context_id=cid,
                 is_command=bool(control & 1),
                 is_last=bool(control & 2),
-                data=r.take(length - 2, "PDV value"),
+                data=body[pos + 6 : pos + 4 + length],
             )
         )
+        pos += 4 + length
     if not pdvs:
         raise InvalidPDU("P-DATA-TF carries no PDV item", offset=2, reason=UNEXPECTED)
     return PDataTF(pdvs=tuple(pdvs))
@@ -305,12 +316,11 @@ _DECODERS: Final[dict[int, Callable[[Reader], PDU]]] = {
     PDUType.A_ASSOCIATE_RQ: _decode_rq,
     PDUType.A_ASSOCIATE_AC: _decode_ac,
     PDUType.A_ASSOCIATE_RJ: _decode_rj,
-    PDUType.P_DATA_TF: _decode_pdata,
     PDUType.A_RELEASE_RQ: _decode_release_rq,
     PDUType.A_RELEASE_RP: _decode_release_rp,
     PDUType.A_ABORT: _decode_abort,
 }
-"""Decoder per PDU type (PS3.8 Table 9-11)."""
+"""Decoder per PDU type (PS3.8 Table 9-11); P-DATA-TF goes to `_decode_pdata` directly."""
 
 
 def decode_pdu(pdu_type: int, body: ReadableBuffer) -> PDU:
@@ -320,6 +330,9 @@ def decode_pdu(pdu_type: int, body: ReadableBuffer) -> PDU:
     from the PDU start (the header's 6 bytes included). P-DATA-TF values are views of
     ``body`` (no copy), so they live as long as it does.
     """
+    if pdu_type == PDUType.P_DATA_TF:
+        view = body if isinstance(body, memoryview) else memoryview(body)
+        return _decode_pdata(view if view.format == "B" and view.ndim == 1 else view.cast("B"))
     decoder = _DECODERS.get(pdu_type)
     if decoder is None:
         raise InvalidPDU(
