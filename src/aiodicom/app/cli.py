@@ -57,6 +57,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="refuse client certificates that name no AE title")
     serve.add_argument("--metrics", metavar="[HOST:]PORT", help="Prometheus endpoint")
     serve.add_argument("--audit-log", type=Path, help="append PS3.15 A.5 audit messages here")
+    serve.add_argument("--audit-syslog", metavar="HOST:PORT",
+                       help="also send audit messages as RFC 5424 syslog over UDP")
     serve.add_argument("--log-format", choices=("text", "json"))
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--drain-timeout", type=float, metavar="SECONDS",
@@ -108,8 +110,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     flags = {
         k: getattr(args, k)
         for k in ("ae_title", "host", "port", "tls_port", "cert", "key", "ca", "crl", "storage",
-                  "workers", "require_ae_binding", "metrics", "audit_log", "log_format",
-                  "log_level", "drain_timeout", "max_associations", "max_pdu_length")
+                  "workers", "require_ae_binding", "metrics", "audit_log", "audit_syslog",
+                  "log_format", "log_level", "drain_timeout", "max_associations", "max_pdu_length")
     }
     options = merge(config, flags)
     if options.workers > 1:

@@ -35,7 +35,11 @@ class ServeOptions:
     workers: int = 1
     require_ae_binding: bool = False
     metrics: str | None = None
+    """Prometheus endpoint, "[HOST:]PORT" (host defaults to 127.0.0.1)."""
     audit_log: Path | None = None
+    """Append PS3.15 A.5 audit messages here, one XML line each."""
+    audit_syslog: str | None = None
+    """Also send them as RFC 5424 syslog over UDP to "HOST:PORT"."""
     log_format: str = "text"
     log_level: str = "info"
     drain_timeout: float = 10.0
@@ -70,6 +74,10 @@ class ServeOptions:
             raise ConfigurationError(
                 f"log_format must be 'text' or 'json', got {self.log_format!r}"
             )
+        if self.metrics is not None:
+            from aiodicom.app.metrics import parse_listen_address
+
+            parse_listen_address(self.metrics)
         if self.workers < 1:
             raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
         if self.duplicates not in ("overwrite", "keep", "reject"):
