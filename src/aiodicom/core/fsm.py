@@ -55,6 +55,8 @@ class State(enum.Enum):
     Each member carries the standard's ``definition`` text.
     """
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow Python
+
     definition: str
 
     def __new__(cls, number: int, definition: str) -> State:
@@ -100,6 +102,8 @@ class Event(enum.Enum):
 
     Each member carries the standard's ``definition`` text.
     """
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow Python
 
     definition: str
 
@@ -150,6 +154,8 @@ PDU_EVENTS: frozenset[Event] = frozenset(
 
 class Action(enum.Enum):
     """The actions of PS3.8 §9.2.2 (Tables 9-6 to 9-9), with the standard's text."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow Python
 
     definition: str
 

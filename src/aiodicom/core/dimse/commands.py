@@ -12,6 +12,7 @@ bytes that follow it, and each value against its VR; the only exception it raise
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import struct
 from collections.abc import Mapping
@@ -104,6 +105,18 @@ def _name(tag: int) -> str:
 
 
 def _encode_string(tag: int, vr: VR, value: object) -> bytes:
+    if isinstance(value, str) and len(value) <= _MAX_UID:
+        return _encode_string_cached(tag, vr, value)
+    return _encode_string_checked(tag, vr, value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_string_cached(tag: int, vr: VR, value: str) -> bytes:
+    """SOP class UIDs and AE titles repeat in every message: validate and pad them once."""
+    return _encode_string_checked(tag, vr, value)
+
+
+def _encode_string_checked(tag: int, vr: VR, value: object) -> bytes:
     if not isinstance(value, str):
         raise DimseError(f"{_name(tag)} must be a str, not {type(value).__name__}")
     try:
@@ -166,6 +179,18 @@ def encode_command_set(elements: Mapping[int, CommandValue]) -> bytes:
 
 def _decode_string(tag: int, vr: VR, raw: memoryview) -> str:
     data = bytes(raw)
+    if len(data) <= _MAX_UID + 2:
+        return _decode_string_cached(tag, vr, data)
+    return _decode_string_checked(tag, vr, data)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_string_cached(tag: int, vr: VR, data: bytes) -> str:
+    """The same UIDs and AE titles arrive in every message: check and strip them once."""
+    return _decode_string_checked(tag, vr, data)
+
+
+def _decode_string_checked(tag: int, vr: VR, data: bytes) -> str:
     if vr is VR.UI:
         data = data.rstrip(b"\0 ").lstrip(b" ")
         if data and (len(data) > _MAX_UID or not _UID.fullmatch(data)):
