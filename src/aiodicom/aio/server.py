@@ -265,7 +265,31 @@ class ServerAssociation(Association):
         if status is not None:
             self._spawn(self._refuse_request(context_id, msg, data, status))
             return
+        if (
+            isinstance(msg, CEchoRQ)
+            and self.server.echo_handler is async_echo_success
+            and self._window is not None
+            and not self._tasks
+            and self._echo_now(context_id, msg)
+        ):
+            return
         self._spawn(self._run_request(context_id, msg, data))
+
+    def _echo_now(self, context_id: int, msg: CEchoRQ) -> bool:
+        """Answer a C-ECHO inline (the default handler always succeeds): no task per echo."""
+        response = CEchoRSP(
+            message_id_being_responded_to=msg.message_id,
+            affected_sop_class_uid=msg.affected_sop_class_uid,
+            status=Status.SUCCESS,
+        )
+        if not self.send_command_now(context_id, response):
+            return False
+        if self.server.observer is not None and self.info is not None:
+            self.server.notify(RequestCompleted(
+                info=self.info, service="C-ECHO", sop_class_uid=msg.affected_sop_class_uid,
+                sop_instance_uid=None, status=0, bytes=0, duration=0.0,
+            ))
+        return True
 
     def _filter(self, msg: Message) -> Status | None:
         check = self.server.request_filter
