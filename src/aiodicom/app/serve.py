@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiodicom.aio.events import Observer, ServerEvent
 from aiodicom.aio.requests import StoreRequest
 from aiodicom.aio.server import Server
+from aiodicom.app.audit import AuditTrail
 from aiodicom.app.config import ServeOptions
+from aiodicom.app.logfmt import (
+    LogObserver,
+    association_fields,
+    configure_logging,
+    installed_context,
+)
+from aiodicom.app.metrics import MetricsObserver, parse_listen_address, serve_metrics
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import VERIFICATION_SOP_CLASS, AcceptorPolicy
 from aiodicom.errors import ConfigurationError
@@ -23,31 +31,6 @@ from aiodicom.settings import AssociationSettings, Limits, Timeouts
 __all__ = ["configure_logging", "run_server", "serve_main"]
 
 log = logging.getLogger("aiodicom.serve")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(fmt: str = "text", level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("aiodicom")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
 
 
 def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
@@ -83,15 +66,18 @@ def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
             stored = await request.save(storage)
         except StorageError as exc:
             log.warning("association %d: C-STORE of %s from %r failed: %s", info.id,
-                        request.sop_instance_uid[:64], info.calling_ae_title, exc)
+                        request.sop_instance_uid[:64], info.calling_ae_title, exc,
+                        extra=association_fields(info))
             return statuses.get(exc.failure, Status(0xC000))
         try:
             index.add(stored)
         except Exception:  # the file is safe on disk; `aiodicom index rebuild` repairs the index
-            log.exception("association %d: index update failed for %s", info.id, stored.path)
+            log.exception("association %d: index update failed for %s", info.id, stored.path,
+                          extra=association_fields(info))
         log.info(
             "association %d: stored %s from %r (%d bytes)",
             info.id, stored.sop_instance_uid, info.calling_ae_title, stored.size,
+            extra=association_fields(info),
         )
         return Status.SUCCESS
 
@@ -122,7 +108,29 @@ def storage_acceptor_policy(ae_title: str, *, max_pdu_length: int) -> AcceptorPo
     )
 
 
-def build_server(options: ServeOptions) -> tuple[Server, Any]:
+def build_observers(
+    options: ServeOptions,
+) -> tuple[Observer, MetricsObserver | None, AuditTrail | None]:
+    """One observer fanning out to logs, metrics (--metrics) and the audit trail (--audit-log)."""
+    log_observer = LogObserver(context=installed_context())
+    metrics = MetricsObserver() if options.metrics is not None else None
+    audit = None
+    if options.audit_log is not None:
+        audit = AuditTrail(options.audit_log, source_id=options.ae_title,
+                           syslog=options.audit_syslog, ae_title=options.ae_title)
+    observers: list[Observer] = [o for o in (log_observer, metrics, audit) if o is not None]
+
+    def observe(event: ServerEvent) -> None:
+        for observer in observers:
+            try:
+                observer(event)
+            except Exception:  # one broken sink must not starve the others
+                log.exception("%s failed on %s", type(observer).__name__, type(event).__name__)
+
+    return observe, metrics, audit
+
+
+def build_server(options: ServeOptions, observer: Observer | None = None) -> tuple[Server, Any]:
     """The Server and, when TLS is on, the reloading TLS context (for SIGHUP)."""
     settings = AssociationSettings(
         ae_title=options.ae_title,
@@ -149,6 +157,7 @@ def build_server(options: ServeOptions) -> tuple[Server, Any]:
         store=make_store_handler(options),
         identify=identify,
         require_ae_binding=options.require_ae_binding,
+        observer=observer,
     )
     return server, reloading
 
@@ -160,7 +169,8 @@ async def run_server(
     stop: asyncio.Event | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``), then drain; SIGHUP reloads trust files."""
-    server, reloading = build_server(options)
+    observer, metrics, audit = build_observers(options)
+    server, reloading = build_server(options, observer)
     bound: list[tuple[str, str, int]] = []
     reuse = os.environ.get("AIODICOM_WORKER") == "1"
     if options.port is not None:
@@ -170,8 +180,16 @@ async def run_server(
         host, port = await server.listen(options.host, options.tls_port, tls=reloading.context,
                                          reuse_port=reuse)
         bound.append(("dicom+tls", host, port))
+    metrics_server = None
+    if metrics is not None and options.metrics is not None:
+        metrics_server = await serve_metrics(*parse_listen_address(options.metrics),
+                                             metrics.metrics)
+        host, port = metrics_server.sockets[0].getsockname()[:2]
+        bound.append(("metrics", host, port))
     for kind, host, port in bound:
         log.info("listening for %s on %s:%d as %r", kind, host, port, options.ae_title)
+    if audit is not None:
+        audit.application_started()
     if started is not None:
         started(bound)
     stop = stop or asyncio.Event()
@@ -189,6 +207,13 @@ async def run_server(
         if watcher is not None:
             watcher.cancel()
         await server.close(drain_timeout=options.drain_timeout)
+        if metrics_server is not None:
+            metrics_server.close()
+            with contextlib.suppress(Exception):
+                await metrics_server.wait_closed()
+        if audit is not None:
+            audit.application_stopped()
+            audit.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
