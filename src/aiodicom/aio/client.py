@@ -353,5 +353,9 @@ async def open_association(
                 f"the connection to {host}:{port} closed during association: the server may "
                 "have refused our client certificate (wrong CA, revoked or expired)"
             ) from exc
-        raise
+        raise AssociationAborted(
+            exc.source, exc.reason,
+            f"{exc}: {host}:{port} ended the connection instead of answering A-ASSOCIATE-RQ; "
+            "is it a DICOM service, and does it expect TLS on that port (--tls)?",
+        ) from exc
     return assoc
