@@ -220,14 +220,15 @@ def test_mutual_tls_echo_store_and_identity(run: Any, p: PKI, tmp_path: Path) ->
 # --- certificates the server must refuse -------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["foreign", "expired", "revoked", "none"])
+@pytest.mark.parametrize("which", ["foreign", "expired", "revoked", "none", "server-eku"])
 def test_untrusted_client_refused_then_legit_served(p: PKI, which: str) -> None:
     if which == "none":
         bad = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         bad.load_verify_locations(cafile=p.ca)
     else:
+        # server-eku: our own server certificate (EKU serverAuth only) used as a client's.
         bad = _client_ctx(p, {"foreign": p.foreign_client, "expired": p.expired,
-                              "revoked": p.revoked}[which])
+                              "revoked": p.revoked, "server-eku": p.server}[which])
 
     async def body(h: Harness) -> DicomError:
         exc = await h.refused(bad)

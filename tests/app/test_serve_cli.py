@@ -180,6 +180,21 @@ def test_tls_client_with_unbound_ae_title_fails_clearly(setup: Setup) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("mix", ["tls-to-plain-port", "plain-to-tls-port"])
+def test_wrong_protocol_for_the_port_fails_clearly(setup: Setup, mix: str) -> None:
+    if mix == "tls-to-plain-port":
+        done = cli("echo", "127.0.0.1", setup.serve.ports["dicom"], *_tls_flags(setup))
+    else:
+        done = cli("echo", "127.0.0.1", setup.serve.ports["dicom+tls"], "--calling-ae",
+                   "MODALITY")
+    assert done.returncode == 1, done.stdout
+    assert "aiodicom echo: error:" in done.stderr
+    assert "TLS" in done.stderr  # the message points at the likely cause
+    assert "Traceback" not in done.stderr
+    # and the server is still fine
+    assert cli("echo", "127.0.0.1", setup.serve.ports["dicom"]).returncode == 0
+
+
 def test_store_to_closed_port_fails_clearly(tmp_path: Path) -> None:
     import socket
 
