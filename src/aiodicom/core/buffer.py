@@ -293,7 +293,7 @@ class ReceiveBuffer:
                 raise InvalidPDU(
                     f"PDU type 0x{pdu_type:02X} declares a length of {length} bytes, "
                     f"over our limit of {self._max_body}",
-                    offset=self._stream_offset + pos + 2,
+                    offset=self._stream_offset + 2,  # already counts PDUs drained above
                     reason=AbortReason.INVALID_PDU_PARAMETER_VALUE,
                 )
             start = pos + PDU_HEADER_LENGTH
