@@ -27,7 +27,7 @@ from aiodicom.core.negotiation import (
     AcceptorPolicy,
     build_request,
 )
-from aiodicom.core.pdu import PDU, AAbort, AAssociateAC, decode_pdu_bytes, encode_pdu
+from aiodicom.core.pdu import PDU, AAbort, AAssociateAC, AReleaseRP, decode_pdu_bytes, encode_pdu
 from aiodicom.settings import AssociationSettings, Limits, Timeouts
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -143,8 +143,9 @@ async def read_pdu(reader: asyncio.StreamReader, timeout: float = 3.0) -> PDU:
 
 async def read_until_closed(reader: asyncio.StreamReader, timeout: float, *,
                             stop_at_abort: bool = True) -> list[PDU]:
-    """Every PDU the server sends until it closes (or, by default, sends an A-ABORT: a
-    polite peer closes then, and the server would wait ARTIM for that); fails on timeout."""
+    """Every PDU the server sends until it closes (or, by default, sends an A-ABORT or
+    A-RELEASE-RP: a polite peer closes then, and the server would wait ARTIM for that);
+    fails on timeout."""
     pdus: list[PDU] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -158,7 +159,7 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout: float, *,
         (length,) = struct.unpack(">L", header[2:])
         body = await asyncio.wait_for(reader.readexactly(length), deadline - loop.time())
         pdus.append(decode_pdu_bytes(header + body))
-        if stop_at_abort and isinstance(pdus[-1], AAbort):
+        if stop_at_abort and isinstance(pdus[-1], AAbort | AReleaseRP):
             return pdus
 
 
