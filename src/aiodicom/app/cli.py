@@ -55,6 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--require-ae-binding", action="store_true", default=None,
                        help="refuse client certificates that name no AE title")
+    serve.add_argument("--policy", type=Path, metavar="FILE",
+                       help="access policy by organization/group (TOML; see docs/security.md)")
     serve.add_argument("--metrics", metavar="[HOST:]PORT", help="Prometheus endpoint")
     serve.add_argument("--audit-log", type=Path, help="append PS3.15 A.5 audit messages here")
     serve.add_argument("--audit-syslog", metavar="HOST:PORT",
@@ -110,7 +112,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     flags = {
         k: getattr(args, k)
         for k in ("ae_title", "host", "port", "tls_port", "cert", "key", "ca", "crl", "storage",
-                  "workers", "require_ae_binding", "metrics", "audit_log", "audit_syslog",
+                  "workers", "require_ae_binding", "policy", "metrics", "audit_log", "audit_syslog",
                   "log_format", "log_level", "drain_timeout", "max_associations", "max_pdu_length")
     }
     options = merge(config, flags)

@@ -34,6 +34,8 @@ class ServeOptions:
     storage: Path = Path("storage")
     workers: int = 1
     require_ae_binding: bool = False
+    policy: Path | None = None
+    """Access policy file (TOML, see docs/security.md), reloaded while the server runs."""
     metrics: str | None = None
     """Prometheus endpoint, "[HOST:]PORT" (host defaults to 127.0.0.1)."""
     audit_log: Path | None = None
@@ -66,6 +68,8 @@ class ServeOptions:
                 path = getattr(self, name)
                 if path is not None and not Path(path).is_file():
                     raise ConfigurationError(f"--{name} {path}: no such file")
+        if self.policy is not None and not Path(self.policy).is_file():
+            raise ConfigurationError(f"--policy {self.policy}: no such file")
         for name in ("port", "tls_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:

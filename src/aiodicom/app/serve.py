@@ -140,7 +140,7 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
         ),
     )
     policy = storage_acceptor_policy(options.ae_title, max_pdu_length=options.max_pdu_length)
-    reloading = None
+    reloading: Any = None
     identify = None
     if options.tls_port is not None:
         import aiodicom.aio.tls as tls
@@ -151,6 +151,13 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
             crl=Path(options.crl) if options.crl else None,
         )
         identify = tls.identity_from_ssl_object
+    authorize = request_filter = None
+    if options.policy is not None:
+        from aiodicom.app.policy import PolicyFile, make_authorizer, make_request_filter
+
+        policy_file = PolicyFile(options.policy)
+        authorize, request_filter = make_authorizer(policy_file), make_request_filter(policy_file)
+        reloading = _Reloaders(reloading, policy_file)
     server = Server(
         settings=settings,
         policy=policy,
@@ -158,6 +165,8 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
         identify=identify,
         require_ae_binding=options.require_ae_binding,
         observer=observer,
+        authorize=authorize,
+        request_filter=request_filter,
     )
     return server, reloading
 
@@ -217,6 +226,31 @@ async def run_server(
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
+
+
+class _Reloaders:
+    """The TLS trust files (if any) and the policy file, reloaded together (poll and SIGHUP)."""
+
+    def __init__(self, tls: Any, policy: Any) -> None:
+        self.tls = tls
+        self.parts = [p for p in (tls, policy) if p is not None]
+
+    @property
+    def context(self) -> Any:
+        return self.tls.context
+
+    def reload(self) -> None:
+        self._each("reload")
+
+    def maybe_reload(self) -> None:
+        self._each("maybe_reload")
+
+    def _each(self, method: str) -> None:
+        for part in self.parts:  # a failure in one never stops the other
+            try:
+                getattr(part, method)()
+            except ConfigurationError as exc:
+                log.warning("trust files not reloaded: %s", exc)
 
 
 async def _watch(reloading: Any) -> None:
