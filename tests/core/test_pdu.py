@@ -36,7 +36,7 @@ from aiodicom.core.user_items import (
 from aiodicom.errors import AbortReason, InvalidPDU
 from tests import strategies as S
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 UNRECOGNIZED_PDU = AbortReason.UNRECOGNIZED_PDU
 UNRECOGNIZED = AbortReason.UNRECOGNIZED_PDU_PARAMETER
@@ -244,7 +244,7 @@ def mutated_pdus(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_pdus())
 def test_mutated_pdus_give_a_pdu_or_invalid_pdu(data: bytes) -> None:
     value = _decode_or_invalid(data)
