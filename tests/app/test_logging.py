@@ -168,3 +168,16 @@ def test_serve_wiring_json_logs_metrics_and_audit(
               for line in audit_log.read_text().splitlines()]
     assert [e.get("csd-code") for e in events if e is not None] == [
         "110100", "110114", "110104", "110114", "110100"]
+
+
+def test_example_config_loads_and_names_every_key() -> None:
+    import dataclasses
+    import re
+
+    from aiodicom.app.config import load_config
+
+    example = Path(__file__).parents[2] / "examples" / "aiodicom.toml"
+    values = load_config(example)
+    assert values["metrics"] == "127.0.0.1:9100" and values["log_format"] == "json"
+    mentioned = set(re.findall(r"^#? ?([a-z_]+) = ", example.read_text(), re.MULTILINE))
+    assert mentioned == {f.name for f in dataclasses.fields(ServeOptions)}
