@@ -128,14 +128,19 @@ def measure_big(spec: ServerSpec, tls: bool, cfg: Config) -> dict[str, Any]:
 def measure_echo(spec: ServerSpec, tls: bool, cfg: Config) -> dict[str, Any]:
     certs = cfg.certs if tls else None
     tag = f"echo-{spec.name}-{'tls' if tls else 'plain'}"
-    walls, base = [], []
+    walls, base, cpus = [], [], []
     with running(spec, cfg.workdir, tag, certs) as server:
         for _ in range(cfg.reps):
             base.append(_echo(server, cfg.certs, 1).wall)
+            cpu0 = cpu_seconds(server.pid)
             walls.append(_echo(server, cfg.certs, cfg.echo_count).wall)
-    wall, one = statistics.median(walls), statistics.median(base)
+            cpus.append(cpu_seconds(server.pid) - cpu0)
+    wall, one, cpu = statistics.median(walls), statistics.median(base), sum(cpus)
     marginal = cfg.echo_count / (wall - one) if wall > one else None
+    # CPU over all repetitions together: /proc counts 10 ms ticks, one run is only ~10 of them.
     return {"value": round(cfg.echo_count / wall, 1), "unit": "/s",
+            "per_server_cpu_s": round(len(cpus) * cfg.echo_count / cpu, 1) if cpu else None,
+            "server_cpu_s": [round(c, 3) for c in cpus],
             "walls_s": [round(w, 4) for w in walls], "single_echo_run_s": round(one, 4),
             "marginal_per_s": round(marginal, 1) if marginal else None,
             "echoes": cfg.echo_count}

@@ -48,6 +48,8 @@ def rows_for(ct_count: int, big_mb: int, echoes: int, clients: int) -> list[Row]
         rows.append(row("echo", mode, "value",
                         f"C-ECHO rate, one association (--repeat {echoes}), {name}", "/s",
                         True))
+        rows.append(row("echo", mode, "per_server_cpu_s",
+                        f"C-ECHO, {name}: per server CPU-s", "/CPU-s", True))
     for mode, name in (("plain", "plain"), ("tls", "mutual TLS")):
         rows.append(row("assoc", mode, "value",
                         f"assoc+echo+release, {clients} clients, {name}: wall", "/s", True))
