@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 from collections.abc import Callable, Sequence
@@ -35,14 +36,9 @@ from aiodicom.aio.requests import (
 )
 from aiodicom.aio.user_identity import IdentityVerifier
 from aiodicom.core.dimse import (
+    MESSAGE_TYPES,
     CEchoRQ,
     CEchoRSP,
-    CFindRQ,
-    CFindRSP,
-    CGetRQ,
-    CGetRSP,
-    CMoveRQ,
-    CMoveRSP,
     CStoreRQ,
     CStoreRSP,
     Message,
@@ -308,7 +304,9 @@ class ServerAssociation(Association):
         with contextlib.suppress(AssociationAborted):
             if data is not None:
                 await data.discard()
-            await self.send_message(context_id, _refusal(msg, status))
+            response = _refusal(msg, status)
+            if response is not None:
+                await self.send_message(context_id, response)
         self.server.notify(RequestCompleted(
             info=self.info, service=message_name(msg).removesuffix("-RQ"),
             sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "",
@@ -321,7 +319,7 @@ class ServerAssociation(Association):
         async with self._window:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            response: Message
+            response: Message | None
             if isinstance(msg, CEchoRQ):
                 status = await self._call(self.server.echo_handler, EchoRequest(
                     association=self.info, command=msg))
@@ -337,7 +335,9 @@ class ServerAssociation(Association):
                             type(msg).__name__)
                 if data is not None:
                     await data.discard()
-                response = _unsupported_response(msg)
+                response = _refusal(msg, Status(0x0211))  # unrecognized operation
+            if response is None:
+                return
             with contextlib.suppress(AssociationAborted):
                 await self.send_message(context_id, response)
             self.server.notify(RequestCompleted(
@@ -439,37 +439,27 @@ class ServerAssociation(Association):
         server.forget(self)
 
 
-_RESPONSES: dict[type, type] = {
-    CEchoRQ: CEchoRSP, CFindRQ: CFindRSP, CGetRQ: CGetRSP, CMoveRQ: CMoveRSP,
-}
+def _refusal(msg: Message, status: Status) -> Message | None:
+    """The response type matching ``msg`` (PS3.7), carrying only a refusal status.
 
-
-def _refusal(msg: Message, status: Status) -> Message:
-    """The response to ``msg`` carrying only a refusal status."""
-    if isinstance(msg, CStoreRQ):
-        return CStoreRSP(
-            message_id_being_responded_to=msg.message_id,
-            affected_sop_class_uid=msg.affected_sop_class_uid,
-            affected_sop_instance_uid=msg.affected_sop_instance_uid, status=status,
-        )
-    rsp = _RESPONSES.get(type(msg))
-    if rsp is None:
-        return _unsupported_response(msg)
-    response: Message = rsp(
-        message_id_being_responded_to=getattr(msg, "message_id", 0),
-        affected_sop_class_uid=getattr(msg, "affected_sop_class_uid", None), status=status,
-    )
-    return response
-
-
-def _unsupported_response(msg: Message) -> Message:
-    # Without a dedicated handler, answer C-STORE-style failure for unknown services would be
-    # wrong; every supported request class is handled above, others are C-ECHO-shaped refusals.
-    return CEchoRSP(
-        message_id_being_responded_to=getattr(msg, "message_id", 0),
-        affected_sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "1.2.840.10008.1.1",
-        status=Status(0x0211),
-    )
+    None for C-CANCEL-RQ, which has no response.
+    """
+    rsp_cls = MESSAGE_TYPES.get(type(msg).COMMAND_FIELD | 0x8000)
+    if rsp_cls is None or rsp_cls is type(msg):
+        return None
+    names = {f.name for f in dataclasses.fields(rsp_cls)}
+    kwargs: dict[str, Any] = {
+        "message_id_being_responded_to": getattr(msg, "message_id", 0),
+        "status": status,
+        "affected_sop_class_uid": getattr(msg, "affected_sop_class_uid", None)
+        or getattr(msg, "requested_sop_class_uid", None),
+    }
+    instance = getattr(msg, "affected_sop_instance_uid", None) or getattr(
+        msg, "requested_sop_instance_uid", None)
+    if "affected_sop_instance_uid" in names and instance is not None:
+        kwargs["affected_sop_instance_uid"] = instance
+    factory: Callable[..., Message] = rsp_cls
+    return factory(**kwargs)
 
 
 class Server:
