@@ -226,3 +226,33 @@ def test_echo_then_store_on_verification_context(run: Any, tmp_path: Path) -> No
     else:
         assert isinstance(rsp, AAbort)
     assert VERIFICATION_SOP_CLASS
+
+
+def test_slow_handler_is_not_a_stalled_peer(run: Any, tmp_path: Path) -> None:
+    """The stall watchdog counts only time spent waiting on the peer: a handler slower
+    than Timeouts.network still answers."""
+    from aiodicom.aio.client import connect, storage_contexts_for
+    from aiodicom.aio.requests import StoreRequest
+    from aiodicom.aio.server import Server
+    from aiodicom.core.dimse import Status
+    from aiodicom.settings import AssociationSettings
+    from tests.conftest import write_ct
+    from tests.hostile.conftest import policy
+
+    path = write_ct(tmp_path / "a.dcm")
+
+    async def on_store(request: StoreRequest) -> Status:
+        await request.data.discard()
+        await asyncio.sleep(0.8)
+        return Status.SUCCESS
+
+    async def main() -> Status:
+        server = Server(policy=policy(), store=on_store, settings=AssociationSettings(
+            timeouts=Timeouts(artim=0.5, network=0.3)))
+        host, port = await server.listen()
+        async with connect(host, port, contexts=storage_contexts_for([path])) as assoc:
+            status = await assoc.store(path)
+        await server.close()
+        return status
+
+    assert run(main()) == Status.SUCCESS
