@@ -164,7 +164,7 @@ class LogObserver:
     def _ended(self, event: AssociationEnded) -> None:
         if event.info is None:
             fields: dict[str, Any] = {"peer": format_peer(event.peer_address)}
-            self.log.debug("connection from %s closed without an association: %s",
+            self.log.debug("connection from %s closed, no association established: %s",
                            fields["peer"], event.reason, extra=fields)
             return
         fields = association_fields(event.info)
