@@ -163,3 +163,28 @@ def test_concurrent_associations(run: Any) -> None:
         return sum(r == Status.SUCCESS for r in results)
 
     assert run(main()) == 50
+
+
+def test_server_receives_pdus_as_large_as_it_advertises(run: Any, tmp_path: Path) -> None:
+    """The policy advertises 4 MiB; the client fragments to it; nothing is aborted."""
+    from aiodicom.settings import AssociationSettings, Limits
+
+    path = write_ct(tmp_path / "big.dcm", size=3_000_000)
+    sizes: list[int] = []
+
+    async def on_store(request: StoreRequest) -> Status:
+        async for view in request.fragments():
+            sizes.append(len(view))
+        return Status.SUCCESS
+
+    async def main() -> Status:
+        server = Server(policy=_policy(max_pdu_length=4 << 20), store=on_store,
+                        settings=AssociationSettings(limits=Limits(max_pdu_length=1 << 20)))
+        host, port = await server.listen()
+        async with connect(host, port, contexts=storage_contexts_for([path])) as assoc:
+            status = await assoc.store(path)
+        await server.close()
+        return status
+
+    assert run(main()) == Status.SUCCESS
+    assert max(sizes) > 1 << 20  # PDUs bigger than the settings' own cap went through

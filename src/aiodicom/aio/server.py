@@ -490,6 +490,11 @@ class Server:
         self.identify = identify
         self.require_ae_binding = require_ae_binding
         self.observer = observer
+        # Receive what we advertise: the policy's Maximum Length (0 = "no limit", which
+        # still stops at the hard cap), never less than the settings' own receive cap.
+        limits = self.settings.limits
+        advertised = policy.max_pdu_length or limits.hard_max_pdu_length
+        self._receive_cap = max(limits.receive_cap, min(advertised, limits.hard_max_pdu_length))
         self.request_filter = request_filter
         self.verify_identity = verify_identity
         self.require_user_identity = require_user_identity
@@ -524,7 +529,7 @@ class Server:
         assoc = ServerAssociation(self)
         ul = UpperLayer(
             requestor=False,
-            max_pdu_length=limits.receive_cap,
+            max_pdu_length=self._receive_cap,
             artim_timeout=self.settings.timeouts.artim,
             staging_size=limits.receive_staging,
         )
