@@ -24,9 +24,19 @@ log = logging.getLogger("aiodicom.workers")
 WORKER_ENV = "AIODICOM_WORKER"
 
 
-def worker_argv(options: ServeOptions) -> list[str]:
+def worker_argv(options: ServeOptions, index: int = 0) -> list[str]:
+    """The command line of worker ``index``; each worker gets its own metrics port
+    (PORT + index), since a Prometheus endpoint reports one process."""
     argv = [sys.executable, "-m", "aiodicom.app.cli", "serve", "--workers", "1"]
+    metrics = None
+    if options.metrics is not None:
+        from aiodicom.app.metrics import parse_listen_address
+
+        host, port = parse_listen_address(options.metrics)
+        metrics = f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
     for name, value in (
+        ("--policy", options.policy), ("--audit-log", options.audit_log),
+        ("--audit-syslog", options.audit_syslog), ("--metrics", metrics),
         ("--ae-title", options.ae_title), ("--host", options.host), ("--port", options.port),
         ("--tls-port", options.tls_port), ("--cert", options.cert), ("--key", options.key),
         ("--ca", options.ca), ("--crl", options.crl), ("--storage", options.storage),
@@ -49,7 +59,7 @@ def run_workers(options: ServeOptions) -> int:
     if 0 in (options.port, options.tls_port):
         log.error("--workers needs fixed ports (port 0 would give each worker its own port)")
         return 2
-    argv = worker_argv(options)
+    argvs = [worker_argv(options, i) for i in range(options.workers)]
     env = {**os.environ, WORKER_ENV: "1"}
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
@@ -65,14 +75,14 @@ def run_workers(options: ServeOptions) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
-    workers += [subprocess.Popen(argv, env=env) for _ in range(options.workers)]
+    workers += [subprocess.Popen(argv, env=env) for argv in argvs]
     log.info("started %d workers: %s", len(workers), ", ".join(str(p.pid) for p in workers))
     while not stopping:
         for i, proc in enumerate(workers):
             code = proc.poll()
             if code is not None and not stopping:
                 log.error("worker %d exited with %d; starting a replacement", proc.pid, code)
-                workers[i] = subprocess.Popen(argv, env=env)
+                workers[i] = subprocess.Popen(argvs[i], env=env)
         time.sleep(0.5)  # supervisor only: no association waits on this loop
     for proc in workers:
         if proc.poll() is None:

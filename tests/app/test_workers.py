@@ -1,0 +1,63 @@
+"""`aiodicom serve --workers 2`: both workers serve, a killed worker is replaced, SIGTERM exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.interop.peers import free_port
+
+AIODICOM = str(Path(sys.executable).with_name("aiodicom"))
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(x) for x in path.read_text().split()} if path.exists() else set()
+
+
+def _wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _echo(port: int) -> int:
+    return subprocess.run([AIODICOM, "echo", "127.0.0.1", str(port)], capture_output=True,
+                          timeout=30).returncode
+
+
+def test_workers_serve_replace_and_stop(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [AIODICOM, "serve", "--workers", "2", "--port", str(port), "--storage",
+         str(tmp_path / "s"), "--drain-timeout", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait(lambda: len(_children(proc.pid)) == 2, 20, "two workers")
+        _wait(lambda: _echo(port) == 0, 20, "a worker answering C-ECHO")
+        first = _children(proc.pid)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        _wait(lambda: len(_children(proc.pid) - first) == 1 and victim not in _children(proc.pid),
+              20, "a replacement worker")
+        assert len(_children(proc.pid)) == 2
+        for _ in range(4):  # whichever worker the kernel picks answers
+            assert _echo(port) == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        log = proc.stdout.read().decode(errors="replace")
+        proc.stdout.close()
+    assert "starting a replacement" in log
