@@ -1,4 +1,4 @@
-"""`aiodicom serve --workers 2`: both workers serve, a killed worker is replaced, SIGTERM exits 0."""
+"""`aiodicom serve --workers 2`: workers serve, a killed one is replaced, SIGTERM exits 0."""
 
 from __future__ import annotations
 
