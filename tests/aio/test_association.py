@@ -173,8 +173,7 @@ def test_server_receives_pdus_as_large_as_it_advertises(run: Any, tmp_path: Path
     sizes: list[int] = []
 
     async def on_store(request: StoreRequest) -> Status:
-        async for view in request.fragments():
-            sizes.append(len(view))
+        sizes.extend([len(view) async for view in request.fragments()])
         return Status.SUCCESS
 
     async def main() -> Status:
