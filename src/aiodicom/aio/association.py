@@ -319,17 +319,12 @@ class Association:
                     await protocol.drain()
             await protocol.drain()
 
-    def send_command_now(self, context_id: int, msg: Message) -> bool:
-        """Send a command-only message synchronously if no other message is being sent.
-
-        The fast path for small responses (C-ECHO): no task, lock or drain. Returns False
-        when the caller must fall back to `send_message`.
-        """
+    def send_pdu_now(self, pdu: bytes) -> bool:
+        """Send one prebuilt P-DATA-TF synchronously if no other message is being sent."""
         protocol = self.protocol
         if protocol is None or self._ended or self._send_lock.locked():
             return False
-        for pdu in fragment_command(context_id, encode_message(msg), self._peer_max_pdu()):
-            protocol.send(pdu)
+        protocol.send((pdu,))
         return True
 
     def _check_open(self) -> None:

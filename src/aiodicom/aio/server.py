@@ -45,6 +45,7 @@ from aiodicom.core.dimse import (
     Status,
     message_name,
 )
+from aiodicom.core.dimse._templates import echo_response_pdu
 from aiodicom.core.negotiation import (
     AcceptorPolicy,
     conclude_as_acceptor,
@@ -273,12 +274,9 @@ class ServerAssociation(Association):
 
     def _echo_now(self, context_id: int, msg: CEchoRQ) -> bool:
         """Answer a C-ECHO inline (the default handler always succeeds): no task per echo."""
-        response = CEchoRSP(
-            message_id_being_responded_to=msg.message_id,
-            affected_sop_class_uid=msg.affected_sop_class_uid,
-            status=Status.SUCCESS,
-        )
-        if not self.send_command_now(context_id, response):
+        if not self.send_pdu_now(
+            echo_response_pdu(context_id, msg.message_id, msg.affected_sop_class_uid)
+        ):
             return False
         if self.server.observer is not None and self.info is not None:
             self.server.notify(RequestCompleted(
