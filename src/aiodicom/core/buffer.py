@@ -18,8 +18,9 @@ its own storage, which is never reused or resized while views of it may live, so
 values can go up as memoryviews over it. Body storage grows only as bytes arrive
 (geometrically, from the staging size), so a peer that only *claims* a large PDU makes us
 allocate nothing for it. While a large body is outstanding, `get_buffer` returns a view
-straight into that body, so the kernel (or the TLS layer) writes it in place: the only copy
-of a large PDU is the part that arrived in the staging area with its header.
+straight into that body, so the kernel (or the TLS layer) writes it in place: the only
+copies of a large PDU are the part that arrived with its header and the growth steps
+(under 1/15 of its size).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ ReadableBuffer = bytes | bytearray | memoryview
 
 PDU_HEADER_LENGTH = 6
 _HEADER = struct.Struct(">BxL")
+
+_BODY_GROWTH = 16
+"""Body storage starts at the staging size and grows by this factor as bytes arrive: a
+1 MiB PDU is read into 4 KiB, 64 KiB, then 1 MiB (68 KiB copied), in large reads."""
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">L")
 
@@ -323,7 +328,7 @@ class ReceiveBuffer:
     def _grow_body(self, need: int) -> bytearray:
         old = self._body
         assert old is not None
-        size = min(self._body_len, max(need, len(old) * 4))
+        size = min(self._body_len, max(need, len(old) * _BODY_GROWTH))
         new = bytearray(size)
         new[: self._body_fill] = memoryview(old)[: self._body_fill]
         self._body = new
