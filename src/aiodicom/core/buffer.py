@@ -211,7 +211,7 @@ class ReceiveBuffer:
             raise ValueError("max_body must be at least 4")
         self._max_body = max_body
         self._staging_size = max(staging_size, PDU_HEADER_LENGTH)
-        self._stage: bytearray | None = None  # allocated on first use: idle costs nothing
+        self._stage: bytearray | None = None  # allocated per read, dropped when drained
         self._stage_view: memoryview | None = None
         self._stage_fill = 0
         self._body: bytearray | None = None
@@ -318,12 +318,17 @@ class ReceiveBuffer:
             self._body_fill = have
             self._stream_offset += PDU_HEADER_LENGTH
             self._stage_fill = 0
+            self._stage = None
+            self._stage_view = None
             return
         # Keep a partial header at the front of the staging area.
         rest = fill - pos
         if rest and pos:
             stage[:rest] = stage[pos:fill]
         self._stage_fill = rest
+        if not rest:  # drained: an idle connection holds no buffer at all
+            self._stage = None
+            self._stage_view = None
 
     def _grow_body(self, need: int) -> bytearray:
         old = self._body
