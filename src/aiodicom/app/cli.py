@@ -22,6 +22,11 @@ def _add_tls_client_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ca", type=Path, help="CA certificate(s) that sign the server's certificate")
     g.add_argument("--server-name", help="name to verify in the server certificate "
                    "(default: HOST)")
+    g.add_argument("--tls-profile", choices=("bcp195", "bcp195-modified"), default="bcp195",
+                   help="PS3.15 profile: bcp195 (B.12, default) or bcp195-modified (B.13)")
+    from aiodicom.app.identity import add_client_flags
+
+    add_client_flags(p)
 
 
 def _add_ae_flags(p: argparse.ArgumentParser) -> None:
@@ -67,6 +72,17 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="on SIGTERM, how long running associations may finish (default 10)")
     serve.add_argument("--max-associations", type=int, help="per worker (default 10000)")
     serve.add_argument("--max-pdu-length", type=int, help="largest PDU we receive (default 1 MiB)")
+    serve.add_argument("--tls-profile", metavar="PROFILE",
+                       help="PS3.15 profile: bcp195 (B.12, default) or bcp195-modified (B.13)")
+    serve.add_argument("--users", type=Path, metavar="FILE",
+                       help='user identity passwords: TOML [users] name = "hash" '
+                       "(see `aiodicom user hash`)")
+    serve.add_argument("--jwt-key", type=Path, metavar="FILE",
+                       help="verify JWT user identities: HS* secret file or RS*/ES* public key")
+    serve.add_argument("--jwt-algorithm", metavar="ALG",
+                       help="HS256 (default), HS384, HS512, RS256..RS512 or ES256..ES512")
+    serve.add_argument("--require-user-identity", action="store_true", default=None,
+                       help="refuse associations without an accepted user identity")
     serve.set_defaults(func=_cmd_serve)
 
     echo = sub.add_parser("echo", help="C-ECHO a peer (verification)",
@@ -101,6 +117,9 @@ def _build_parser() -> argparse.ArgumentParser:
     import aiodicom.app.pki as pki
 
     pki.add_subparsers(sub)
+    from aiodicom.app.identity import add_user_subparsers
+
+    add_user_subparsers(sub)
     return parser
 
 
@@ -113,7 +132,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         k: getattr(args, k)
         for k in ("ae_title", "host", "port", "tls_port", "cert", "key", "ca", "crl", "storage",
                   "workers", "require_ae_binding", "policy", "metrics", "audit_log", "audit_syslog",
-                  "log_format", "log_level", "drain_timeout", "max_associations", "max_pdu_length")
+                  "log_format", "log_level", "drain_timeout", "max_associations", "max_pdu_length",
+                  "tls_profile", "users", "jwt_key", "jwt_algorithm", "require_user_identity")
     }
     options = merge(config, flags)
     if options.workers > 1:
@@ -133,17 +153,23 @@ def _client_tls(args: argparse.Namespace) -> Any:
         raise ConfigurationError(f"--tls needs {', '.join(missing)}")
     from aiodicom.aio.tls import client_context
 
-    return client_context(cert=args.cert, key=args.key, ca=args.ca)
+    return client_context(cert=args.cert, key=args.key, ca=args.ca, profile=args.tls_profile)
 
 
 def _cmd_echo(args: argparse.Namespace) -> int:
     from aiodicom.app.client_cli import echo_main
+    from aiodicom.app.identity import request_from_args
+
+    args.user_identity = request_from_args(args)
 
     return echo_main(args, _client_tls(args))
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
     from aiodicom.app.client_cli import store_main
+    from aiodicom.app.identity import request_from_args
+
+    args.user_identity = request_from_args(args)
 
     return store_main(args, _client_tls(args))
 

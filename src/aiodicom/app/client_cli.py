@@ -16,7 +16,7 @@ from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.loop import run
 from aiodicom.aio.part10 import NotPart10Error, read_part10_info
 from aiodicom.core.dimse import Status
-from aiodicom.errors import DicomError
+from aiodicom.errors import AssociationRejected, DicomError
 from aiodicom.settings import AssociationSettings
 
 __all__ = ["echo_main", "iter_files", "store_main"]
@@ -32,6 +32,7 @@ def echo_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         async with connect(
             args.host, args.port, called_ae_title=args.called_ae, settings=_settings(args),
             tls=tls, server_hostname=args.server_name,
+            user_identity=getattr(args, "user_identity", None),
         ) as assoc:
             connected = time.perf_counter()
             worst = Status.SUCCESS
@@ -48,7 +49,21 @@ def echo_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         )
         return 0 if worst == Status.SUCCESS else 1
 
-    return run(go())
+    try:
+        return run(go())
+    except AssociationRejected as exc:
+        print(f"aiodicom echo: error: {_explain(exc, args)}", file=sys.stderr)
+        return 1
+
+
+def _explain(exc: BaseException, args: argparse.Namespace) -> str:
+    """The error, plus a hint when a permanent "no reason given" answered a user identity
+    (PS3.7 D.3.3.7 has no code for a refused identity: aiodicom servers send that one)."""
+    if isinstance(exc, AssociationRejected) and (exc.result, exc.source, exc.reason) == (1, 1, 1):
+        if getattr(args, "user_identity", None) is not None:
+            return f"{exc} (the server may have refused the user identity)"
+        return f"{exc} (the server may require a user identity: --username or --jwt)"
+    return str(exc)
 
 
 def iter_files(paths: list[Path]) -> Iterator[Path]:
@@ -123,6 +138,7 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         async with connect(
             args.host, args.port, called_ae_title=args.called_ae, contexts=contexts,
             settings=_settings(args), tls=tls, server_hostname=args.server_name,
+            user_identity=getattr(args, "user_identity", None),
         ) as assoc:
             while not queue.empty():
                 path = queue.get_nowait()
@@ -163,6 +179,6 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     for path, why in progress.failed:
         print(f"  FAILED {path}: {why}")
     for error in errors:
-        print(f"  association error: {error}", file=sys.stderr)
+        print(f"  association error: {_explain(error, args)}", file=sys.stderr)
     ok = not progress.failed and not errors and progress.sent == len(files)
     return 0 if ok else 1

@@ -49,6 +49,14 @@ class ServeOptions:
     max_pdu_length: int = 1 << 20
     fsync: bool = False
     duplicates: str = "overwrite"
+    tls_profile: str = "bcp195"
+    """PS3.15 secure transport profile: "bcp195" (B.12) or "bcp195-modified" (B.13)."""
+    users: Path | None = None
+    """User identity passwords: TOML ``[users] name = "hash"`` (`aiodicom user hash`)."""
+    jwt_key: Path | None = None
+    """JWT verification key: the HS* shared secret file or an RS*/ES* public key PEM."""
+    jwt_algorithm: str = "HS256"
+    require_user_identity: bool = False
 
     def check(self) -> ServeOptions:
         """Cross-field rules; returns self so it chains."""
@@ -68,8 +76,18 @@ class ServeOptions:
                 path = getattr(self, name)
                 if path is not None and not Path(path).is_file():
                     raise ConfigurationError(f"--{name} {path}: no such file")
-        if self.policy is not None and not Path(self.policy).is_file():
-            raise ConfigurationError(f"--policy {self.policy}: no such file")
+        for name in ("policy", "users", "jwt_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigurationError(f"--{name.replace('_', '-')} {path}: no such file")
+        from aiodicom.aio.tls import PROFILES
+
+        if self.tls_profile not in PROFILES:
+            raise ConfigurationError(
+                f"tls_profile must be one of {', '.join(PROFILES)}, got {self.tls_profile!r}"
+            )
+        if self.require_user_identity and self.users is None and self.jwt_key is None:
+            raise ConfigurationError("require_user_identity needs --users FILE or --jwt-key FILE")
         for name in ("port", "tls_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:

@@ -148,7 +148,7 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
         assert options.cert and options.key and options.ca
         reloading = tls.ReloadingServerContext(
             cert=Path(options.cert), key=Path(options.key), ca=Path(options.ca),
-            crl=Path(options.crl) if options.crl else None,
+            crl=Path(options.crl) if options.crl else None, profile=options.tls_profile,
         )
         identify = tls.identity_from_ssl_object
     authorize = request_filter = None
@@ -158,6 +158,9 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
         policy_file = PolicyFile(options.policy)
         authorize, request_filter = make_authorizer(policy_file), make_request_filter(policy_file)
         reloading = _Reloaders(reloading, policy_file)
+    from aiodicom.app.identity import build_verifier
+
+    verify_identity = build_verifier(options.users, options.jwt_key, options.jwt_algorithm)
     server = Server(
         settings=settings,
         policy=policy,
@@ -167,6 +170,8 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
         observer=observer,
         authorize=authorize,
         request_filter=request_filter,
+        verify_identity=verify_identity,
+        require_user_identity=options.require_user_identity,
     )
     return server, reloading
 
