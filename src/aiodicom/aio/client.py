@@ -353,6 +353,13 @@ async def open_association(
                 f"the connection to {host}:{port} closed during association: the server may "
                 "have refused our client certificate (wrong CA, revoked or expired)"
             ) from exc
+        reset = assoc.protocol.close_error if assoc.protocol is not None else None
+        if isinstance(reset, ConnectionResetError | ConnectionAbortedError):
+            # TCP connect succeeds before a peer's RST arrives: still a failure to connect.
+            raise ConnectError(
+                f"{host}:{port} reset the connection before answering A-ASSOCIATE-RQ: is it a "
+                "DICOM service, does it accept our address, does it expect TLS (--tls)?"
+            ) from reset
         raise AssociationAborted(
             exc.source, exc.reason,
             f"{exc}: {host}:{port} ended the connection instead of answering A-ASSOCIATE-RQ; "
