@@ -5,6 +5,10 @@ The protocol hands service primitives up synchronously; P-DATA goes through the 
 received PDU bodies). Responses resolve the futures of the requests that wait for them;
 requests go to the role's `_dispatch_request` (the server's handlers). Sending holds one
 lock per message so the PDVs of two messages never interleave on the wire.
+
+Each outstanding request has a queue keyed by its message ID: single-response services take
+one item (`request`); C-FIND/GET/MOVE take pending responses in order until a final status
+(`request_responses`, PS3.7 §9.3.2-9.3.4).
 """
 
 from __future__ import annotations
@@ -13,22 +17,32 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.core.buffer import ReadableBuffer
 from aiodicom.core.dimse import (
     CommandReceived,
+    CStoreRQ,
+    CStoreRSP,
     DatasetFragment,
     Message,
     MessageAssembler,
+    Status,
+    StatusCategory,
     encode_message,
     fragment_command,
     fragment_dataset,
 )
-from aiodicom.core.negotiation import NegotiatedAssociation
+from aiodicom.core.negotiation import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    NegotiatedAssociation,
+    find_context,
+)
 from aiodicom.core.primitives import (
     AbortIndication,
     AssociateAccepted,
@@ -47,12 +61,16 @@ from aiodicom.errors import (
     DicomError,
     DimseError,
     DimseTimeout,
+    NoPresentationContext,
 )
 from aiodicom.settings import AssociationSettings
 
 __all__ = ["Association", "AssociationInfo", "IncomingData"]
 
 log = logging.getLogger("aiodicom.association")
+
+_Response = tuple[Message, "IncomingData | None"]
+_UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
 _assoc_ids = itertools.count(1)
 
@@ -165,7 +183,7 @@ class Association:
         self._assembler = MessageAssembler()
         self._send_lock = asyncio.Lock()
         self._message_ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[tuple[Message, IncomingData | None]]] = {}
+        self._pending: dict[int, asyncio.Queue[_Response | AssociationAborted]] = {}
         self._incoming: IncomingData | None = None
         self._incoming_ctx = 0
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -223,16 +241,15 @@ class Association:
             self._incoming_ctx = event.context_id
         responding_to = getattr(msg, "message_id_being_responded_to", None)
         if responding_to is not None and type(msg).__name__.endswith("RSP"):
-            fut = self._pending.get(responding_to)
-            if fut is None:
+            queue = self._pending.get(responding_to)
+            if queue is None:
                 log.warning(
                     "association %d: response to unknown message %d", self.id, responding_to
                 )
                 if incoming is not None:
                     asyncio.get_running_loop().create_task(incoming.discard())
                 return
-            if not fut.done():
-                fut.set_result((msg, incoming))
+            queue.put_nowait((msg, incoming))
             return
         self._dispatch_request(event.context_id, msg, incoming)
 
@@ -261,9 +278,8 @@ class Association:
             return
         self._ended = True
         self.abort_reason = exc
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
+        for queue in self._pending.values():
+            queue.put_nowait(exc)
         self._pending.clear()
         if self._incoming is not None:
             self._incoming.fail(exc)
@@ -342,19 +358,138 @@ class Association:
         *,
         message_id: int,
     ) -> tuple[Message, IncomingData | None]:
-        """Send a request and wait for its (final) response within the DIMSE timeout."""
-        fut: asyncio.Future[tuple[Message, IncomingData | None]]
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[message_id] = fut
+        """Send a request and wait for its (first) response within the DIMSE timeout."""
+        queue: asyncio.Queue[_Response | AssociationAborted] = asyncio.Queue()
+        self._pending[message_id] = queue
         try:
             await self.send_message(context_id, msg, dataset)
-            timeout = self.settings.timeouts.dimse
-            try:
-                return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except TimeoutError:
-                raise DimseTimeout(
-                    f"no response to message {message_id} within {timeout} s; "
-                    "the peer may be overloaded (raise the DIMSE timeout) or stalled"
-                ) from None
+            return await self._next_response(queue, message_id)
         finally:
             self._pending.pop(message_id, None)
+
+    async def request_responses(
+        self,
+        context_id: int,
+        msg: Message,
+        dataset: ReadableBuffer | Iterable[ReadableBuffer] | None = None,
+        *,
+        message_id: int,
+    ) -> AsyncGenerator[tuple[Message, IncomingData | None], None]:
+        """Send a request and yield its responses in order, the final (non-pending) one last.
+
+        For C-FIND/GET/MOVE (PS3.7 §9.3.2-9.3.4); the DIMSE timeout applies between
+        responses. A consumer that stops early leaves later responses to be dropped.
+        """
+        queue: asyncio.Queue[_Response | AssociationAborted] = asyncio.Queue()
+        self._pending[message_id] = queue
+        try:
+            await self.send_message(context_id, msg, dataset)
+            while True:
+                rsp, data = await self._next_response(queue, message_id)
+                status = getattr(rsp, "status", Status.SUCCESS)
+                final = Status(int(status)).category is not StatusCategory.PENDING
+                yield rsp, data
+                if final:
+                    return
+        finally:
+            self._pending.pop(message_id, None)
+
+    async def _next_response(
+        self, queue: asyncio.Queue[_Response | AssociationAborted], message_id: int
+    ) -> _Response:
+        timeout = self.settings.timeouts.dimse
+        try:
+            item = await asyncio.wait_for(queue.get(), timeout)
+        except TimeoutError:
+            raise DimseTimeout(
+                f"no response to message {message_id} within {timeout} s; "
+                "the peer may be overloaded (raise the DIMSE timeout) or stalled"
+            ) from None
+        if isinstance(item, AssociationAborted):
+            raise item
+        return item
+
+    # -- C-STORE as invoker (plain stores, and the sub-operations of C-GET/C-MOVE) -------------
+
+    async def send_store(
+        self,
+        source: Path | str | Any,
+        *,
+        priority: int = 0,
+        move_originator: tuple[str, int] | None = None,
+    ) -> Status:
+        """C-STORE a Part 10 file (streamed, never loaded whole) or a pydicom Dataset.
+
+        ``move_originator`` is (AE title, message ID) of the C-MOVE this store serves
+        (PS3.7 Table 9.3-1). We must hold the SCU role for the SOP class on the context:
+        an acceptor does after role selection for C-GET sub-operations (PS3.7 D.3.3.4).
+        """
+        from aiodicom.aio.part10 import read_part10_info, stream_dataset
+
+        negotiated = self._established()
+        if isinstance(source, str | Path):
+            info = read_part10_info(Path(source))
+            try:
+                ctx = find_context(negotiated, info.sop_class_uid, info.transfer_syntax_uid)
+            except NoPresentationContext:
+                if info.transfer_syntax_uid not in _UNCOMPRESSED:
+                    raise
+                import pydicom  # convertible: re-encode in an accepted uncompressed syntax
+
+                return await self.send_store(pydicom.dcmread(info.path), priority=priority,
+                                             move_originator=move_originator)
+            body: Any = stream_dataset(info, _chunk_size(negotiated.peer_max_pdu_length))
+            sop_class, sop_instance = info.sop_class_uid, info.sop_instance_uid
+        else:
+            ctx, body = self._encode_for_store(negotiated, source)
+            sop_class, sop_instance = str(source.SOPClassUID), str(source.SOPInstanceUID)
+        mid = self.next_message_id()
+        rq = CStoreRQ(
+            message_id=mid,
+            affected_sop_class_uid=sop_class,
+            affected_sop_instance_uid=sop_instance,
+            priority=priority,
+            move_originator_ae_title=move_originator[0] if move_originator else None,
+            move_originator_message_id=move_originator[1] if move_originator else None,
+        )
+        rsp, data = await self.request(ctx.context_id, rq, body, message_id=mid)
+        if data is not None:
+            await data.discard()
+        if not isinstance(rsp, CStoreRSP):
+            raise DimseError(f"expected a C-STORE-RSP, got {type(rsp).__name__}")
+        return rsp.status
+
+    def _encode_for_store(self, negotiated: NegotiatedAssociation, ds: Any) -> tuple[Any, bytes]:
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_dataset
+
+        sop_class = str(ds.SOPClassUID)
+        meta = getattr(ds, "file_meta", None)
+        native = None
+        if meta is not None and "TransferSyntaxUID" in meta:
+            native = str(meta.TransferSyntaxUID)
+        ctx = None
+        for ts in ([native] if native else []) + list(_UNCOMPRESSED):
+            try:
+                ctx = find_context(negotiated, sop_class, ts)
+                break
+            except NoPresentationContext:
+                continue
+        if ctx is None:
+            ctx = find_context(negotiated, sop_class)  # raises with what was accepted
+        buf = DicomBytesIO()
+        buf.is_little_endian = True
+        buf.is_implicit_VR = ctx.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
+        write_dataset(buf, ds)
+        return ctx, buf.getvalue()
+
+    def _established(self) -> NegotiatedAssociation:
+        if self.negotiated is None or not self.is_established:
+            raise self.abort_reason or AssociationError("the association is not established")
+        return self.negotiated
+
+
+def _chunk_size(peer_max_pdu: int) -> int:
+    if peer_max_pdu == 0 or peer_max_pdu > (4 << 20):
+        return 1 << 20
+    return peer_max_pdu - 6

@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from aiodicom.aio.association import Association, AssociationInfo
-from aiodicom.aio.part10 import Part10Info, read_part10_info, stream_dataset
+from aiodicom.aio.association import Association, AssociationInfo, IncomingData
+from aiodicom.aio.part10 import Part10Info, read_part10_info
 from aiodicom.aio.protocol import DicomProtocol
-from aiodicom.core.dimse import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, Status
+from aiodicom.aio.qr import FindQuery, QRModel, RetrieveResult, answer_store, retrieve
+from aiodicom.aio.requests import StoreHandler
+from aiodicom.core.dimse import CEchoRQ, CEchoRSP, CStoreRQ, Message, Status
 from aiodicom.core.negotiation import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     VERIFICATION_SOP_CLASS,
@@ -24,17 +26,15 @@ from aiodicom.core.negotiation import (
 from aiodicom.core.pdu import AAssociateRQ
 from aiodicom.core.primitives import AssociateAccepted, AssociateRejected
 from aiodicom.core.upper_layer import UpperLayer
-from aiodicom.core.user_items import UserIdentityRQ
+from aiodicom.core.user_items import RoleSelection, UserIdentityRQ
 from aiodicom.errors import (
     AcseTimeout,
     AssociationAborted,
-    AssociationError,
     AssociationRejected,
     CertificateRejected,
     ConnectError,
     DimseError,
     NetworkTimeout,
-    NoPresentationContext,
     TLSError,
 )
 from aiodicom.settings import AssociationSettings
@@ -52,6 +52,9 @@ class ClientAssociation(Association):
 
     def __init__(self, settings: AssociationSettings) -> None:
         super().__init__(settings)
+        self.store_handler: StoreHandler | None = None
+        """Answers C-STORE-RQs the peer sends us (C-GET sub-operations, PS3.4 C.4.3)."""
+        self._tasks: set[asyncio.Task[None]] = set()
         self._answer: asyncio.Future[AssociateAccepted | AssociateRejected]
         self._answer = asyncio.get_running_loop().create_future()
         self.request_pdu: AAssociateRQ | None = None
@@ -68,6 +71,8 @@ class ClientAssociation(Association):
         protocol.pump()
 
     def _on_end(self, exc: AssociationAborted) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if not self._answer.done():
             self._answer.set_exception(exc)
             self._answer.exception()
@@ -105,7 +110,7 @@ class ClientAssociation(Association):
 
     async def echo(self) -> Status:
         """C-ECHO (PS3.7 §9.1.5): the status the peer answered."""
-        ctx = find_context(self._negotiated(), VERIFICATION_SOP_CLASS)
+        ctx = find_context(self._established(), VERIFICATION_SOP_CLASS)
         mid = self.next_message_id()
         rq = CEchoRQ(message_id=mid, affected_sop_class_uid=VERIFICATION_SOP_CLASS)
         rsp, data = await self.request(ctx.context_id, rq, message_id=mid)
@@ -117,72 +122,46 @@ class ClientAssociation(Association):
 
     async def store(self, source: Path | str | Any, *, priority: int = 0) -> Status:
         """C-STORE a Part 10 file (streamed, never loaded whole) or a pydicom Dataset."""
-        if isinstance(source, str | Path):
-            return await self._store_file(Path(source), priority)
-        return await self._store_dataset(source, priority)
+        return await self.send_store(source, priority=priority)
 
-    async def _store_file(self, path: Path, priority: int) -> Status:
-        info = read_part10_info(path)
-        negotiated = self._negotiated()
+    # -- query/retrieve (PS3.4 Annex C): see aiodicom.aio.qr ----------------------------------
+
+    def find(self, identifier: Any, *, model: QRModel = "study", priority: int = 0) -> FindQuery:
+        """C-FIND: an async iterator of matching identifiers (pydicom Datasets).
+
+        The final status is ``.status`` once it ends; ``aclose()`` before the end sends
+        C-CANCEL-RQ (PS3.7 §9.3.2.3). Use ``async with assoc.find(ds) as matches:``.
+        """
+        return FindQuery(self, identifier, model=model, priority=priority)
+
+    async def get(
+        self, identifier: Any, *, model: QRModel = "study",
+        on_store: StoreHandler | None = None, priority: int = 0,
+    ) -> RetrieveResult:
+        """C-GET: the C-STORE sub-operations come back on this association, to ``on_store``
+        (PS3.4 C.4.3); the association must have proposed the SCP role for their classes."""
+        previous, self.store_handler = self.store_handler, on_store or self.store_handler
         try:
-            ctx = find_context(negotiated, info.sop_class_uid, info.transfer_syntax_uid)
-        except NoPresentationContext:
-            if info.transfer_syntax_uid not in _UNCOMPRESSED:
-                raise
-            import pydicom  # convertible: re-encode in an accepted uncompressed syntax
+            return await retrieve(self, identifier, model=model, priority=priority)
+        finally:
+            self.store_handler = previous
 
-            return await self._store_dataset(pydicom.dcmread(path), priority)
-        mid = self.next_message_id()
-        rq = CStoreRQ(
-            message_id=mid,
-            affected_sop_class_uid=info.sop_class_uid,
-            affected_sop_instance_uid=info.sop_instance_uid,
-            priority=priority,
-        )
-        chunk = _chunk_size(negotiated.peer_max_pdu_length)
-        rsp, data = await self.request(
-            ctx.context_id, rq, stream_dataset(info, chunk), message_id=mid
-        )
-        return await _store_status(rsp, data)
+    async def move(
+        self, identifier: Any, destination_ae: str, *, model: QRModel = "study",
+        priority: int = 0,
+    ) -> RetrieveResult:
+        """C-MOVE: the peer stores the matches on ``destination_ae`` (PS3.4 C.4.2)."""
+        return await retrieve(self, identifier, model=model, priority=priority,
+                              destination=destination_ae)
 
-    async def _store_dataset(self, ds: Any, priority: int) -> Status:
-        from pydicom.filebase import DicomBytesIO
-        from pydicom.filewriter import write_dataset
-
-        sop_class = str(ds.SOPClassUID)
-        sop_instance = str(ds.SOPInstanceUID)
-        meta = getattr(ds, "file_meta", None)
-        native = None
-        if meta is not None and "TransferSyntaxUID" in meta:
-            native = str(meta.TransferSyntaxUID)
-        negotiated = self._negotiated()
-        ctx = None
-        for ts in ([native] if native else []) + list(_UNCOMPRESSED):
-            try:
-                ctx = find_context(negotiated, sop_class, ts)
-                break
-            except NoPresentationContext:
-                continue
-        if ctx is None:
-            ctx = find_context(negotiated, sop_class)  # raises with what was accepted
-        buf = DicomBytesIO()
-        buf.is_little_endian = True
-        buf.is_implicit_VR = ctx.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
-        write_dataset(buf, ds)
-        mid = self.next_message_id()
-        rq = CStoreRQ(
-            message_id=mid,
-            affected_sop_class_uid=sop_class,
-            affected_sop_instance_uid=sop_instance,
-            priority=priority,
-        )
-        rsp, data = await self.request(ctx.context_id, rq, buf.getvalue(), message_id=mid)
-        return await _store_status(rsp, data)
-
-    def _negotiated(self) -> NegotiatedAssociation:
-        if self.negotiated is None or not self.is_established:
-            raise self.abort_reason or AssociationError("the association is not established")
-        return self.negotiated
+    def _dispatch_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
+        if isinstance(msg, CStoreRQ) and data is not None:
+            task = asyncio.get_running_loop().create_task(
+                answer_store(self, self.store_handler, context_id, msg, data))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        super()._dispatch_request(context_id, msg, data)
 
     async def release(self) -> None:
         """A-RELEASE: waits for the peer's answer within the ACSE timeout, else aborts."""
@@ -203,20 +182,6 @@ class ClientAssociation(Association):
             await asyncio.wait_for(asyncio.shield(protocol.closed), timeout)
         except TimeoutError:
             protocol.abort_transport()
-
-
-async def _store_status(rsp: Any, data: Any) -> Status:
-    if data is not None:
-        await data.discard()
-    if not isinstance(rsp, CStoreRSP):
-        raise DimseError(f"expected a C-STORE-RSP, got {type(rsp).__name__}")
-    return rsp.status
-
-
-def _chunk_size(peer_max_pdu: int) -> int:
-    if peer_max_pdu == 0 or peer_max_pdu > (4 << 20):
-        return 1 << 20
-    return peer_max_pdu - 6
 
 
 def storage_contexts_for(paths: Sequence[Path]) -> list[tuple[str, list[str]]]:
@@ -243,12 +208,14 @@ async def connect(
     tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     user_identity: UserIdentityRQ | None = None,
+    role_selections: Sequence[RoleSelection] = (),
 ) -> AsyncIterator[ClientAssociation]:
     """Open a connection, negotiate, and yield the association; released on exit.
 
     An exception inside the block aborts the association instead of releasing it.
     ``user_identity`` sends a user identity sub-item (PS3.7 D.3.3.7); the server's answer
-    is ``assoc.negotiated.user_identity_response``.
+    is ``assoc.negotiated.user_identity_response``. ``role_selections`` propose roles per
+    SOP class (PS3.7 D.3.3.4), e.g. the SCP role for the storage classes of a C-GET.
     """
     assoc = await open_association(
         host,
@@ -259,6 +226,7 @@ async def connect(
         tls=tls,
         server_hostname=server_hostname,
         user_identity=user_identity,
+        role_selections=role_selections,
     )
     try:
         yield assoc
@@ -278,6 +246,7 @@ async def open_association(
     tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     user_identity: UserIdentityRQ | None = None,
+    role_selections: Sequence[RoleSelection] = (),
 ) -> ClientAssociation:
     """Like `connect` without the context manager: the caller must release or abort."""
     settings = settings or AssociationSettings()
@@ -288,6 +257,7 @@ async def open_association(
         contexts=list(contexts or [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]),
         max_pdu_length=limits.max_pdu_length,
         user_identity=user_identity,
+        role_selections=role_selections,
     )
     loop = asyncio.get_running_loop()
     assoc = ClientAssociation(settings)

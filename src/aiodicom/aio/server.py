@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,15 @@ from aiodicom.aio.events import (
     ServerEvent,
 )
 from aiodicom.aio.protocol import DicomProtocol
+from aiodicom.aio.qr import (
+    FindHandler,
+    GetHandler,
+    MoveDestination,
+    MoveHandler,
+    Operation,
+    cancel_operation,
+    run_query_retrieve,
+)
 from aiodicom.aio.requests import (
     Authorizer,
     EchoHandler,
@@ -37,8 +46,12 @@ from aiodicom.aio.requests import (
 from aiodicom.aio.user_identity import IdentityVerifier
 from aiodicom.core.dimse import (
     MESSAGE_TYPES,
+    CCancelRQ,
     CEchoRQ,
     CEchoRSP,
+    CFindRQ,
+    CGetRQ,
+    CMoveRQ,
     CStoreRQ,
     CStoreRSP,
     Message,
@@ -99,6 +112,8 @@ class ServerAssociation(Association):
         self._watchdog: asyncio.TimerHandle | None = None
         self._started = asyncio.get_running_loop().time()
         self._released_cleanly = False
+        self.operations: dict[int, Operation] = {}
+        """Running C-FIND/GET/MOVE by message ID, for C-CANCEL-RQ (PS3.7 §9.3.2.3)."""
 
     def connection_made(self, protocol: DicomProtocol) -> None:
         # Counted here, not in the factory: a failed TLS handshake never reaches this point.
@@ -258,6 +273,9 @@ class ServerAssociation(Association):
                         self.id, context_id)
             self.abort()
             return
+        if isinstance(msg, CCancelRQ):  # outside the operations window: it has no response
+            cancel_operation(self, msg)
+            return
         status = self._filter(msg)
         if status is not None:
             self._spawn(self._refuse_request(context_id, msg, data, status))
@@ -318,6 +336,7 @@ class ServerAssociation(Association):
             loop = asyncio.get_running_loop()
             started = loop.time()
             response: Message | None
+            body: bytes | None = None
             if isinstance(msg, CEchoRQ):
                 status = await self._call(self.server.echo_handler, EchoRequest(
                     association=self.info, command=msg))
@@ -328,6 +347,8 @@ class ServerAssociation(Association):
                 )
             elif isinstance(msg, CStoreRQ) and data is not None:
                 response = await self._run_store(context_id, msg, data)
+            elif isinstance(msg, CFindRQ | CGetRQ | CMoveRQ):
+                response, body = await run_query_retrieve(self, context_id, msg, data)
             else:
                 log.warning("association %d: %s is not supported here", self.id,
                             type(msg).__name__)
@@ -337,7 +358,7 @@ class ServerAssociation(Association):
             if response is None:
                 return
             with contextlib.suppress(AssociationAborted):
-                await self.send_message(context_id, response)
+                await self.send_message(context_id, response, body)
             self.server.notify(RequestCompleted(
                 info=self.info,
                 service=message_name(msg).removesuffix("-RQ"),
@@ -477,6 +498,10 @@ class Server:
         request_filter: RequestFilter | None = None,
         verify_identity: IdentityVerifier | None = None,
         require_user_identity: bool = False,
+        find: FindHandler | None = None,
+        get: GetHandler | None = None,
+        move: MoveHandler | None = None,
+        move_destinations: Mapping[str, MoveDestination] | None = None,
     ) -> None:
         if require_user_identity and verify_identity is None:
             raise ConfigurationError("require_user_identity needs verify_identity (a verifier)")
@@ -496,6 +521,11 @@ class Server:
         self.request_filter = request_filter
         self.verify_identity = verify_identity
         self.require_user_identity = require_user_identity
+        self.find_handler = find
+        self.get_handler = get
+        self.move_handler = move
+        self.move_destinations: Mapping[str, MoveDestination] = dict(move_destinations or {})
+        """C-MOVE destination AE title -> (host, port[, TLS context]); others get 0xA801."""
         self.stats = _Stats()
         self._idle = asyncio.Event()
         self._servers: list[asyncio.base_events.Server] = []
