@@ -181,11 +181,3 @@ def test_identity_config_checked_at_start(tmp_path: Path) -> None:
     short.write_bytes(b"too short")
     done = cli("serve", "--port", "0", "--jwt-key", short, "--storage", tmp_path / "s")
     assert done.returncode == 1 and "32 bytes" in done.stderr, done.stderr
-
-
-def test_identity_options_with_workers_refused_not_dropped(tmp_path: Path) -> None:
-    users = tmp_path / "users.toml"
-    users.write_text("[users]\n")
-    done = cli("serve", "--port", "0", "--workers", "2", "--users", users,
-               "--require-user-identity", "--storage", tmp_path / "s")
-    assert done.returncode == 1 and "--workers" in done.stderr, done.stderr

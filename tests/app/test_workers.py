@@ -61,3 +61,26 @@ def test_workers_serve_replace_and_stop(tmp_path: Path) -> None:
         log = proc.stdout.read().decode(errors="replace")
         proc.stdout.close()
     assert "starting a replacement" in log
+
+
+def test_worker_config_carries_every_option(tmp_path: Path) -> None:
+    """What a worker reads back equals what the supervisor was given (but workers = 1)."""
+    import dataclasses
+
+    from aiodicom.app.config import ServeOptions, load_config, merge
+    from aiodicom.app.workers import worker_config
+
+    users = tmp_path / "users.toml"
+    users.write_text("[users]\n")
+    options = ServeOptions(
+        ae_title="GW1", port=11112, storage=tmp_path / "s", workers=3, users=users,
+        require_user_identity=True, tls_profile="bcp195-modified", fsync=True,
+        duplicates="reject", metrics="127.0.0.1:9100", drain_timeout=2.5,
+        log_format="json", require_ae_binding=True,
+    )
+    for index in range(3):
+        path = tmp_path / f"w{index}.toml"
+        path.write_text(worker_config(options, index))
+        back = merge(load_config(path), {})
+        expected = dataclasses.replace(options, workers=1, metrics=f"127.0.0.1:{9100 + index}")
+        assert back == expected

@@ -139,15 +139,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if options.workers > 1:
         from aiodicom.app.workers import run_workers
 
-        unsupported = [f"--{k.replace('_', '-')}" for k in ("users", "jwt_key",
-                       "require_user_identity") if getattr(options, k)]
-        if unsupported or options.tls_profile != "bcp195":
-            # workers.worker_argv does not pass these on yet: refuse rather than drop them
-            raise ConfigurationError(
-                f"{', '.join(unsupported) or '--tls-profile'} cannot be used with --workers > 1 "
-                "yet; run one worker"
-            )
-
         return run_workers(options)
     return serve_main(options)
 

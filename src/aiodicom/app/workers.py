@@ -1,55 +1,70 @@
 """`aiodicom serve --workers N`: N worker processes sharing the listening ports.
 
-Each worker is `aiodicom serve` with one event loop, binding with SO_REUSEPORT so the kernel
+Each worker is `aiodicom serve --config WORKER.toml` (every option, written by the
+supervisor) with one event loop, binding with SO_REUSEPORT so the kernel
 spreads connections across them. The supervisor replaces a worker that dies (logged),
 forwards SIGHUP (reload) and on SIGTERM/SIGINT asks every worker to drain, then exits 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import FrameType
 
 from aiodicom.app.config import ServeOptions
 
-__all__ = ["run_workers", "worker_argv"]
+__all__ = ["run_workers", "worker_argv", "worker_config"]
 
 log = logging.getLogger("aiodicom.workers")
 
 WORKER_ENV = "AIODICOM_WORKER"
 
 
-def worker_argv(options: ServeOptions, index: int = 0) -> list[str]:
-    """The command line of worker ``index``; each worker gets its own metrics port
-    (PORT + index), since a Prometheus endpoint reports one process."""
-    argv = [sys.executable, "-m", "aiodicom.app.cli", "serve", "--workers", "1"]
-    metrics = None
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}"
+                                for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def worker_config(options: ServeOptions, index: int = 0) -> str:
+    """Worker ``index``'s options as TOML: every option travels, none can be dropped.
+
+    Each worker gets its own metrics port (PORT + index), since a Prometheus endpoint
+    reports one process.
+    """
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    values["workers"] = 1
     if options.metrics is not None:
         from aiodicom.app.metrics import parse_listen_address
 
         host, port = parse_listen_address(options.metrics)
-        metrics = f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
-    for name, value in (
-        ("--policy", options.policy), ("--audit-log", options.audit_log),
-        ("--audit-syslog", options.audit_syslog), ("--metrics", metrics),
-        ("--ae-title", options.ae_title), ("--host", options.host), ("--port", options.port),
-        ("--tls-port", options.tls_port), ("--cert", options.cert), ("--key", options.key),
-        ("--ca", options.ca), ("--crl", options.crl), ("--storage", options.storage),
-        ("--log-format", options.log_format), ("--log-level", options.log_level),
-        ("--drain-timeout", options.drain_timeout),
-        ("--max-associations", options.max_associations),
-        ("--max-pdu-length", options.max_pdu_length),
-    ):
-        if value is not None:
-            argv += [name, str(value)]
-    if options.require_ae_binding:
-        argv.append("--require-ae-binding")
-    return argv
+        values["metrics"] = f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
+    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()
+             if value is not None and not isinstance(value, dict)]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()
+              if isinstance(value, dict)]
+    return "\n".join(lines) + "\n"
+
+
+def worker_argv(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "aiodicom.app.cli", "serve", "--config", str(config_path)]
 
 
 def run_workers(options: ServeOptions) -> int:
@@ -59,7 +74,12 @@ def run_workers(options: ServeOptions) -> int:
     if 0 in (options.port, options.tls_port):
         log.error("--workers needs fixed ports (port 0 would give each worker its own port)")
         return 2
-    argvs = [worker_argv(options, i) for i in range(options.workers)]
+    config_dir = Path(tempfile.mkdtemp(prefix="aiodicom-workers-"))
+    argvs = []
+    for i in range(options.workers):
+        path = config_dir / f"worker{i}.toml"
+        path.write_text(worker_config(options, i))
+        argvs.append(worker_argv(path))
     env = {**os.environ, WORKER_ENV: "1"}
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
@@ -93,4 +113,5 @@ def run_workers(options: ServeOptions) -> int:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
+    shutil.rmtree(config_dir, ignore_errors=True)
     return 0
