@@ -1,0 +1,253 @@
+"""Reading the head of a stored data set in bounded memory (for the index and `commit`).
+
+Only the attributes the index keeps (up to (0020,0013)) are read, element by element,
+with every length checked against what remains and a byte budget, so a data set of any
+size (or a deflate bomb) costs a few MB at most. Used by `Storage` on commit and by the
+index rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import BinaryIO, cast
+
+from pydicom.charset import decode_bytes
+from pydicom.filereader import read_dataset
+
+from aiodicom.core.negotiation import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
+from aiodicom.core.uids import strip_uid_padding
+
+__all__ = ["HEADER_KEYWORDS", "HeaderError", "read_header"]
+
+_HEADER_TAGS: dict[int, tuple[str, str]] = {
+    0x00080016: ("SOPClassUID", "UI"),
+    0x00080018: ("SOPInstanceUID", "UI"),
+    0x00080020: ("StudyDate", "DA"),
+    0x00080030: ("StudyTime", "TM"),
+    0x00080050: ("AccessionNumber", "SH"),
+    0x00080060: ("Modality", "CS"),
+    0x00080090: ("ReferringPhysicianName", "PN"),
+    0x00081030: ("StudyDescription", "LO"),
+    0x0008103E: ("SeriesDescription", "LO"),
+    0x00100010: ("PatientName", "PN"),
+    0x00100020: ("PatientID", "LO"),
+    0x00100030: ("PatientBirthDate", "DA"),
+    0x00100040: ("PatientSex", "CS"),
+    0x0020000D: ("StudyInstanceUID", "UI"),
+    0x0020000E: ("SeriesInstanceUID", "UI"),
+    0x00200010: ("StudyID", "SH"),
+    0x00200011: ("SeriesNumber", "IS"),
+    0x00200013: ("InstanceNumber", "IS"),
+}
+HEADER_KEYWORDS: tuple[str, ...] = tuple(keyword for keyword, _ in _HEADER_TAGS.values())
+"""The attributes `commit` and `read_stored_file` extract (StoredInstance.attributes)."""
+
+_LAST_HEADER_TAG = max(_HEADER_TAGS)
+_SPECIFIC_CHARACTER_SET = 0x00080005
+_HEADER_VALUE_LIMIT = 4096
+_HEADER_READ_BUDGET = 8 * 1024 * 1024
+_READ_CALL_COST = 256  # charged per read so many tiny elements cannot build a huge tree
+_INFLATE_CHUNK = 64 * 1024
+_INFLATE_HISTORY = 4096
+_TEXT_DELIMITERS = {0x09, 0x0A, 0x0C, 0x0D}
+_PN_DELIMITERS = _TEXT_DELIMITERS | {0x3D, 0x5E}
+
+
+class HeaderError(Exception):
+    """The head of a data set is malformed (internal; surfaces as `StorageError`)."""
+
+
+class _Budget:
+    """Bytes pydicom may still read into memory (skipped values cost nothing)."""
+
+    def __init__(self) -> None:
+        self.left = _HEADER_READ_BUDGET
+
+    def charge(self, size: int) -> None:
+        self.left -= size + _READ_CALL_COST
+        if self.left < 0:
+            raise HeaderError(
+                f"the elements before (0020,0013) need more than "
+                f"{_HEADER_READ_BUDGET // (1024 * 1024)} MiB to parse"
+            )
+
+
+class _PlainStream:
+    """The data set bytes of a file, for pydicom: bounded, strict at the end.
+
+    A read that would run past the data set raises instead of returning short data
+    (pydicom would otherwise warn and carry on), and no read larger than the bytes
+    really present or the budget is attempted, whatever a length field claims.
+    """
+
+    def __init__(self, fp: BinaryIO, start: int, length: int) -> None:
+        self._fp, self._start, self._length = fp, start, length
+        self._pos = 0
+        self._budget = _Budget()
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = offset + (self._pos if whence == os.SEEK_CUR else 0)
+        if whence == os.SEEK_END:
+            target = self._length + offset
+        if not 0 <= target <= self._length:
+            raise HeaderError("an element's length runs past the end of the data set")
+        self._pos = target
+        return target
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._length - self._pos
+        if remaining == 0:
+            return b""
+        if size < 0:
+            size = remaining
+        if size > remaining:
+            raise HeaderError("the data set ends inside an element (truncated)")
+        self._budget.charge(size)
+        self._fp.seek(self._start + self._pos)
+        data = self._fp.read(size)
+        if len(data) != size:
+            raise HeaderError("the file is shorter than written")
+        self._pos += size
+        return data
+
+
+class _InflateStream:
+    """The inflated data set of a Deflated transfer syntax file (PS3.5 §A.5), lazily.
+
+    Only the bytes up to the stop point are inflated, in bounded chunks, with a small
+    window kept for pydicom's short backward seeks: a deflate bomb costs time, not memory.
+    """
+
+    def __init__(self, fp: BinaryIO, start: int, length: int) -> None:
+        fp.seek(start)
+        self._fp, self._left = fp, length
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._window = bytearray()
+        self._window_start = 0
+        self._pos = 0
+        self._eof = False
+        self._budget = _Budget()
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = offset + (self._pos if whence == os.SEEK_CUR else 0)
+        if whence == os.SEEK_END or target < self._window_start:
+            raise HeaderError("cannot seek backwards in a deflated data set")
+        self._pos = target
+        return target
+
+    def _fill(self, end: int) -> None:
+        try:
+            while self._window_start + len(self._window) < end and not self._eof:
+                chunk = self._inflater.unconsumed_tail
+                if not chunk:
+                    chunk = self._fp.read(min(_INFLATE_CHUNK, self._left))
+                    self._left -= len(chunk)
+                if not chunk:
+                    self._window += self._inflater.flush()
+                    self._eof = True
+                    break
+                self._window += self._inflater.decompress(chunk, _INFLATE_CHUNK)
+                self._eof = self._inflater.eof
+                drop = min(self._pos - _INFLATE_HISTORY - self._window_start, len(self._window))
+                if drop > 0:
+                    del self._window[:drop]
+                    self._window_start += drop
+        except zlib.error as exc:
+            raise HeaderError(f"the deflated data set does not inflate: {exc}") from None
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            raise HeaderError("unbounded read of a deflated data set")
+        self._budget.charge(size)
+        self._fill(self._pos + size)
+        offset = self._pos - self._window_start
+        available = len(self._window) - offset
+        if available == 0 and size:
+            return b""
+        if available < size:
+            raise HeaderError("the data set ends inside an element (truncated)")
+        self._pos += size
+        return bytes(self._window[offset : offset + size])
+
+
+def _stop_at_end_of_header(tag: int, vr: str | None, length: int) -> bool:
+    """pydicom's stop_when: stop after (0020,0013); refuse oversized wanted values."""
+    if tag > _LAST_HEADER_TAG:
+        return True
+    if (tag in _HEADER_TAGS or tag == _SPECIFIC_CHARACTER_SET) and (
+        _HEADER_VALUE_LIMIT < length != 0xFFFFFFFF
+    ):
+        raise HeaderError(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) is {length} bytes long")
+    return False
+
+
+def _decode(value: bytes, vr: str, encodings: list[str]) -> str:
+    """A header value as text; ASCII VRs directly, text VRs through the character set."""
+    if vr == "UI":
+        return strip_uid_padding(value.decode("ascii", "replace"))
+    if vr in ("DA", "TM", "CS", "IS"):
+        return value.decode("ascii", "replace").strip(" \x00")
+    delimiters = _PN_DELIMITERS if vr == "PN" else _TEXT_DELIMITERS
+    try:
+        text = decode_bytes(value, encodings, delimiters)
+    except (UnicodeError, LookupError, ValueError):
+        text = value.decode("latin-1")
+    return str(text).strip(" \x00")
+
+
+def read_header(fp: BinaryIO, start: int, length: int, transfer_syntax_uid: str) -> dict[str, str]:
+    """The `HEADER_KEYWORDS` attributes of the data set at `start` ("" when absent).
+
+    Parses only up to (0020,0013) with pydicom, skipping the values it does not need,
+    so memory stays bounded for any data set size. Raises `HeaderError`.
+    """
+    implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
+    little = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
+    stream: _PlainStream | _InflateStream
+    if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        stream = _InflateStream(fp, start, length)
+    else:
+        stream = _PlainStream(fp, start, length)
+    first = stream.read(6)
+    if len(first) < 6:
+        raise HeaderError("the data set is empty")
+    looks_explicit = all(0x41 <= c <= 0x5A for c in first[4:6])
+    if looks_explicit == implicit:
+        raise HeaderError(
+            f"the data set is not encoded as its transfer syntax {transfer_syntax_uid} says "
+            f"({'explicit' if looks_explicit else 'implicit'} VR found)"
+        )
+    stream.seek(0)
+    try:
+        dataset = read_dataset(
+            cast(BinaryIO, stream),  # read/seek/tell is all pydicom uses
+            implicit,
+            little,
+            stop_when=_stop_at_end_of_header,
+            specific_tags=list(_HEADER_TAGS),
+        )
+        encodings = dataset.original_character_set
+    except HeaderError:
+        raise
+    except Exception as exc:  # pydicom on peer data: any failure means "does not parse"
+        raise HeaderError(f"it does not parse ({type(exc).__name__}: {exc})") from exc
+    encodings = [encodings] if isinstance(encodings, str) else list(encodings)
+    attributes: dict[str, str] = {}
+    for tag, (keyword, vr) in _HEADER_TAGS.items():
+        element = dataset.get_item(tag) if tag in dataset else None
+        value = None if element is None else element.value
+        if value and not isinstance(value, bytes):  # an empty value may come as "" or None
+            raise HeaderError(f"{keyword} is not encoded as {vr}")
+        attributes[keyword] = _decode(value, vr, encodings) if value else ""
+    return attributes
