@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -138,10 +139,13 @@ def decode_identifier(raw: bytes, transfer_syntax: str) -> Any:
     from pydicom.filereader import read_dataset
 
     try:
-        ds = read_dataset(BytesIO(raw), is_implicit_VR=transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN,
-                          is_little_endian=transfer_syntax != EXPLICIT_VR_BIG_ENDIAN)
-        for _ in ds:  # parse every element now, not later in a handler
-            pass
+        with warnings.catch_warnings():  # ranges and wildcards are not valid DA/UI/... values
+            warnings.simplefilter("ignore")
+            ds = read_dataset(BytesIO(raw),
+                              is_implicit_VR=transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN,
+                              is_little_endian=transfer_syntax != EXPLICIT_VR_BIG_ENDIAN)
+            for _ in ds:  # parse every element now, not later in a handler
+                pass
     except Exception as exc:
         raise ValueError(f"undecodable identifier: {exc}") from exc
     return ds
@@ -154,7 +158,9 @@ def encode_identifier(ds: Any, transfer_syntax: str) -> bytes:
     buf = DicomBytesIO()
     buf.is_little_endian = transfer_syntax != EXPLICIT_VR_BIG_ENDIAN
     buf.is_implicit_VR = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
-    write_dataset(buf, ds)
+    with warnings.catch_warnings():  # query keys: wildcards and ranges (PS3.4 C.2.2.2)
+        warnings.simplefilter("ignore")
+        write_dataset(buf, ds)
     return buf.getvalue()
 
 

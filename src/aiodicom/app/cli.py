@@ -107,6 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_tls_client_flags(store)
     store.set_defaults(func=_cmd_store)
 
+    _add_qr_parsers(sub)
+
     index = sub.add_parser("index", help="the storage index",
                            description="Maintain STORAGE/index.sqlite.")
     index_sub = index.add_subparsers(dest="index_command", metavar="ACTION")
@@ -172,6 +174,46 @@ def _cmd_store(args: argparse.Namespace) -> int:
     args.user_identity = request_from_args(args)
 
     return store_main(args, _client_tls(args))
+
+
+def _add_qr_parsers(sub: Any) -> None:
+    """find/get/move (PS3.4 Annex C), with DCMTK findscu-style -k keys."""
+    specs = (
+        ("find", "C-FIND: query a peer", "Print the matches of a C-FIND (one line each); exit 0 "
+         "when the query ends with success."),
+        ("get", "C-GET: retrieve into a folder", "Retrieve the matches over the same "
+         "association into --out; exit 0 only if every sub-operation succeeded."),
+        ("move", "C-MOVE: have the peer send to an AE", "Ask the peer to store the matches on "
+         "DEST (an AE title it knows); exit 0 only if every sub-operation succeeded."),
+    )
+    for name, short, description in specs:
+        p = sub.add_parser(name, help=short, description=description)
+        p.add_argument("host")
+        p.add_argument("port", type=int)
+        if name == "move":
+            p.add_argument("destination", metavar="DEST", help="the move destination AE title")
+        p.add_argument("-k", dest="keys", action="append", default=[], metavar="KEY=VALUE",
+                       help="a matching or return key, e.g. -k PatientName=Doe* -k StudyDate= "
+                       "(keyword or gggg,eeee; repeat)")
+        p.add_argument("--level", default="STUDY", type=str.upper,
+                       choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
+                       help="Query/Retrieve Level (default STUDY)")
+        p.add_argument("--model", default="study", choices=("study", "patient"),
+                       help="information model: Study Root (default) or Patient Root")
+        if name == "get":
+            p.add_argument("--out", "-od", type=Path, required=True, metavar="DIR",
+                           help="where retrieved files go")
+        _add_ae_flags(p)
+        _add_tls_client_flags(p)
+        p.set_defaults(func=_cmd_qr)
+
+
+def _cmd_qr(args: argparse.Namespace) -> int:
+    from aiodicom.app.client_cli import qr_main
+    from aiodicom.app.identity import request_from_args
+
+    args.user_identity = request_from_args(args)
+    return qr_main(args, _client_tls(args))
 
 
 def _cmd_index_rebuild(args: argparse.Namespace) -> int:

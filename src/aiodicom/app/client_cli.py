@@ -8,9 +8,11 @@ import os
 import ssl
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.loop import run
@@ -19,7 +21,7 @@ from aiodicom.core.dimse import Status
 from aiodicom.errors import AssociationRejected, DicomError
 from aiodicom.settings import AssociationSettings
 
-__all__ = ["echo_main", "iter_files", "store_main"]
+__all__ = ["build_identifier", "echo_main", "iter_files", "qr_main", "store_main"]
 
 
 def _settings(args: argparse.Namespace) -> AssociationSettings:
@@ -182,3 +184,143 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         print(f"  association error: {_explain(error, args)}", file=sys.stderr)
     ok = not progress.failed and not errors and progress.sent == len(files)
     return 0 if ok else 1
+
+
+# -- find / get / move (PS3.4 Annex C) -----------------------------------------------------
+
+_GET_STORAGE_CLASSES = (
+    "CTImageStorage", "EnhancedCTImageStorage", "MRImageStorage", "EnhancedMRImageStorage",
+    "ComputedRadiographyImageStorage", "DigitalXRayImageStorageForPresentation",
+    "DigitalXRayImageStorageForProcessing", "DigitalMammographyXRayImageStorageForPresentation",
+    "DigitalMammographyXRayImageStorageForProcessing", "UltrasoundImageStorage",
+    "UltrasoundMultiFrameImageStorage", "SecondaryCaptureImageStorage",
+    "MultiFrameGrayscaleByteSecondaryCaptureImageStorage",
+    "MultiFrameGrayscaleWordSecondaryCaptureImageStorage",
+    "MultiFrameTrueColorSecondaryCaptureImageStorage", "NuclearMedicineImageStorage",
+    "PositronEmissionTomographyImageStorage", "EnhancedPETImageStorage",
+    "XRayAngiographicImageStorage", "XRayRadiofluoroscopicImageStorage", "RTImageStorage",
+    "RTDoseStorage", "RTStructureSetStorage", "RTPlanStorage", "RTIonPlanStorage",
+    "BasicTextSRStorage", "EnhancedSRStorage", "ComprehensiveSRStorage",
+    "KeyObjectSelectionDocumentStorage", "EncapsulatedPDFStorage",
+    "GrayscaleSoftcopyPresentationStateStorage", "SegmentationStorage", "RawDataStorage",
+    "VLPhotographicImageStorage", "VLEndoscopicImageStorage", "BreastTomosynthesisImageStorage",
+    "OphthalmicPhotography8BitImageStorage", "SpatialRegistrationStorage",
+    "XRayRadiationDoseSRStorage", "TwelveLeadECGWaveformStorage",
+    "VLWholeSlideMicroscopyImageStorage", "ParametricMapStorage",
+)
+"""The storage classes `aiodicom get` offers to receive (128 contexts is the PS3.8 limit)."""
+_LEVEL_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID",
+               "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
+
+
+def build_identifier(keys: list[str], level: str) -> Any:
+    """A query identifier from findscu-style ``Key=Value`` (keyword or ``gggg,eeee``)."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for item in keys:
+        name, _, value = item.partition("=")
+        name = name.strip()
+        tag = tag_for_keyword(name)
+        if tag is None:
+            try:
+                group, _, elem = name.partition(",")
+                tag = (int(group.strip("() "), 16) << 16) | int(elem.strip("() "), 16)
+            except ValueError:
+                raise DicomError(f"-k {item}: {name!r} is neither a DICOM keyword nor "
+                                 "gggg,eeee") from None
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            raise DicomError(f"-k {item}: unknown attribute {name}") from None
+        with warnings.catch_warnings():  # wildcards and ranges are not valid VR values
+            warnings.simplefilter("ignore")
+            ds.add_new(tag, vr, [] if vr == "SQ" else (value or None))
+    if "QueryRetrieveLevel" in ds:
+        level = str(ds.QueryRetrieveLevel).upper()
+    unique = _LEVEL_KEYS.get(level)
+    if unique is not None and unique not in ds:
+        ds.add_new(unique, dictionary_VR(unique), None)
+    return ds
+
+
+def _format_match(ds: Any) -> str:
+    parts = []
+    for elem in ds:
+        if elem.keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        value = "" if elem.value is None else (
+            "\\".join(map(str, elem.value)) if elem.VM > 1 else str(elem.value))
+        parts.append(f"{elem.keyword or elem.tag}={value}")
+    return "  ".join(parts)
+
+
+def qr_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
+    """`aiodicom find|get|move`: one association, one query, the outcome on stdout."""
+    from aiodicom.aio.qr import qr_contexts, retrieve_contexts
+
+    identifier = build_identifier(args.keys, args.level)
+    roles: Any = ()
+    contexts: Any = qr_contexts()
+    if args.command == "get":
+        from pydicom._uid_dict import UID_dictionary
+
+        by_keyword = {entry[4]: uid for uid, entry in UID_dictionary.items()}
+        contexts, roles = retrieve_contexts([by_keyword[k] for k in _GET_STORAGE_CLASSES])
+
+    async def go() -> int:
+        async with connect(
+            args.host, args.port, called_ae_title=args.called_ae, contexts=contexts,
+            settings=_settings(args), tls=tls, server_hostname=args.server_name,
+            user_identity=getattr(args, "user_identity", None), role_selections=roles,
+        ) as assoc:
+            if args.command == "find":
+                async with assoc.find(identifier, model=args.model) as matches:
+                    count = 0
+                    async for ds in matches:
+                        count += 1
+                        print(_format_match(ds))
+                status = matches.status
+                if status is None:  # pragma: no cover - iteration ends at the final status
+                    status = Status.PROCESSING_FAILURE
+                print(f"C-FIND: {count} match(es); status 0x{int(status):04X} "
+                      f"({status.description})", file=sys.stderr)
+                return 0 if status == Status.SUCCESS else 1
+            if args.command == "get":
+                result = await assoc.get(identifier, model=args.model,
+                                         on_store=_saver(args.out))
+            else:
+                result = await assoc.move(identifier, args.destination, model=args.model)
+        print(f"C-{args.command.upper()}: status 0x{int(result.status):04X} "
+              f"({result.status.description}); completed {result.completed}, failed "
+              f"{result.failed}, warning {result.warning}")
+        for uid in result.failed_sop_instances:
+            print(f"  FAILED {uid}")
+        return 0 if result.status == Status.SUCCESS else 1
+
+    try:
+        return run(go())
+    except AssociationRejected as exc:
+        print(f"aiodicom {args.command}: error: {_explain(exc, args)}", file=sys.stderr)
+        return 1
+
+
+def _saver(out: Path) -> Any:
+    """A C-STORE handler writing Part 10 files under ``out`` (streamed, renamed when whole)."""
+    from aiodicom.aio.requests import StoreRequest
+    from aiodicom.app.storage import Storage, StorageError, StorageSettings
+
+    storage = Storage(StorageSettings(root=out))
+
+    async def save(request: StoreRequest) -> Status:
+        try:
+            stored = await request.save(storage)
+        except StorageError as exc:
+            print(f"  FAILED {request.sop_instance_uid}: {exc}", file=sys.stderr)
+            return Status(0xA700)
+        print(f"  received {stored.path}")
+        return Status.SUCCESS
+
+    return save

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,9 @@ class ServeOptions:
     jwt_algorithm: str = "HS256"
     require_user_identity: bool = False
 
+    move_destinations: Mapping[str, str] = field(default_factory=dict)
+    """C-MOVE destinations: TOML table ``[move_destinations] DEST = "host:port"``."""
+
     def check(self) -> ServeOptions:
         """Cross-field rules; returns self so it chains."""
         if self.port is None and self.tls_port is None:
@@ -102,6 +106,9 @@ class ServeOptions:
             parse_listen_address(self.metrics)
         if self.workers < 1:
             raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
+        from aiodicom.app.qr_scp import parse_move_destinations
+
+        parse_move_destinations(self.move_destinations)
         if self.duplicates not in ("overwrite", "keep", "reject"):
             raise ConfigurationError(
                 f"duplicates must be 'overwrite', 'keep' or 'reject', got {self.duplicates!r}"
@@ -137,6 +144,13 @@ def load_config(path: Path) -> dict[str, Any]:
             raise ConfigurationError(
                 f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"
             )
+        if key == "move_destinations":
+            if not isinstance(value, dict):
+                raise ConfigurationError(
+                    f'{path}: move_destinations must be a table of AE = "host:port", got '
+                    f"{type(value).__name__} {value!r}")
+            values[key] = value
+            continue
         kinds = _expected(key)
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             names = " or ".join(sorted({k.__name__ for k in kinds}))

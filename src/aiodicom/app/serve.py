@@ -85,7 +85,9 @@ def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
 
 
 def storage_acceptor_policy(ae_title: str, *, max_pdu_length: int) -> AcceptorPolicy:
-    """Verification plus any storage SOP class, uncompressed or as the modality compressed it.
+    """Verification plus any storage SOP class, uncompressed or as the modality compressed it,
+    and query/retrieve (FIND, GET, MOVE; Patient and Study Root) with the SCP role for storage
+    classes granted to a C-GET requestor (PS3.7 D.3.3.4).
 
     The called AE title is not checked: modalities are often configured with another one,
     and access is decided by the certificate and policy, not by a name the peer chooses.
@@ -97,10 +99,15 @@ def storage_acceptor_policy(ae_title: str, *, max_pdu_length: int) -> AcceptorPo
         n.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, n.EXPLICIT_VR_BIG_ENDIAN,
         *n.COMPRESSED_TRANSFER_SYNTAXES,
     )
+    from aiodicom.app.qr_scp import qr_role_selection, qr_sop_classes
+
+    native = (n.EXPLICIT_VR_LITTLE_ENDIAN, n.IMPLICIT_VR_LITTLE_ENDIAN)
     return AcceptorPolicy(
         ae_title=None,
         abstract_syntaxes={VERIFICATION_SOP_CLASS: (n.IMPLICIT_VR_LITTLE_ENDIAN,
-                                                    n.EXPLICIT_VR_LITTLE_ENDIAN)},
+                                                    n.EXPLICIT_VR_LITTLE_ENDIAN),
+                           **{uid: native for uid in qr_sop_classes()}},
+        role_selection=qr_role_selection(),
         accept_any_abstract_syntax=True,
         default_transfer_syntaxes=tuple(dict.fromkeys(common)),
         max_pdu_length=max_pdu_length,
@@ -161,6 +168,9 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
     from aiodicom.app.identity import build_verifier
 
     verify_identity = build_verifier(options.users, options.jwt_key, options.jwt_algorithm)
+    from aiodicom.app.qr_scp import QueryRetrieve, parse_move_destinations
+
+    qr = QueryRetrieve(Path(options.storage))
     server = Server(
         settings=settings,
         policy=policy,
@@ -172,6 +182,10 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
         request_filter=request_filter,
         verify_identity=verify_identity,
         require_user_identity=options.require_user_identity,
+        find=qr.find,
+        get=qr.get,
+        move=qr.move,
+        move_destinations=parse_move_destinations(options.move_destinations),
     )
     return server, reloading
 
