@@ -1,0 +1,139 @@
+"""DCMTK findscu, getscu and movescu (and pynetdicom's C-FIND SCU) against the bundled
+server's query/retrieve (`build_server`: index-backed handlers, serve's acceptor policy)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from aiodicom.aio.client import connect, storage_contexts_for
+from aiodicom.aio.server import Server
+from aiodicom.app.config import ServeOptions
+from aiodicom.app.serve import build_server
+from aiodicom.core.dimse import Status
+from tests.conftest import write_ct
+from tests.interop.peers import dcmtk, free_port, run_tool
+
+pytestmark = pytest.mark.interop
+
+
+async def _filled_server(tmp_path: Path, n: int = 2, **options: Any) -> tuple[Server, int,
+                                                                               list[str]]:
+    files = [write_ct(tmp_path / f"ct{i}.dcm", size=4096 + 2 * i) for i in range(n)]
+    opts = dataclasses.replace(ServeOptions(port=0, storage=tmp_path / "store"), **options)
+    server, _ = build_server(opts)
+    _, port = await server.listen()
+    async with connect("127.0.0.1", port, contexts=storage_contexts_for(files)) as assoc:
+        for path in files:
+            assert await assoc.store(path) == Status.SUCCESS
+    return server, port, sorted(str(pydicom.dcmread(f).SOPInstanceUID) for f in files)
+
+
+def _received(folder: Path) -> list[str]:
+    return sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in folder.rglob("*")
+                  if p.is_file())
+
+
+def test_findscu_study_and_image_levels(run: Any, tmp_path: Path) -> None:
+    async def main() -> tuple[tuple[int, str], tuple[int, str], list[str]]:
+        server, port, uids = await _filled_server(tmp_path)
+        try:
+            study = await run_tool(dcmtk("findscu"), "-v", "-S", "-aec", "AIODICOM",
+                                   "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=",
+                                   "-k", "StudyInstanceUID", "-k", "PatientName=Doe*",
+                                   "127.0.0.1", str(port))
+            image = await run_tool(dcmtk("findscu"), "-v", "-P", "-aec", "AIODICOM",
+                                   "-k", "QueryRetrieveLevel=IMAGE", "-k", "PatientID=PID-1",
+                                   "-k", "SOPInstanceUID", "127.0.0.1", str(port))
+        finally:
+            await server.close()
+        return study, image, uids
+
+    (code, out), (icode, iout), uids = run(main())
+    assert code == 0, out
+    assert "1.2.3.4.5" in out and "PID-1" in out
+    assert out.count("Find Response: 1 (Pending)") == 1 and "Final Find Response (Success)" in out
+    assert icode == 0, iout
+    assert all(uid in iout for uid in uids)
+
+
+def test_getscu_retrieves_into_a_folder(run: Any, tmp_path: Path) -> None:
+    out_dir = tmp_path / "got"
+    out_dir.mkdir()
+
+    async def main() -> tuple[int, str, list[str]]:
+        server, port, uids = await _filled_server(tmp_path)
+        try:
+            code, out = await run_tool(dcmtk("getscu"), "-S", "-aec", "AIODICOM",
+                                       "-k", "QueryRetrieveLevel=STUDY",
+                                       "-k", "StudyInstanceUID=1.2.3.4.5",
+                                       "-od", str(out_dir), "127.0.0.1", str(port))
+        finally:
+            await server.close()
+        return code, out, uids
+
+    code, out, uids = run(main())
+    assert code == 0, out
+    assert _received(out_dir) == uids
+
+
+def test_movescu_to_itself(run: Any, tmp_path: Path) -> None:
+    out_dir = tmp_path / "moved"
+    out_dir.mkdir()
+    dest_port = free_port()
+
+    async def main() -> tuple[int, str, list[str]]:
+        server, port, uids = await _filled_server(
+            tmp_path, move_destinations={"MOVESCU": f"127.0.0.1:{dest_port}"})
+        try:
+            code, out = await run_tool(dcmtk("movescu"), "-S", "-aet", "MOVESCU", "-aem",
+                                       "MOVESCU", "-aec", "AIODICOM", "--port", str(dest_port),
+                                       "-k", "QueryRetrieveLevel=STUDY",
+                                       "-k", "StudyInstanceUID=1.2.3.4.5",
+                                       "-od", str(out_dir), "127.0.0.1", str(port))
+        finally:
+            await server.close()
+        return code, out, uids
+
+    code, out, uids = run(main())
+    assert code == 0, out
+    assert _received(out_dir) == uids
+
+
+def test_pynetdicom_find_scu(run: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    def query(port: int) -> list[tuple[int, str | None]]:
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate("127.0.0.1", port, ae_title="AIODICOM")
+        assert assoc.is_established
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "SERIES"
+        ds.StudyInstanceUID = "1.2.3.4.5"
+        ds.SeriesInstanceUID = ""
+        ds.Modality = ""
+        results = []
+        for status, identifier in assoc.send_c_find(
+                ds, StudyRootQueryRetrieveInformationModelFind):
+            results.append((int(status.Status), None if identifier is None
+                            else str(identifier.Modality)))
+        assoc.release()
+        return results
+
+    async def main() -> list[tuple[int, str | None]]:
+        server, port, _ = await _filled_server(tmp_path)
+        try:
+            return await asyncio.to_thread(query, port)
+        finally:
+            await server.close()
+
+    assert run(main()) == [(0xFF00, "CT"), (0x0000, None)]
