@@ -140,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp) if args.keep is None else args.keep
         for harness in harnesses:
             print(f"{harness}: fuzzing for {args.seconds} s ...", flush=True)
-            results.append(run(harness, args.seconds, scratch, args.extra))
+            r = run(harness, args.seconds, scratch, args.extra)
+            results.append(r)
+            print(
+                f"{harness}: {r.executions} executions, cov {r.cov}, ft {r.ft}, "
+                f"corpus {r.corpus}, exit {r.returncode}",
+                flush=True,
+            )
         report(results)
         failed = [r for r in results if r.returncode != 0]
         for r in failed:
