@@ -21,7 +21,7 @@ import struct
 import sys
 from collections.abc import Sequence
 
-from fuzz_reader import Provider, Tail, chunks, instrumented, provider, read_sizes
+from fuzz_reader import Provider, Tail, chunks, instrumented, provider, read_sizes, run_fuzzer
 
 with instrumented():
     from aiodicom.core.dimse import (
@@ -169,10 +169,7 @@ def one_input(data: bytes) -> None:
 
 
 def main(argv: list[str]) -> None:
-    import atheris
-
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()
+    run_fuzzer(argv, one_input)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from fuzz_reader import instrumented
+from fuzz_reader import instrumented, run_fuzzer
 
 with instrumented():
     from aiodicom.core.pdu import PDU, AAssociateAC, decode_pdu, decode_pdu_bytes, encode_pdu
@@ -69,10 +69,7 @@ def one_input(data: bytes) -> None:
 
 
 def main(argv: list[str]) -> None:
-    import atheris
-
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()
+    run_fuzzer(argv, one_input)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import struct
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 
@@ -245,11 +246,18 @@ def _comparable(framed: Framed) -> Framed:
     return pdus, -1
 
 
-def main(argv: list[str]) -> None:
+def run_fuzzer(argv: list[str], target: Callable[[bytes], None]) -> None:
+    """Hand ``target`` to libFuzzer. argv[0] becomes ``python harness.py`` because libFuzzer
+    re-runs argv[0] through the shell for -merge, -fork and -minimize_crash."""
     import atheris
 
-    atheris.Setup(argv, one_input)
+    me = f"{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(argv[0]))}"
+    atheris.Setup([me, *argv[1:]], target)
     atheris.Fuzz()
+
+
+def main(argv: list[str]) -> None:
+    run_fuzzer(argv, one_input)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fuzz_reader import Provider, Tail, chunks, instrumented, provider, read_sizes
+from fuzz_reader import Provider, Tail, chunks, instrumented, provider, read_sizes, run_fuzzer
 
 with instrumented():
     from aiodicom.core.dimse import (
@@ -279,10 +279,7 @@ def one_input(data: bytes) -> None:
 
 
 def main(argv: list[str]) -> None:
-    import atheris
-
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()
+    run_fuzzer(argv, one_input)
 
 
 if __name__ == "__main__":
