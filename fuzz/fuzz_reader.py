@@ -232,11 +232,10 @@ def one_input(data: bytes) -> None:
     assert whole == expected, (whole, expected)
 
 
-CHECK_REFUSED_OFFSET = False
-"""Compare the offset `InvalidPDU` reports for a refused length. Off until finding F2 of
-fuzz/README.md is fixed in core/buffer.py (the offset counts complete PDUs twice when they
-precede the refused header in one staging pass); tests/core/test_fuzz_regressions.py checks
-that offset on its own, as an expected failure."""
+CHECK_REFUSED_OFFSET = True
+"""Compare the offset `InvalidPDU` reports for a refused length (finding F2 of
+fuzz/README.md, fixed in core/buffer.py: the offset counted complete PDUs twice when they
+preceded the refused header in one staging pass)."""
 
 
 def _comparable(framed: Framed) -> Framed:
