@@ -267,6 +267,51 @@ def vector_seeds() -> dict[str, bytes]:
     return {f"vector_{path.stem}": path.read_bytes() for path in sorted(VECTORS.glob("*.bin"))}
 
 
+def store_seeds() -> dict[str, bytes]:
+    """Data sets as a peer sends them, in each transfer syntax, whole and cut in pieces."""
+    import zlib
+
+    import fuzz_store
+    from pydicom.dataset import Dataset
+    from pydicom.filewriter import write_dataset
+
+    def dataset(study: str) -> Dataset:
+        ds = Dataset()
+        ds.SOPClassUID = fuzz_store.SOP_CLASS
+        ds.SOPInstanceUID = fuzz_store.SOP_INSTANCE
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = "1.2.3.4.5.6"
+        ds.PatientName = "Doe^Jane"
+        ds.PatientID = "PID-1"
+        ds.Modality = "CT"
+        ds.InstanceNumber = 1
+        ds.BitsAllocated = 16
+        ds.PixelData = bytes(64)
+        return ds
+
+    def encode(ds: Dataset, implicit: bool, little: bool) -> bytes:
+        from pydicom.filebase import DicomBytesIO
+
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = implicit, little
+        write_dataset(fp, ds)
+        return fp.getvalue()
+
+    seeds: dict[str, bytes] = {}
+    for study in ("1.2.3.4", "../../etc"):
+        good = study == "1.2.3.4"
+        tag = "ok" if good else "traversal"
+        explicit = encode(dataset(study), False, True)
+        seeds[f"store_{tag}_implicit"] = fuzz_store.make_input(encode(dataset(study), True, True), 0)
+        seeds[f"store_{tag}_explicit"] = fuzz_store.make_input(explicit, 1)
+        seeds[f"store_{tag}_explicit_pieces"] = fuzz_store.make_input(explicit, 1, (7, 64, 1))
+        seeds[f"store_{tag}_big"] = fuzz_store.make_input(encode(dataset(study), False, False), 2)
+        deflater = zlib.compressobj(wbits=-15)
+        deflated = deflater.compress(explicit) + deflater.flush()
+        seeds[f"store_{tag}_deflated"] = fuzz_store.make_input(deflated, 3)
+    return seeds
+
+
 def write(harness: str, seeds: dict[str, bytes]) -> None:
     folder = FUZZ / "corpus" / harness
     folder.mkdir(parents=True, exist_ok=True)
@@ -282,6 +327,7 @@ def main() -> None:
     write("fuzz_reader", reader_seeds(pdus))
     write("fuzz_upper_layer", upper_layer_seeds(pdus))
     write("fuzz_dimse", dimse_seeds())
+    write("fuzz_store", store_seeds())
 
 
 if __name__ == "__main__":

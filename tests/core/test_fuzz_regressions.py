@@ -22,7 +22,7 @@ from aiodicom.errors import InvalidPDU
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = ROOT / "fuzz"
 REGRESSIONS = ROOT / "tests" / "vectors" / "regressions"
-HARNESSES = ("fuzz_pdu", "fuzz_reader", "fuzz_upper_layer", "fuzz_dimse")
+HARNESSES = ("fuzz_pdu", "fuzz_reader", "fuzz_upper_layer", "fuzz_dimse", "fuzz_store")
 
 
 def harness(name: str) -> ModuleType:

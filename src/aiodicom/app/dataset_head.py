@@ -238,16 +238,17 @@ def read_header(fp: BinaryIO, start: int, length: int, transfer_syntax_uid: str)
             specific_tags=list(_HEADER_TAGS),
         )
         encodings = dataset.original_character_set
+        encodings = [encodings] if isinstance(encodings, str) else list(encodings)
+        attributes: dict[str, str] = {}
+        for tag, (keyword, vr) in _HEADER_TAGS.items():
+            # get_item converts the raw element lazily: pydicom may raise here too
+            element = dataset.get_item(tag) if tag in dataset else None
+            value = None if element is None else element.value
+            if value and not isinstance(value, bytes):  # an empty value: "" or None
+                raise HeaderError(f"{keyword} is not encoded as {vr}")
+            attributes[keyword] = _decode(value, vr, encodings) if value else ""
     except HeaderError:
         raise
     except Exception as exc:  # pydicom on peer data: any failure means "does not parse"
         raise HeaderError(f"it does not parse ({type(exc).__name__}: {exc})") from exc
-    encodings = [encodings] if isinstance(encodings, str) else list(encodings)
-    attributes: dict[str, str] = {}
-    for tag, (keyword, vr) in _HEADER_TAGS.items():
-        element = dataset.get_item(tag) if tag in dataset else None
-        value = None if element is None else element.value
-        if value and not isinstance(value, bytes):  # an empty value may come as "" or None
-            raise HeaderError(f"{keyword} is not encoded as {vr}")
-        attributes[keyword] = _decode(value, vr, encodings) if value else ""
     return attributes
