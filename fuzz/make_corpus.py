@@ -302,7 +302,8 @@ def store_seeds() -> dict[str, bytes]:
         good = study == "1.2.3.4"
         tag = "ok" if good else "traversal"
         explicit = encode(dataset(study), False, True)
-        seeds[f"store_{tag}_implicit"] = fuzz_store.make_input(encode(dataset(study), True, True), 0)
+        implicit = encode(dataset(study), True, True)
+        seeds[f"store_{tag}_implicit"] = fuzz_store.make_input(implicit, 0)
         seeds[f"store_{tag}_explicit"] = fuzz_store.make_input(explicit, 1)
         seeds[f"store_{tag}_explicit_pieces"] = fuzz_store.make_input(explicit, 1, (7, 64, 1))
         seeds[f"store_{tag}_big"] = fuzz_store.make_input(encode(dataset(study), False, False), 2)
