@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = [r for r in results if r.returncode != 0]
         for r in failed:
             _explain(r, args.keep)
+    print(f"fuzz: {len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
 
