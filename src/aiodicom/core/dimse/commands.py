@@ -211,7 +211,7 @@ def _decode_value(tag: int, vr: VR, raw: memoryview) -> CommandValue:
         if length != 2:
             raise DimseError(f"{_name(tag)} (US) has length {length}, expected 2")
         return int(_U16.unpack_from(raw)[0])
-    if vr is VR.UL:
+    if vr is VR.UL:  # pragma: no cover - (0000,0000) is the only UL, read before the loop
         if length != 4:
             raise DimseError(f"{_name(tag)} (UL) has length {length}, expected 4")
         return int(_U32.unpack_from(raw)[0])
