@@ -70,6 +70,15 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--drain-timeout", type=float, metavar="SECONDS",
                        help="on SIGTERM, how long running associations may finish (default 10)")
+    for name, default, what in (
+        ("idle", 300, "abort an association idle this long"),
+        ("acse", 30, "wait this long for A-RELEASE-RP"),
+        ("dimse", 60, "abort a data set that stops arriving for this long"),
+        ("artim", 30, "PS3.8 ARTIM: first A-ASSOCIATE-RQ, and the peer's close"),
+        ("tls-handshake", 10, "drop a TLS handshake that stalls this long"),
+    ):
+        serve.add_argument(f"--{name}-timeout", type=float, metavar="SECONDS",
+                           help=f"{what} (default {default})")
     serve.add_argument("--max-associations", type=int, help="per worker (default 10000)")
     serve.add_argument("--max-pdu-length", type=int, help="largest PDU we receive (default 1 MiB)")
     serve.add_argument("--tls-profile", metavar="PROFILE",
@@ -135,7 +144,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         for k in ("ae_title", "host", "port", "tls_port", "cert", "key", "ca", "crl", "storage",
                   "workers", "require_ae_binding", "policy", "metrics", "audit_log", "audit_syslog",
                   "log_format", "log_level", "drain_timeout", "max_associations", "max_pdu_length",
-                  "tls_profile", "users", "jwt_key", "jwt_algorithm", "require_user_identity")
+                  "tls_profile", "users", "jwt_key", "jwt_algorithm", "require_user_identity",
+                  "idle_timeout", "acse_timeout", "dimse_timeout", "artim_timeout",
+                  "tls_handshake_timeout")
     }
     options = merge(config, flags)
     if options.workers > 1:

@@ -46,6 +46,16 @@ class ServeOptions:
     log_format: str = "text"
     log_level: str = "info"
     drain_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    """An association with no traffic for this long is aborted."""
+    acse_timeout: float = 30.0
+    """Waiting for an A-RELEASE-RP (and, as a client, an A-ASSOCIATE-AC)."""
+    dimse_timeout: float = 60.0
+    """A data set that stops arriving mid-transfer for this long is aborted."""
+    artim_timeout: float = 30.0
+    """PS3.8 ARTIM: the first A-ASSOCIATE-RQ, and the peer's close after RJ/RP/A-ABORT."""
+    tls_handshake_timeout: float = 10.0
+    """A TLS handshake that stalls longer is dropped (it never holds up other clients)."""
     max_associations: int = 10_000
     max_pdu_length: int = 1 << 20
     fsync: bool = False
@@ -104,6 +114,10 @@ class ServeOptions:
             from aiodicom.app.metrics import parse_listen_address
 
             parse_listen_address(self.metrics)
+        for name in ("drain_timeout", "idle_timeout", "acse_timeout", "dimse_timeout",
+                     "artim_timeout", "tls_handshake_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
         if self.workers < 1:
             raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
         from aiodicom.app.qr_scp import parse_move_destinations

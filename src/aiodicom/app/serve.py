@@ -141,7 +141,11 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
     """The Server and, when TLS is on, the reloading TLS context (for SIGHUP)."""
     settings = AssociationSettings(
         ae_title=options.ae_title,
-        timeouts=Timeouts(),
+        timeouts=Timeouts(
+            network=options.idle_timeout, acse=options.acse_timeout,
+            dimse=options.dimse_timeout, artim=options.artim_timeout,
+            tls_handshake=options.tls_handshake_timeout,
+        ),
         limits=Limits(
             max_pdu_length=options.max_pdu_length, max_associations=options.max_associations
         ),
