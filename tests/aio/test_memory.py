@@ -14,6 +14,7 @@ import gc
 import os
 import shutil
 import socket
+import ssl
 import struct
 import sys
 import tempfile
@@ -243,3 +244,26 @@ def test_idle_associations_memory() -> None:
     # (~0.75 KiB each: UpperLayer events, ReceiveBuffer ready queue, the asyncio.Event
     # waiters), the transport and the negotiated association.
     assert per_assoc < 12 * 1024, f"{per_assoc / 1024:.1f} KiB per idle association"
+
+
+def test_default_loop_tls_buffer_limit_is_used_by_new_connections() -> None:
+    """limit_default_loop_tls_buffers sets what asyncio's SSL transport allocates per
+    connection (its read buffer is sized from SSLProtocol.max_size)."""
+    import asyncio.sslproto
+
+    from aiodicom.aio.loop import limit_default_loop_tls_buffers
+
+    before = asyncio.sslproto.SSLProtocol.max_size
+    try:
+        limit_default_loop_tls_buffers(32 * 1024)
+        assert asyncio.sslproto.SSLProtocol.max_size == 32 * 1024
+        loop = asyncio.new_event_loop()
+        try:
+            proto = asyncio.sslproto.SSLProtocol(
+                loop, asyncio.Protocol(), ssl.create_default_context(), None)
+            assert len(proto._ssl_buffer) == 32 * 1024
+            proto._get_app_transport()._closed = True  # never connected: nothing to warn about
+        finally:
+            loop.close()
+    finally:
+        asyncio.sslproto.SSLProtocol.max_size = before

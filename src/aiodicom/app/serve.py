@@ -288,6 +288,8 @@ async def _watch(reloading: Any) -> None:
 
 def serve_main(options: ServeOptions) -> int:
     configure_logging(options.log_format, options.log_level)
-    from aiodicom.aio.loop import run
+    from aiodicom.aio.loop import limit_default_loop_tls_buffers, run, uvloop_available
 
+    if not uvloop_available():  # our own process: idle TLS associations stay small
+        limit_default_loop_tls_buffers()
     return run(run_server(options))
