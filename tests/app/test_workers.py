@@ -84,3 +84,27 @@ def test_worker_config_carries_every_option(tmp_path: Path) -> None:
         back = merge(load_config(path), {})
         expected = dataclasses.replace(options, workers=1, metrics=f"127.0.0.1:{9100 + index}")
         assert back == expected
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to the supervisor (no chance to forward anything) still ends its workers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [AIODICOM, "serve", "--workers", "2", "--port", str(port), "--storage",
+         str(tmp_path / "s"), "--drain-timeout", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: len(_children(proc.pid)) == 2, 20, "two workers")
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=10)
+        _wait(lambda: not any(Path(f"/proc/{pid}").exists() and
+                              "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+                              for pid in workers), 20, "the orphaned workers to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in _children(proc.pid) if proc.poll() is None else ():
+            os.kill(pid, signal.SIGKILL)

@@ -204,7 +204,8 @@ async def run_server(
     observer, metrics, audit = build_observers(options)
     server, reloading = build_server(options, observer)
     bound: list[tuple[str, str, int]] = []
-    reuse = os.environ.get("AIODICOM_WORKER") == "1"
+    supervisor = os.environ.get("AIODICOM_WORKER", "")
+    reuse = supervisor.isdigit()  # a worker of `serve --workers N`: the supervisor's pid
     if options.port is not None:
         host, port = await server.listen(options.host, options.port, reuse_port=reuse)
         bound.append(("dicom", host, port))
@@ -231,13 +232,16 @@ async def run_server(
     if reloading is not None:
         loop.add_signal_handler(signal.SIGHUP, reloading.reload)
     watcher = asyncio.create_task(_watch(reloading)) if reloading is not None else None
+    orphan_guard = (asyncio.create_task(_exit_with_supervisor(int(supervisor), stop))
+                    if reuse else None)
     try:
         await stop.wait()
     finally:
         log.info("shutting down: draining %d association(s) for up to %.0f s",
                  server.active, options.drain_timeout)
-        if watcher is not None:
-            watcher.cancel()
+        for task in (watcher, orphan_guard):
+            if task is not None:
+                task.cancel()
         await server.close(drain_timeout=options.drain_timeout)
         if metrics_server is not None:
             metrics_server.close()
@@ -249,6 +253,15 @@ async def run_server(
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
+
+
+async def _exit_with_supervisor(parent: int, stop: asyncio.Event) -> None:
+    """A worker whose supervisor died (even by SIGKILL, even before this worker started
+    serving) drains and exits: no orphans."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor (pid %d) is gone: this worker drains and exits", parent)
+    stop.set()
 
 
 class _Reloaders:

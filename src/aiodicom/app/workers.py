@@ -80,7 +80,7 @@ def run_workers(options: ServeOptions) -> int:
         path = config_dir / f"worker{i}.toml"
         path.write_text(worker_config(options, i))
         argvs.append(worker_argv(path))
-    env = {**os.environ, WORKER_ENV: "1"}
+    env = {**os.environ, WORKER_ENV: str(os.getpid())}  # workers watch this pid
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
 
