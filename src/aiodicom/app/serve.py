@@ -60,6 +60,13 @@ def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
         StorageFailure.OUT_OF_RESOURCES: Status(0xA700),
     }
 
+    def add_to_index(stored: Any, info: Any) -> None:
+        try:
+            index.add(stored)
+        except Exception:  # the file is safe on disk; `aiodicom index rebuild` repairs the index
+            log.exception("association %d: index update failed for %s", info.id, stored.path,
+                          extra=association_fields(info))
+
     async def handle_store(request: StoreRequest) -> Status:
         info = request.association
         try:
@@ -69,11 +76,9 @@ def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
                         request.sop_instance_uid[:64], info.calling_ae_title, exc,
                         extra=association_fields(info))
             return statuses.get(exc.failure, Status(0xC000))
-        try:
-            index.add(stored)
-        except Exception:  # the file is safe on disk; `aiodicom index rebuild` repairs the index
-            log.exception("association %d: index update failed for %s", info.id, stored.path,
-                          extra=association_fields(info))
+        # The file is renamed into place (durable) before we answer; the index is derived
+        # from it, so it is updated just after the response goes out, off the round trip.
+        asyncio.get_running_loop().call_soon(add_to_index, stored, info)
         log.info(
             "association %d: stored %s from %r (%d bytes)",
             info.id, stored.sop_instance_uid, info.calling_ae_title, stored.size,
