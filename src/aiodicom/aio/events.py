@@ -16,6 +16,7 @@ __all__ = [
     "AssociationAccepted",
     "AssociationEnded",
     "AssociationRefused",
+    "HandshakeFailed",
     "Observer",
     "RequestCompleted",
     "ServerEvent",
@@ -62,5 +63,17 @@ class RequestCompleted:
     duration: float
 
 
-ServerEvent = AssociationAccepted | AssociationRefused | AssociationEnded | RequestCompleted
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeFailed:
+    """A connection to a TLS listener ended before its handshake completed (wrong or no
+    client certificate, revoked, a plain client, a stall past the handshake timeout)."""
+
+    count: int
+    """Failures so far on this server."""
+
+
+ServerEvent = (
+    AssociationAccepted | AssociationRefused | AssociationEnded | RequestCompleted
+    | HandshakeFailed
+)
 Observer = Callable[[ServerEvent], None]

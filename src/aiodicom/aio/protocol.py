@@ -63,12 +63,15 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.close_error: BaseException | None = None
         self.last_activity = self._loop.time()
         self.bytes_received = 0
+        self.handshake_done = [False]
+        """Set by connection_made; a shared cell so a finalizer can read it after we are gone."""
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TLS transport is not an asyncio.Transport subclass, but has its methods.
         self.transport = transport  # type: ignore[assignment]
+        self.handshake_done[0] = True
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import ssl
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from aiodicom.aio.events import (
     AssociationAccepted,
     AssociationEnded,
     AssociationRefused,
+    HandshakeFailed,
     Observer,
     RequestCompleted,
     ServerEvent,
@@ -94,6 +96,7 @@ class _Stats:
     rejected: int = 0
     aborted: int = 0
     released: int = 0
+    handshake_failures: int = 0
     active: set[ServerAssociation] = field(default_factory=set)
 
 
@@ -563,6 +566,24 @@ class Server:
         )
         return DicomProtocol(ul, assoc.on_primitive, on_connection_made=assoc.connection_made)
 
+    def _tls_factory(self) -> DicomProtocol:
+        """Like `_factory`, and counts a TLS handshake that never completes.
+
+        The loop builds our protocol at accept time and calls connection_made only after a
+        successful handshake; a failed or abandoned one is silent (asyncio logs SSL errors
+        only in debug mode). A protocol freed without connection_made is such a handshake.
+        """
+        protocol = self._factory()
+        weakref.finalize(protocol, self._handshake_ended, protocol.handshake_done)
+        return protocol
+
+    def _handshake_ended(self, done: list[bool]) -> None:
+        if not done[0]:
+            self.stats.handshake_failures += 1
+            log.info("a TLS handshake failed or was abandoned (%d so far)",
+                     self.stats.handshake_failures)
+            self.notify(HandshakeFailed(count=self.stats.handshake_failures))
+
     async def listen(
         self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None,
         reuse_port: bool = False,
@@ -572,7 +593,7 @@ class Server:
             raise ConfigurationError("a TLS listener must require client certificates")
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            self._factory, host, port, ssl=tls,
+            self._factory if tls is None else self._tls_factory, host, port, ssl=tls,
             ssl_handshake_timeout=self.settings.timeouts.tls_handshake if tls else None,
             reuse_port=reuse_port or None, backlog=1024,
         )

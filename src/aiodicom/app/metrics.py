@@ -20,6 +20,7 @@ from aiodicom.aio.events import (
     AssociationAccepted,
     AssociationEnded,
     AssociationRefused,
+    HandshakeFailed,
     RequestCompleted,
     ServerEvent,
 )
@@ -310,6 +311,9 @@ class MetricsObserver:
             "aiodicom_association_duration_seconds",
             "Lifetime of established associations, connection to close.",
             buckets=ASSOCIATION_BUCKETS)
+        self.handshake_failures = m.counter(
+            "aiodicom_tls_handshake_failures_total",
+            "Connections to a TLS listener that ended before the handshake completed.")
         for result in ("accepted", "rejected"):
             self.associations.inc(0, result=result)
         for how in ("released", "aborted"):
@@ -329,6 +333,8 @@ class MetricsObserver:
             self.active.inc()
         elif isinstance(event, AssociationRefused):
             self.associations.inc(result="rejected")
+        elif isinstance(event, HandshakeFailed):
+            self.handshake_failures.inc()
         elif isinstance(event, AssociationEnded):
             self.bytes_received.inc(event.bytes_received)
             if event.info is not None:
