@@ -185,7 +185,6 @@ class Association:
         self._message_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Queue[_Response | AssociationAborted]] = {}
         self._incoming: IncomingData | None = None
-        self._incoming_ctx = 0
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ended = False
         self.abort_reason: AssociationAborted | None = None
@@ -238,7 +237,6 @@ class Association:
             assert self.protocol is not None
             incoming = IncomingData(self.protocol, high_water=self._high_water())
             self._incoming = incoming
-            self._incoming_ctx = event.context_id
         responding_to = getattr(msg, "message_id_being_responded_to", None)
         if responding_to is not None and type(msg).__name__.endswith("RSP"):
             queue = self._pending.get(responding_to)

@@ -28,7 +28,7 @@ from typing import Any
 from aiodicom.core.buffer import ReadableBuffer
 from aiodicom.core.primitives import Primitive
 from aiodicom.core.upper_layer import UpperLayer
-from aiodicom.errors import AssociationAborted, TransportError
+from aiodicom.errors import AssociationAborted
 
 __all__ = ["DicomProtocol"]
 
@@ -113,10 +113,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     # -- used by the association ------------------------------------------------------------
 
-    @property
-    def is_closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
-
     def pump(self) -> None:
         """Apply what the core queued after a local request."""
         self._pump()
@@ -193,7 +189,3 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.ul.handle_timer(self._loop.time())
         self._pump()
 
-
-def map_os_error(exc: BaseException, what: str) -> TransportError:
-    """Translate a transport failure into our hierarchy (the caller raises ``from exc``)."""
-    return TransportError(f"{what}: {exc}")

@@ -111,7 +111,6 @@ class ServerAssociation(Association):
         self._releasing = False
         self.identity: Any = None
         self.peer: tuple[str, int] | None = None
-        self.counted = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._started = asyncio.get_running_loop().time()
         self._released_cleanly = False
