@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import ssl
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,7 @@ from aiodicom.aio.requests import (
     StoreHandler,
     StoreRequest,
 )
+from aiodicom.aio.tls import PeerIdentity, ae_title_allowed
 from aiodicom.aio.user_identity import IdentityVerifier
 from aiodicom.core.dimse import (
     MESSAGE_TYPES,
@@ -219,25 +220,19 @@ class ServerAssociation(Association):
         server.notify(AssociationAccepted(info=self.info))
 
     def _check_binding(self, rq: AAssociateRQ) -> AAssociateRJ | None:
+        """The calling AE title against the certificate (the rule is `tls.ae_title_allowed`)."""
         identity = self.identity
-        server = self.server
-        if identity is None:
+        if not isinstance(identity, PeerIdentity) or ae_title_allowed(
+            identity, rq.calling_ae_title, require_binding=self.server.require_ae_binding
+        ):
             return None
-        titles: Sequence[str] = getattr(identity, "ae_titles", ())
-        if titles and rq.calling_ae_title not in titles:
-            log.warning(
-                "association %d refused: calling AE %r is not bound to certificate %s "
-                "(it names %s)", self.id, rq.calling_ae_title,
-                getattr(identity, "subject", "?"), ", ".join(titles),
-            )
-            return reject_calling_ae_not_recognized()
-        if not titles and server.require_ae_binding:
-            log.warning(
-                "association %d refused: certificate %s names no AE title and "
-                "--require-ae-binding is set", self.id, getattr(identity, "subject", "?"),
-            )
-            return reject_calling_ae_not_recognized()
-        return None
+        if identity.ae_titles:
+            why = f"(it names {', '.join(identity.ae_titles)})"
+        else:
+            why = "(it names no AE title and --require-ae-binding is set)"
+        log.warning("association %d refused: calling AE %r is not bound to certificate %s %s",
+                    self.id, rq.calling_ae_title, identity.subject, why)
+        return reject_calling_ae_not_recognized()
 
     async def _check_user_identity(
         self, info: AssociationInfo, rq: AAssociateRQ
