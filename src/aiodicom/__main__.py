@@ -1,0 +1,7 @@
+"""`python -m aiodicom`: the command line without the console script (venvs, profilers)."""
+
+import sys
+
+from aiodicom.app.cli import main
+
+sys.exit(main())
