@@ -14,6 +14,7 @@ Replay: ``fuzz_store.one_input(data)``.
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import shutil
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from fuzz_reader import Tail, chunks, instrumented, provider, read_sizes, run_fuzzer
 
 with instrumented():
+    from aiodicom.app.dataset_head import PREFIX_LIMIT, header_from_prefix, read_header
     from aiodicom.app.storage import INCOMING_DIR, Storage, StorageError, StorageSettings
     from aiodicom.core.uids import is_valid_uid
 
@@ -65,6 +67,10 @@ def one_input(data: bytes) -> None:
     syntax = SYNTAXES[fdp.ConsumeIntInRange(0, 255) % len(SYNTAXES)]
     sizes = read_sizes(fdp, largest=4096)
     payload = fdp.ConsumeBytes(fdp.remaining_bytes())
+    fast = header_from_prefix(payload[:PREFIX_LIMIT], len(payload), syntax)
+    if fast is not None:
+        slow = read_header(io.BytesIO(payload), 0, len(payload), syntax)  # must not raise
+        assert fast == slow, f"the readers differ: {fast} != {slow}"
     writer = _STORAGE.begin(
         sop_class_uid=SOP_CLASS, sop_instance_uid=SOP_INSTANCE, transfer_syntax_uid=syntax,
         source_ae_title="FUZZER",

@@ -26,7 +26,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from aiodicom.app.dataset_head import HEADER_KEYWORDS, HeaderError, read_header
+from aiodicom.app.dataset_head import (
+    HEADER_KEYWORDS,
+    PREFIX_LIMIT,
+    HeaderError,
+    header_from_prefix,
+    read_header,
+)
 from aiodicom.core.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from aiodicom.core.uids import strip_uid_padding, validate_uid
 from aiodicom.errors import DicomError
@@ -331,6 +337,8 @@ class Part10Writer:
         self.transfer_syntax_uid = transfer_syntax_uid
         self.source_ae_title = source_ae_title
         self._meta_length = meta_length
+        self._head = bytearray()  # the data set's first bytes, for header_from_prefix
+        self._head_end = meta_length + PREFIX_LIMIT
         self._file: BinaryIO | None = None
         self._finished = False
         self.size = 0
@@ -359,6 +367,7 @@ class Part10Writer:
                 "write after commit or abort: begin a new instance",
                 failure=StorageFailure.STATE,
             )
+        before = self.size
         try:
             self.size += file.write(data)
         except OSError as exc:
@@ -367,6 +376,11 @@ class Part10Writer:
                 f"writing {self.sop_instance_uid} failed: {exc.strerror}; nothing was stored",
                 failure=_os_failure(exc),
             ) from exc
+        if before < self._head_end:
+            low = max(self._meta_length - before, 0)
+            high = min(self._head_end, self.size) - before
+            if low < high:
+                self._head += memoryview(data).cast("B")[low:high]
 
     def abort(self) -> None:
         """Drop the temporary file; idempotent, never raises for a missing file."""
@@ -444,11 +458,14 @@ class Part10Writer:
         )
 
     def _read_and_check(self) -> dict[str, str]:
+        start, syntax = self._meta_length, self.transfer_syntax_uid
+        length = self.size - start
+        head, self._head = self._head, bytearray()
         try:
-            with open(self.temp_path, "rb") as fp:
-                attributes = read_header(
-                    fp, self._meta_length, self.size - self._meta_length, self.transfer_syntax_uid
-                )
+            attributes = header_from_prefix(head, length, syntax)
+            if attributes is None:  # not the plain case: pydicom reads the file
+                with open(self.temp_path, "rb") as fp:
+                    attributes = read_header(fp, start, length, syntax)
         except HeaderError as exc:
             raise StorageError(
                 f"the data set for {self.sop_instance_uid} is not valid: {exc}; "
