@@ -192,6 +192,30 @@ def test_instance_moving_series_prunes_the_old_one(filled: Index, storage: Stora
     assert filled.count() == 9
 
 
+def test_study_moving_patient_and_series_moving_study_prune(
+    filled: Index, storage: Storage
+) -> None:
+    # Study 3 (P2's only study) is re-sent under P3: P2 must go, P3 gains the study.
+    for number in (1, 2):
+        sop = uid(3, 4, number)
+        ds = make_dataset(sop=sop, PatientID="P3", StudyInstanceUID=uid(3),
+                          SeriesInstanceUID=uid(3, 4))
+        filled.add(store(storage, encode(ds, EXPLICIT), sop=sop))
+    assert keys(filled.query("PATIENT"), "PatientID") == ["P1", "P3"]
+    assert keys(filled.query("STUDY", {"PatientID": "P3"}), "StudyInstanceUID") == sorted(
+        [uid(3), uid(4)]
+    )
+    # Series 3 (study 2's only series) is re-sent inside study 1: study 2 must go.
+    sop = uid(2, 3, 1)
+    ds = make_dataset(sop=sop, PatientID="P1", StudyInstanceUID=uid(1),
+                      SeriesInstanceUID=uid(2, 3))
+    filled.add(store(storage, encode(ds, EXPLICIT), sop=sop))
+    assert uid(2) not in keys(filled.query("STUDY"), "StudyInstanceUID")
+    assert uid(2, 3) in keys(filled.query("SERIES", {"StudyInstanceUID": uid(1)}),
+                             "SeriesInstanceUID")
+    assert filled.count() == 9
+
+
 def test_kept_existing_does_not_change_the_index(tmp_path: Path) -> None:
     storage = Storage(StorageSettings(root=tmp_path, duplicates=DuplicatePolicy.KEEP))
     with Index.for_root(tmp_path) as index:
