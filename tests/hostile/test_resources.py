@@ -269,3 +269,70 @@ def test_attack_batch_leaks_nothing(run: Any, tmp_path: Path) -> None:
     assert after[0] <= before[0], (before, after)
     assert after[1] <= before[1], (before, after)
     assert after[2] == [] and before[2] == []
+
+
+STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+def test_deeply_nested_find_identifier(run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """REFERENCE.md "Deep nesting": a 2,000-deep identifier gets a failure status, the
+    handler never sees it, the association ends normally and others are served."""
+    from aiodicom.aio.server import Server
+    from aiodicom.core.dimse import CFindRQ, CFindRSP
+    from aiodicom.core.negotiation import (
+        EXPLICIT_VR_LITTLE_ENDIAN,
+        IMPLICIT_VR_LITTLE_ENDIAN,
+        VERIFICATION_SOP_CLASS,
+        AcceptorPolicy,
+    )
+
+    caplog.set_level(logging.WARNING)
+    seen: list[object] = []
+
+    async def on_find(request: Any) -> Any:
+        seen.append(request.identifier)
+        yield None  # pragma: no cover - the identifier never reaches a handler
+
+    async def main() -> tuple[list[int], int]:
+        server = Server(
+            policy=AcceptorPolicy(abstract_syntaxes={
+                VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,),
+                STUDY_FIND: (EXPLICIT_VR_LITTLE_ENDIAN,),
+            }, max_pdu_length=MAX_PDU),
+            find=on_find,
+        )
+        host, port = await server.listen()
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(rq_bytes(contexts=[(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]),
+                                            (STUDY_FIND, [EXPLICIT_VR_LITTLE_ENDIAN])]))
+            assert isinstance(await read_pdu(reader), AAssociateAC)
+            writer.write(command_pdus(CFindRQ(message_id=7, affected_sop_class_uid=STUDY_FIND)))
+            identifier = _el(0x0008, 0x0052, b"CS", b"STUDY") + _nested(2000)
+            step = MAX_PDU - 6
+            for i in range(0, len(identifier), step):
+                last = i + step >= len(identifier)
+                writer.write(pdata(3, 2 if last else 0, identifier[i:i + step]))
+            statuses = []
+            first = await read_pdu(reader, timeout=5.0)
+            assert isinstance(first, PDataTF), first
+            msg = decode_message(b"".join(bytes(p.data) for p in first.pdvs))
+            assert isinstance(msg, CFindRSP)
+            statuses.append(int(msg.status))
+            writer.write(RELEASE_RQ)
+            await read_until_closed(reader, 3.0)
+            writer.close()
+            async with connect(host, port) as assoc:
+                assert await assoc.echo() == 0
+            return statuses, server.active
+        finally:
+            await server.close(drain_timeout=1.0)
+
+    from aiodicom.aio.client import connect
+
+    statuses, active = run(main())
+    assert statuses == [0xA900], statuses  # identifier does not match SOP class: refused
+    assert seen == []
+    assert active == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
