@@ -17,10 +17,10 @@ checked against our maximum, before any storage for the body exists; then the bo
 its own storage, which is never reused or resized while views of it may live, so P-DATA
 values can go up as memoryviews over it. Body storage grows only as bytes arrive
 (geometrically, from the staging size), so a peer that only *claims* a large PDU makes us
-allocate nothing for it. While a large body is outstanding, `get_buffer` returns a view
-straight into that body, so the kernel (or the TLS layer) writes it in place: the only
-copies of a large PDU are the part that arrived with its header and the growth steps
-(under 1/15 of its size).
+allocate nothing for it: storage is at most 16 times the body bytes received, or the
+staging size. While a large body is outstanding, `get_buffer` returns a view straight
+into that body, so the kernel (or the TLS layer) writes it in place: the only copies of a
+large PDU are the part that arrived with its header and the growth steps.
 """
 
 from __future__ import annotations
@@ -305,7 +305,9 @@ class ReceiveBuffer:
             # Start a body: take what arrived, then let the transport write the rest in place.
             self._body_type = pdu_type
             self._body_len = length
-            self._body = bytearray(min(length, max(self._staging_size, have)))
+            # As big as 16x what arrived (as every growth step): the next read can take the
+            # rest of a moderate PDU in place, and a mere claim still allocates little.
+            self._body = bytearray(min(length, max(self._staging_size, have * _BODY_GROWTH)))
             self._body[:have] = stage[start:fill]
             self._body_fill = have
             self._stream_offset += PDU_HEADER_LENGTH
