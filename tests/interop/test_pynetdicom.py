@@ -19,45 +19,85 @@ from tests.interop.test_dcmtk import _storage_server
 pytestmark = pytest.mark.interop
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
-def _pynetdicom_scu(port: int, files: list[Path]) -> list[int]:
+class _RaceWatch(logging.Handler):
+    """Counts pynetdicom's own log line for a response its reactor thread took."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.raced = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Received unexpected" in record.getMessage():
+            self.raced += 1
+
+
+def _pynetdicom_scu(port: int, files: list[Path]) -> tuple[list[int], int]:
+    """Echo, then store each file, on one pynetdicom association.
+
+    pynetdicom 3.0.4's requestor races: between two requests its reactor thread may be
+    past its pause check, so a response arriving within about a millisecond is taken by
+    the reactor ("Received unexpected C-STORE service message") and send_c_store waits
+    out its DIMSE timeout. aiodicom answers that fast on loopback. Only that case, seen
+    in pynetdicom's log, is retried, on a new association; any other failure counts.
+    Returns the statuses and how many requests were retried.
+    """
     import pydicom
     from pynetdicom import AE
 
     ae = AE(ae_title="PYNETDICOM")
+    ae.dimse_timeout = 5
     ae.add_requested_context("1.2.840.10008.1.1")
     ae.add_requested_context(CT, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-    assoc = ae.associate("127.0.0.1", port, ae_title="AIODICOM")
-    assert assoc.is_established, "pynetdicom could not associate with aiodicom"
+    watch = _RaceWatch()
+    pnd_log = logging.getLogger("pynetdicom")
+    pnd_log.addHandler(watch)
+    requests: list[Path | None] = [None, *files]  # None: the C-ECHO
+    statuses: list[int] = []
     try:
-        statuses = [int(assoc.send_c_echo().Status)]
-        statuses += [int(assoc.send_c_store(pydicom.dcmread(p)).Status) for p in files]
+        for _ in range(3):
+            assoc = ae.associate("127.0.0.1", port, ae_title="AIODICOM")
+            assert assoc.is_established, "pynetdicom could not associate with aiodicom"
+            try:
+                while len(statuses) < len(requests):
+                    item = requests[len(statuses)]
+                    raced = watch.raced
+                    rsp = (assoc.send_c_echo() if item is None
+                           else assoc.send_c_store(pydicom.dcmread(item)))
+                    if "Status" not in rsp and watch.raced > raced:
+                        break  # pynetdicom's race: try this request again
+                    statuses.append(int(rsp.Status))
+            finally:
+                if assoc.is_established:
+                    assoc.release()
+            if len(statuses) == len(requests):
+                break
     finally:
-        assoc.release()
-    return statuses
+        pnd_log.removeHandler(watch)
+    return statuses, watch.raced
 
 
 def test_pynetdicom_scu_to_aiodicom(run: Any, tmp_path: Path) -> None:
     sent = [write_ct(tmp_path / f"p{i}.dcm", size=50_000) for i in range(2)]
 
-    async def main() -> tuple[list[int], list[Path]]:
+    async def main() -> tuple[list[int], int, list[Path]]:
         server, stored = _storage_server(tmp_path / "store")
         _, port = await server.listen()
         try:
-            statuses = await asyncio.to_thread(_pynetdicom_scu, port, sent)
+            statuses, retried = await asyncio.to_thread(_pynetdicom_scu, port, sent)
         finally:
             await server.close()
-        return statuses, stored
+        return statuses, retried, stored
 
-    statuses, stored = run(main())
+    statuses, retried, stored = run(main())
     assert statuses == [0, 0, 0]
     import pydicom
 
-    assert sorted(p.stem for p in stored) == sorted(
-        str(pydicom.dcmread(p).SOPInstanceUID) for p in sent
-    )
+    expected = sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in sent)
+    assert sorted({p.stem for p in stored}) == expected
+    assert len(stored) <= len(sent) + retried  # a retried store was stored by both tries
 
 
 def test_aiodicom_to_pynetdicom_scp(run: Any, tmp_path: Path) -> None:
