@@ -159,26 +159,57 @@ class ServerAssociation(Association):
     # -- establishment ----------------------------------------------------------------------
 
     def _on_associate_indication(self, primitive: AssociateIndication) -> None:
-        self._spawn(self._answer_request(primitive.request))
-
-    async def _answer_request(self, rq: AAssociateRQ) -> None:
+        rq = primitive.request
         server = self.server
-        info = AssociationInfo(
+        if server.authorize is None and (
+            server.verify_identity is None or rq.user_information.user_identity_rq is None
+        ):
+            # Nothing to await (the usual case): answer now, without a task, so the AC goes
+            # out in this callback and the first request finds no task in flight.
+            info = self._request_info(rq)
+            answer = self._check_request(rq)
+            if answer is None:
+                answer = self._identity_required(rq)
+            self._respond(rq, info, answer, None, None)
+            return
+        self._spawn(self._answer_request(rq))
+
+    def _request_info(self, rq: AAssociateRQ) -> AssociationInfo:
+        return AssociationInfo(
             id=self.id,
             calling_ae_title=rq.calling_ae_title,
             called_ae_title=rq.called_ae_title,
             peer_address=self.peer,
             identity=self.identity,
         )
-        answer: AAssociateAC | AAssociateRJ | None = server.check_limits(self)
-        if answer is None:
-            answer = self._check_binding(rq)
+
+    def _check_request(self, rq: AAssociateRQ) -> AAssociateAC | AAssociateRJ | None:
+        """The server's limits, then the certificate binding of the calling AE title."""
+        answer = self.server.check_limits(self)
+        return answer if answer is not None else self._check_binding(rq)
+
+    async def _answer_request(self, rq: AAssociateRQ) -> None:
+        server = self.server
+        info = self._request_info(rq)
+        answer = self._check_request(rq)
         if answer is None and server.authorize is not None:
             answer = await server.authorize(info, rq)
         identity_response: bytes | None = None
         user: str | None = None
         if answer is None:
             answer, identity_response, user = await self._check_user_identity(info, rq)
+        self._respond(rq, info, answer, identity_response, user)
+
+    def _respond(
+        self,
+        rq: AAssociateRQ,
+        info: AssociationInfo,
+        answer: AAssociateAC | AAssociateRJ | None,
+        identity_response: bytes | None,
+        user: str | None,
+    ) -> None:
+        """Negotiate unless already answered, then send the AC or RJ."""
+        server = self.server
         if answer is None:
             answer = negotiate_as_acceptor(rq, server.policy,
                                            identity_response=identity_response)
@@ -234,6 +265,14 @@ class ServerAssociation(Association):
                     self.id, rq.calling_ae_title, identity.subject, why)
         return reject_calling_ae_not_recognized()
 
+    def _identity_required(self, rq: AAssociateRQ) -> AAssociateRJ | None:
+        """A refusal if a user identity is required and the request carries none."""
+        if rq.user_information.user_identity_rq is None and self.server.require_user_identity:
+            log.warning("association %d from %s refused: calling AE %r sent no user "
+                        "identity and one is required", self.id, self.peer, rq.calling_ae_title)
+            return reject_no_reason()
+        return None
+
     async def _check_user_identity(
         self, info: AssociationInfo, rq: AAssociateRQ
     ) -> tuple[AAssociateRJ | None, bytes | None, str | None]:
@@ -241,15 +280,8 @@ class ServerAssociation(Association):
         (a rejection or None, the 0x59 server response, the verified user)."""
         server = self.server
         request: UserIdentityRQ | None = rq.user_information.user_identity_rq
-        if request is None:
-            if server.require_user_identity:
-                log.warning("association %d from %s refused: calling AE %r sent no user "
-                            "identity and one is required", self.id, self.peer,
-                            rq.calling_ae_title)
-                return reject_no_reason(), None, None
-            return None, None, None
-        if server.verify_identity is None:
-            return None, None, None
+        if request is None or server.verify_identity is None:
+            return self._identity_required(rq), None, None
         try:
             verdict = await server.verify_identity(info, request)
         except Exception:
