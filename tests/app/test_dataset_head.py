@@ -138,6 +138,16 @@ def test_declines_what_it_cannot_be_sure_of() -> None:
     assert isinstance(slow(data[:201], EXPLICIT), HeaderError)
     assert fast(data, EXPLICIT, limit=100) is None  # the head runs past the prefix
     assert fast(b"", EXPLICIT) is None
+    head = data[:106]  # whole elements: (0008,0005) to (0008,0020)
+    assert fast(head + data[106:], EXPLICIT) is not None
+    cut_long = head + struct.pack("<HH2s2x", 0x0009, 0x0010, b"OB")  # no 4-byte length
+    assert fast(cut_long, EXPLICIT) is None
+    assert isinstance(slow(cut_long, EXPLICIT), HeaderError)
+    implicit = encode(make_dataset(), IMPLICIT)
+    delimiter = implicit[:106] + struct.pack("<HHL", 0xFFFE, 0xE00D, 0)  # pydicom: the end
+    assert fast(implicit[:106] + implicit[106:], IMPLICIT) is not None
+    assert fast(delimiter, IMPLICIT) is None
+    assert not isinstance(slow(delimiter, IMPLICIT), HeaderError)
 
 
 def test_head_longer_than_the_prefix_takes_the_slow_path(tmp_path: object) -> None:
