@@ -35,7 +35,14 @@ from aiodicom.core.negotiation import (
 )
 from aiodicom.core.uids import strip_uid_padding
 
-__all__ = ["HEADER_KEYWORDS", "PREFIX_LIMIT", "HeaderError", "header_from_prefix", "read_header"]
+__all__ = [
+    "HEADER_KEYWORDS",
+    "LONG_VRS",
+    "PREFIX_LIMIT",
+    "HeaderError",
+    "header_from_prefix",
+    "read_header",
+]
 
 _HEADER_TAGS: dict[int, tuple[str, str]] = {
     0x00080016: ("SOPClassUID", "UI"),
@@ -59,6 +66,9 @@ _HEADER_TAGS: dict[int, tuple[str, str]] = {
 }
 HEADER_KEYWORDS: tuple[str, ...] = tuple(keyword for keyword, _ in _HEADER_TAGS.values())
 """The attributes `commit` and `read_stored_file` extract (StoredInstance.attributes)."""
+
+LONG_VRS = frozenset(vr.encode(default_encoding) for vr in EXPLICIT_VR_LENGTH_32)
+"""Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 §7.1.2), as bytes."""
 
 _LAST_HEADER_TAG = max(_HEADER_TAGS)
 _SPECIFIC_CHARACTER_SET = 0x00080005
@@ -294,7 +304,6 @@ _WANTED = frozenset(_HEADER_TAGS) | {_SPECIFIC_CHARACTER_SET}
 _EXPLICIT_ELEMENT = struct.Struct("<HH2sH")
 _IMPLICIT_ELEMENT = struct.Struct("<HHL")
 _LONG_LENGTH = struct.Struct("<L")
-_LONG_VRS = frozenset(vr.encode(default_encoding) for vr in EXPLICIT_VR_LENGTH_32)
 _FAST_SYNTAX_IMPLICIT = {IMPLICIT_VR_LITTLE_ENDIAN: True}
 _SLOW_SYNTAXES = {EXPLICIT_VR_BIG_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
 _UNDEFINED = 0xFFFFFFFF
@@ -332,7 +341,7 @@ def header_from_prefix(
             pos += 8
             if raw_vr not in ENCODED_VR:
                 return None  # pydicom guesses at unknown VRs: let it
-            if raw_vr in _LONG_VRS:
+            if raw_vr in LONG_VRS:
                 if end - pos < 4:
                     return None
                 length = _LONG_LENGTH.unpack_from(prefix, pos)[0]

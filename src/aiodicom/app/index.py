@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from aiodicom.app.dataset_head import LONG_VRS
 from aiodicom.app.storage import (
     HeaderError,
     StorageError,
@@ -43,7 +44,6 @@ INDEX_NAME = "index.sqlite"
 _SCHEMA_VERSION = 1
 _BATCH = 256
 _META_VALUE_LIMIT = 4096
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 
 LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "PATIENT": ("patient", ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")),
@@ -491,7 +491,7 @@ def _read_meta(fp: BinaryIO) -> tuple[dict[int, bytes], int]:
         group, element, vr = struct.unpack("<HH2s", head[:6])
         if group != 0x0002:
             return values, start
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             extra = fp.read(4)
             if len(extra) < 4:
                 raise HeaderError("file meta information is truncated")

@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from aiodicom.app.dataset_head import (
     HEADER_KEYWORDS,
+    LONG_VRS,
     PREFIX_LIMIT,
     HeaderError,
     header_from_prefix,
@@ -61,7 +62,6 @@ INCOMING_DIR = ".incoming"
 
 _PREAMBLE = bytes(128)
 _AE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"\\"}
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 _META_VALUE_LIMIT = 4096
 
 
@@ -176,7 +176,7 @@ def _element(tag: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
     if len(value) % 2:
         value += pad
     head = struct.pack("<HH2s", tag >> 16, tag & 0xFFFF, vr)
-    if vr in _LONG_VRS:
+    if vr in LONG_VRS:
         return head + struct.pack("<HL", 0, len(value)) + value
     return head + struct.pack("<H", len(value)) + value
 
