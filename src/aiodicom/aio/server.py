@@ -233,15 +233,7 @@ class ServerAssociation(Association):
             ))
             return
         self.negotiated = conclude_as_acceptor(rq, answer)
-        self.info = AssociationInfo(
-            id=self.id,
-            calling_ae_title=rq.calling_ae_title,
-            called_ae_title=rq.called_ae_title,
-            peer_address=self.peer,
-            identity=self.identity,
-            negotiated=self.negotiated,
-            user=user,
-        )
+        self.info = dataclasses.replace(info, negotiated=self.negotiated, user=user)
         self._window = asyncio.Semaphore(max(1, self.negotiated.max_operations_performed or 1))
         server.stats.accepted += 1
         log.debug("association %d from %s accepted (%r -> %r)", self.id, self.peer,
@@ -313,7 +305,7 @@ class ServerAssociation(Association):
             isinstance(msg, CEchoRQ)
             and self.server.echo_handler is async_echo_success
             and self._window is not None
-            and not self._tasks
+            and all(task.done() for task in self._tasks)  # no earlier answer still going out
             and self._echo_now(context_id, msg)
         ):
             return
