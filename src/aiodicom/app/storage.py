@@ -304,9 +304,8 @@ class Storage:
             sop_instance_uid=strip_uid_padding(sop_instance_uid),
             transfer_syntax_uid=strip_uid_padding(transfer_syntax_uid),
             source_ae_title=source_ae_title.strip(" "),
-            meta_length=len(meta),
+            meta=meta,
         )
-        writer.write(meta)
         return writer
 
 
@@ -328,7 +327,7 @@ class Part10Writer:
         sop_instance_uid: str,
         transfer_syntax_uid: str,
         source_ae_title: str,
-        meta_length: int,
+        meta: bytes,
     ) -> None:
         self._storage = storage
         self.temp_path = temp_path
@@ -336,9 +335,8 @@ class Part10Writer:
         self.sop_instance_uid = sop_instance_uid
         self.transfer_syntax_uid = transfer_syntax_uid
         self.source_ae_title = source_ae_title
-        self._meta_length = meta_length
+        self._meta_length = len(meta)
         self._head = bytearray()  # the data set's first bytes, for header_from_prefix
-        self._head_end = meta_length + PREFIX_LIMIT
         self._file: BinaryIO | None = None
         self._finished = False
         self.size = 0
@@ -353,6 +351,7 @@ class Part10Writer:
                 f"cannot open the temporary file {temp_path}: {exc.strerror}",
                 failure=_os_failure(exc),
             ) from exc
+        self._append(meta)
 
     @property
     def finished(self) -> bool:
@@ -361,13 +360,18 @@ class Part10Writer:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append one fragment of the data set as received (no joining, no copy)."""
+        self._append(data)
+        room = PREFIX_LIMIT - len(self._head)
+        if room > 0:  # the head alone is copied, for header_from_prefix at commit
+            self._head += memoryview(data).cast("B")[:room]
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
         file = self._file
         if self._finished or file is None:
             raise StorageError(
                 "write after commit or abort: begin a new instance",
                 failure=StorageFailure.STATE,
             )
-        before = self.size
         try:
             self.size += file.write(data)
         except OSError as exc:
@@ -376,11 +380,6 @@ class Part10Writer:
                 f"writing {self.sop_instance_uid} failed: {exc.strerror}; nothing was stored",
                 failure=_os_failure(exc),
             ) from exc
-        if before < self._head_end:
-            low = max(self._meta_length - before, 0)
-            high = min(self._head_end, self.size) - before
-            if low < high:
-                self._head += memoryview(data).cast("B")[low:high]
 
     def abort(self) -> None:
         """Drop the temporary file; idempotent, never raises for a missing file."""
