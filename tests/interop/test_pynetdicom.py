@@ -34,7 +34,9 @@ class _RaceWatch(logging.Handler):
             self.raced += 1
 
 
-def _pynetdicom_scu(port: int, files: list[Path]) -> tuple[list[int], int]:
+def _pynetdicom_scu(
+    port: int, files: list[Path], tls_args: tuple[Any, str] | None = None
+) -> tuple[list[int], int]:
     """Echo, then store each file, on one pynetdicom association.
 
     pynetdicom 3.0.4's requestor races: between two requests its reactor thread may be
@@ -58,7 +60,7 @@ def _pynetdicom_scu(port: int, files: list[Path]) -> tuple[list[int], int]:
     statuses: list[int] = []
     try:
         for _ in range(3):
-            assoc = ae.associate("127.0.0.1", port, ae_title="AIODICOM")
+            assoc = ae.associate("127.0.0.1", port, ae_title="AIODICOM", tls_args=tls_args)
             assert assoc.is_established, "pynetdicom could not associate with aiodicom"
             try:
                 while len(statuses) < len(requests):

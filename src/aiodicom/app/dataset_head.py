@@ -304,7 +304,6 @@ _WANTED = frozenset(_HEADER_TAGS) | {_SPECIFIC_CHARACTER_SET}
 _EXPLICIT_ELEMENT = struct.Struct("<HH2sH")
 _IMPLICIT_ELEMENT = struct.Struct("<HHL")
 _LONG_LENGTH = struct.Struct("<L")
-_FAST_SYNTAX_IMPLICIT = {IMPLICIT_VR_LITTLE_ENDIAN: True}
 _SLOW_SYNTAXES = {EXPLICIT_VR_BIG_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
 _UNDEFINED = 0xFFFFFFFF
 _ITEM_DELIMITER = 0xFFFEE00D
@@ -322,7 +321,7 @@ def header_from_prefix(
     """
     if transfer_syntax_uid in _SLOW_SYNTAXES:
         return None
-    implicit = _FAST_SYNTAX_IMPLICIT.get(transfer_syntax_uid, False)
+    implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
     end = len(prefix)
     complete = end == dataset_length
     if end < 6 or _looks_explicit(prefix[:6]) == implicit:
