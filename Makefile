@@ -45,7 +45,7 @@ fuzz-smoke: venv
 	$(BIN)/python fuzz/run_all.py --seconds $(FUZZ_SECONDS)
 
 serve: venv
-	$(BIN)/python -m aiodicom.app.devserver
+	$(BIN)/python -m aiodicom.app.server.devserver
 
 bench: venv peers
 	$(BIN)/python bench/run.py

@@ -24,8 +24,8 @@ from pathlib import Path
 from fuzz_reader import Tail, chunks, instrumented, provider, read_sizes, run_fuzzer
 
 with instrumented():
-    from aiodicom.app.dataset_head import PREFIX_LIMIT, header_from_prefix, read_header
-    from aiodicom.app.storage import INCOMING_DIR, Storage, StorageError, StorageSettings
+    from aiodicom.app.archive.head import PREFIX_LIMIT, header_from_prefix, read_header
+    from aiodicom.app.archive.storage import INCOMING_DIR, Storage, StorageError, StorageSettings
     from aiodicom.core.uids import is_valid_uid
 
 SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"

@@ -2,6 +2,6 @@
 
 import sys
 
-from aiodicom.app.cli import main
+from aiodicom.app.cli.main import main
 
 sys.exit(main())

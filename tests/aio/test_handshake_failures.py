@@ -15,8 +15,8 @@ from aiodicom.aio.client import connect
 from aiodicom.aio.events import HandshakeFailed, ServerEvent
 from aiodicom.aio.server import Server
 from aiodicom.app import pki
-from aiodicom.app.metrics import MetricsObserver
-from aiodicom.app.serve import storage_acceptor_policy
+from aiodicom.app.server.metrics import MetricsObserver
+from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from aiodicom.settings import AssociationSettings, Timeouts
 

@@ -28,7 +28,7 @@ from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.part10 import read_part10_info
 from aiodicom.aio.requests import StoreRequest
 from aiodicom.aio.server import Server
-from aiodicom.app.storage import Storage, StorageSettings
+from aiodicom.app.archive.storage import Storage, StorageSettings
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import (
     EXPLICIT_VR_LITTLE_ENDIAN,

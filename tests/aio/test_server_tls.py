@@ -35,7 +35,7 @@ from aiodicom.aio.part10 import read_part10_info
 from aiodicom.aio.requests import EchoRequest, StoreRequest
 from aiodicom.aio.server import Server
 from aiodicom.app import pki
-from aiodicom.app.serve import storage_acceptor_policy
+from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from aiodicom.errors import (
     AcseTimeout,
@@ -66,7 +66,7 @@ class PKI:
 def _issue_without_ae_title(root: Path, out: Path) -> pki.IssuedCertificate:
     """A valid client certificate from our root that binds no AE title (no dicom-ae: SAN);
     `aiodicom pki` cannot make one, a third-party CA can."""
-    from aiodicom.app._pki_ca import load_ca_pair
+    from aiodicom.app.pki.ca import load_ca_pair
 
     issuer, issuer_key = load_ca_pair(root / "ca.crt")
     key = ec.generate_private_key(ec.SECP256R1())

@@ -26,7 +26,7 @@ from aiodicom.aio.user_identity import (
     hash_passcode,
     verify_passcode,
 )
-from aiodicom.app.serve import storage_acceptor_policy
+from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from aiodicom.core.user_items import UserIdentityRQ, UserIdentityType
 from aiodicom.errors import AssociationRejected, ConfigurationError

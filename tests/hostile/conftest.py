@@ -18,7 +18,7 @@ from pathlib import Path
 from aiodicom.aio.client import connect
 from aiodicom.aio.requests import StoreRequest
 from aiodicom.aio.server import Server
-from aiodicom.app.storage import INCOMING_DIR, Storage, StorageError, StorageSettings
+from aiodicom.app.archive.storage import INCOMING_DIR, Storage, StorageError, StorageSettings
 from aiodicom.core.dimse import CStoreRQ, Message, Status, encode_message, fragment_command
 from aiodicom.core.negotiation import (
     EXPLICIT_VR_LITTLE_ENDIAN,

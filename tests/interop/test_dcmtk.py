@@ -11,8 +11,8 @@ import pytest
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import StoreRequest
 from aiodicom.aio.server import Server
-from aiodicom.app.serve import storage_acceptor_policy
-from aiodicom.app.storage import Storage, StorageSettings
+from aiodicom.app.archive.storage import Storage, StorageSettings
+from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from tests.conftest import write_ct
 from tests.interop.peers import dcmtk, free_port, run_tool, same_dataset, wait_listening

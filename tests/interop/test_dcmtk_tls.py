@@ -20,8 +20,8 @@ from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import StoreRequest
 from aiodicom.aio.server import Server
 from aiodicom.app import pki
-from aiodicom.app.serve import storage_acceptor_policy
-from aiodicom.app.storage import Storage, StorageSettings
+from aiodicom.app.archive.storage import Storage, StorageSettings
+from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from aiodicom.settings import AssociationSettings
 from tests.conftest import make_runner, write_ct

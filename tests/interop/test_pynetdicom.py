@@ -11,7 +11,7 @@ import pytest
 
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.server import Server
-from aiodicom.app.serve import storage_acceptor_policy
+from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from tests.conftest import write_ct
 from tests.interop.test_dcmtk import _storage_server

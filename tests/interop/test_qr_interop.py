@@ -12,8 +12,8 @@ import pytest
 
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.server import Server
-from aiodicom.app.config import ServeOptions
-from aiodicom.app.serve import build_server
+from aiodicom.app.server.config import ServeOptions
+from aiodicom.app.server.run import build_server
 from aiodicom.core.dimse import Status
 from tests.conftest import write_ct
 from tests.interop.peers import dcmtk, free_port, run_tool

@@ -12,7 +12,7 @@ from aiodicom.core.dimse import CEchoRQ, CStoreRQ, Status
 from aiodicom.core.pdu import AAssociateRJ, AAssociateRQ
 
 if TYPE_CHECKING:
-    from aiodicom.app.storage import Storage, StoredInstance
+    from aiodicom.app.archive.storage import Storage, StoredInstance
 
 __all__ = [
     "Authorizer",

@@ -83,7 +83,7 @@ log = logging.getLogger("aiodicom.server")
 
 RequestFilter = Callable[[AssociationInfo, Message], Status | None]
 """Called for each request before its handler: a Status refuses it (e.g. 0x0124), None lets
-it run. See `aiodicom.app.policy.make_request_filter`."""
+it run. See `aiodicom.app.server.policy.make_request_filter`."""
 
 
 async def async_echo_success(request: EchoRequest) -> Status:

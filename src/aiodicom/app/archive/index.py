@@ -1,0 +1,549 @@
+"""The SQLite index of stored instances (ROOT/index.sqlite), for query and retrieve.
+
+Four tables follow the Patient/Study/Series/Image hierarchy of PS3.4 §C.6.1; their
+columns are the DICOM keywords of the key attributes. `Index.query` implements the
+matching of PS3.4 §C.2.2.2: universal ("" or "*"), single value (case-insensitive for
+PN), wildcard ("*", "?"), UID list ("\\"-separated) and DA/TM range ("A-B", "A-", "-B").
+WAL mode and a busy timeout let several server processes share the file; a patient is
+identified by PatientID alone. `Index.rebuild` recreates the rows from the files, as
+`aiodicom index rebuild STORAGE` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from aiodicom.app.archive.head import LONG_VRS
+from aiodicom.app.archive.storage import (
+    HeaderError,
+    StorageError,
+    StorageFailure,
+    StoredInstance,
+    StoreOutcome,
+    read_header,
+)
+from aiodicom.core.uids import validate_uid
+
+__all__ = ["INDEX_NAME", "LEVELS", "Index", "read_stored_file"]
+
+logger = logging.getLogger(__name__)
+
+INDEX_NAME = "index.sqlite"
+"""The index file name under the storage root."""
+
+_SCHEMA_VERSION = 1
+_BATCH = 256
+_META_VALUE_LIMIT = 4096
+
+LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "PATIENT": ("patient", ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")),
+    "STUDY": (
+        "study",
+        (
+            "StudyInstanceUID",
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "StudyDescription",
+            "ReferringPhysicianName",
+            "StudyID",
+        ),
+    ),
+    "SERIES": ("series", ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription")),
+    "IMAGE": (
+        "instance",
+        ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "TransferSyntaxUID"),
+    ),
+}
+"""Query/Retrieve level -> (table, keywords); each level's first keyword is its key."""
+
+_ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+_PARENT_KEY = {"study": "PatientID", "series": "StudyInstanceUID", "instance": "SeriesInstanceUID"}
+_FILE_COLUMNS = ("path", "size", "source_ae_title", "received_at")
+_VR = {
+    "StudyInstanceUID": "UI",
+    "SeriesInstanceUID": "UI",
+    "SOPInstanceUID": "UI",
+    "SOPClassUID": "UI",
+    "TransferSyntaxUID": "UI",
+    "StudyDate": "DA",
+    "PatientBirthDate": "DA",
+    "StudyTime": "TM",
+    "PatientName": "PN",
+    "ReferringPhysicianName": "PN",
+}
+
+
+def _schema() -> list[str]:
+    tables = []
+    for level in _ORDER:
+        table, keywords = LEVELS[level]
+        columns = [f'"{keywords[0]}" TEXT PRIMARY KEY']
+        columns += [f"\"{k}\" TEXT NOT NULL DEFAULT ''" for k in keywords[1:]]
+        if table in _PARENT_KEY:
+            columns.append(f'"{_PARENT_KEY[table]}" TEXT NOT NULL')
+        if table == "instance":
+            columns += [
+                "path TEXT NOT NULL",
+                "size INTEGER NOT NULL",
+                "source_ae_title TEXT NOT NULL DEFAULT ''",
+                "received_at REAL NOT NULL",
+                "indexed_at REAL NOT NULL",
+            ]
+        tables.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})")
+        if table in _PARENT_KEY:
+            tables.append(
+                f"CREATE INDEX IF NOT EXISTS {table}_parent ON {table}(\"{_PARENT_KEY[table]}\")"
+            )
+    return tables
+
+
+def _fold(value: str | None) -> str | None:
+    """Case folding for PN matching (SQLite's lower() knows ASCII only)."""
+    return None if value is None else value.casefold()
+
+
+def _glob(pattern: str) -> str:
+    """A DICOM wildcard pattern as an SQLite GLOB ('[' is GLOB syntax, made literal)."""
+    return pattern.replace("[", "[[]")
+
+
+def _condition(column: str, keyword: str, value: str) -> tuple[str, list[str]] | None:
+    """The SQL for one matching key (PS3.4 §C.2.2.2), or None for universal matching."""
+    vr = _VR.get(keyword, "")
+    if value in ("", "*"):
+        return None
+    if vr == "UI":
+        uids = value.split("\\")
+        return f"{column} IN ({', '.join('?' * len(uids))})", uids
+    if vr in ("DA", "TM") and "-" in value:
+        low, _, high = value.partition("-")
+        parts, args = [f"{column} != ''"], []
+        if low:
+            parts.append(f"{column} >= ?")
+            args.append(low)
+        if high:
+            parts.append(f"{column} <= ?")
+            # A partial time bound covers its whole span: 1200 includes 12:00:59.
+            args.append(high + "\U0010ffff" if vr == "TM" else high)
+        return " AND ".join(parts), args
+    if vr == "PN":
+        column, value = f"dicom_fold({column})", value.casefold()
+    if vr not in ("DA", "TM") and ("*" in value or "?" in value):
+        return f"{column} GLOB ?", [_glob(value)]
+    return f"{column} = ?", [value]
+
+
+class Index:
+    """The index database; one connection, safe to share between threads and processes."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.create_function("dicom_fold", 1, _fold, deterministic=True)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            with self._transaction() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > _SCHEMA_VERSION:
+                    raise StorageError(
+                        f"the index {self.path} has schema version {version}, newer than "
+                        f"this aiodicom ({_SCHEMA_VERSION}); upgrade aiodicom or run "
+                        "`aiodicom index rebuild` after moving it away",
+                        failure=StorageFailure.IO_ERROR,
+                    )
+                for statement in _schema():  # executescript would COMMIT early
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"cannot open the index {self.path}: {exc}; check the path and permissions, "
+                "or run `aiodicom index rebuild`",
+                failure=StorageFailure.IO_ERROR,
+            ) from exc
+
+    @classmethod
+    def for_root(cls, root: Path) -> Index:
+        """The index of the storage tree at `root` (ROOT/index.sqlite)."""
+        return cls(Path(root) / INDEX_NAME)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    def add(self, stored: StoredInstance) -> None:
+        """Insert or update an instance and its series, study and patient rows.
+
+        A KEPT_EXISTING outcome means the file on disk is the earlier one: the index
+        keeps its row, or learns that file's own attributes if it had none.
+        """
+        if stored.outcome is StoreOutcome.KEPT_EXISTING:
+            if self.locate(stored.sop_instance_uid) is not None:
+                return
+            stored = read_stored_file(stored.path)
+        with self._transaction() as db:
+            _upsert(db, stored, time.time())
+
+    def remove(self, sop_instance_uid: str) -> bool:
+        """Forget an instance (and any series, study or patient left empty)."""
+        with self._transaction() as db:
+            candidates = _parents(db, sop_instance_uid, None, None)
+            cursor = db.execute(
+                'DELETE FROM instance WHERE "SOPInstanceUID" = ?', (sop_instance_uid,)
+            )
+            _prune(db, *candidates)
+            return cursor.rowcount > 0
+
+    def locate(self, sop_instance_uid: str) -> Path | None:
+        """The file of an indexed instance, or None."""
+        with self._lock:
+            row = self._db.execute(
+                'SELECT path FROM instance WHERE "SOPInstanceUID" = ?', (sop_instance_uid,)
+            ).fetchone()
+        return None if row is None else Path(row[0])
+
+    def count(self) -> int:
+        """The number of indexed instances."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM instance").fetchone()[0])
+
+    def query(self, level: str, filters: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+        """Match `filters` (DICOM keyword -> key value) at a Query/Retrieve level.
+
+        `level` is PATIENT, STUDY, SERIES or IMAGE. Keys may belong to the level or
+        any level above it (PS3.4 §C.4.1.2.1). Each result holds every keyword of the
+        level and the levels above, plus path, size, source_ae_title and received_at
+        (ISO 8601, UTC) at IMAGE level; absent values are "".
+        """
+        name = level.upper()
+        if name not in LEVELS:
+            raise ValueError(f"unknown query level {level!r}: use one of {', '.join(_ORDER)}")
+        included = _ORDER[: _ORDER.index(name) + 1]
+        columns: dict[str, str] = {}
+        for each in included:
+            table, keywords = LEVELS[each]
+            columns.update({k: f'{table}."{k}"' for k in keywords})
+        joins = ["patient"]
+        for parent, each in zip(included, included[1:], strict=False):
+            table = LEVELS[each][0]
+            key = _PARENT_KEY[table]
+            joins.append(f'JOIN {table} ON {table}."{key}" = {LEVELS[parent][0]}."{key}"')
+        where, args = [], []
+        for keyword, value in (filters or {}).items():
+            if keyword not in columns:
+                raise ValueError(
+                    f"{keyword!r} is not a key at the {name} level: use one of "
+                    f"{', '.join(columns)}"
+                )
+            condition = _condition(columns[keyword], keyword, str(value))
+            if condition is not None:
+                where.append(condition[0])
+                args += condition[1]
+        selected = list(columns.values())
+        if name == "IMAGE":
+            selected += [f"instance.{c}" for c in _FILE_COLUMNS]
+        order = ", ".join(columns[LEVELS[each][1][0]] for each in included)
+        sql = (
+            f"SELECT {', '.join(selected)} FROM {' '.join(joins)}"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order}"
+        )
+        names = list(columns) + (list(_FILE_COLUMNS) if name == "IMAGE" else [])
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [dict(zip(names, map(_as_text, row), strict=True)) for row in rows]
+
+    def rebuild(self, root: Path) -> int:
+        """Re-index every stored file under `root`; returns how many were indexed.
+
+        Skips ROOT/.incoming and files that are not usable Part 10 files (logged).
+        Rows for files that are gone are dropped; instances that a running server
+        stores meanwhile are kept, so this is safe to run beside it.
+        """
+        started = time.time()
+        indexed = 0
+        with self._transaction() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (uid TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM seen")
+        batch: list[StoredInstance] = []
+        for path in _walk(Path(root)):
+            try:
+                batch.append(read_stored_file(path))
+            except StorageError as exc:
+                logger.warning("index rebuild: skipping %s", exc)
+                continue
+            if len(batch) >= _BATCH:
+                indexed += self._add_batch(batch)
+                batch = []
+        indexed += self._add_batch(batch)
+        with self._transaction() as db:
+            db.execute(
+                'DELETE FROM instance WHERE "SOPInstanceUID" NOT IN (SELECT uid FROM seen) '
+                "AND indexed_at < ?",
+                (started,),
+            )
+            db.execute('DELETE FROM series WHERE "SeriesInstanceUID" NOT IN '
+                       '(SELECT "SeriesInstanceUID" FROM instance)')
+            db.execute('DELETE FROM study WHERE "StudyInstanceUID" NOT IN '
+                       '(SELECT "StudyInstanceUID" FROM series)')
+            db.execute('DELETE FROM patient WHERE "PatientID" NOT IN '
+                       '(SELECT "PatientID" FROM study)')
+            db.execute("DROP TABLE seen")
+        return indexed
+
+    def _add_batch(self, batch: list[StoredInstance]) -> int:
+        with self._transaction() as db:
+            now = time.time()
+            for stored in batch:
+                _upsert(db, stored, now)
+                db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (stored.sop_instance_uid,))
+        return len(batch)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the connection lock (ROLLBACK on error)."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db, self._lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._db
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, float):
+        return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
+    return "" if value is None else str(value)
+
+
+def _one(db: sqlite3.Connection, sql: str, key: str | None) -> str | None:
+    if key is None:
+        return None
+    row = db.execute(sql, (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _parents(
+    db: sqlite3.Connection, sop_uid: str, series_uid: str | None, study_uid: str | None
+) -> tuple[set[str], set[str], set[str]]:
+    """Series, studies and patients that may become empty when these rows change."""
+    old_series = _one(db, 'SELECT "SeriesInstanceUID" FROM instance WHERE "SOPInstanceUID" = ?',
+                      sop_uid)
+    series = {s for s in (old_series,) if s is not None}
+    studies = {
+        s
+        for s in (
+            _one(db, 'SELECT "StudyInstanceUID" FROM series WHERE "SeriesInstanceUID" = ?', key)
+            for key in (old_series, series_uid)
+        )
+        if s is not None
+    }
+    patients = {
+        p
+        for p in (
+            _one(db, 'SELECT "PatientID" FROM study WHERE "StudyInstanceUID" = ?', key)
+            for key in {*studies, study_uid}
+        )
+        if p is not None
+    }
+    return series, studies, patients
+
+
+def _prune(db: sqlite3.Connection, series: set[str], studies: set[str], patients: set[str]) -> None:
+    for uid in series:
+        db.execute(
+            'DELETE FROM series WHERE "SeriesInstanceUID" = ? AND NOT EXISTS '
+            '(SELECT 1 FROM instance WHERE "SeriesInstanceUID" = ?)',
+            (uid, uid),
+        )
+    for uid in studies:
+        db.execute(
+            'DELETE FROM study WHERE "StudyInstanceUID" = ? AND NOT EXISTS '
+            '(SELECT 1 FROM series WHERE "StudyInstanceUID" = ?)',
+            (uid, uid),
+        )
+    for pid in patients:
+        db.execute(
+            'DELETE FROM patient WHERE "PatientID" = ? AND NOT EXISTS '
+            '(SELECT 1 FROM study WHERE "PatientID" = ?)',
+            (pid, pid),
+        )
+
+
+def _upsert_sql(table: str, names: list[str]) -> str:
+    quoted = ", ".join(f'"{n}"' for n in names)
+    updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names[1:])
+    return (
+        f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(names))}) "
+        f'ON CONFLICT("{names[0]}") DO UPDATE SET {updates}'
+    )
+
+
+def _upsert_plan() -> list[tuple[str, tuple[str, ...]]]:
+    """Per level, top down: the upsert statement and the attribute keywords it binds."""
+    plan = []
+    for level in _ORDER:
+        table, keywords = LEVELS[level]
+        names = list(keywords)
+        if table in _PARENT_KEY:
+            names.append(_PARENT_KEY[table])
+        columns = names + (["path", "size", "source_ae_title", "received_at", "indexed_at"]
+                           if table == "instance" else [])
+        plan.append((_upsert_sql(table, columns), tuple(names)))
+    return plan
+
+
+_UPSERTS = _upsert_plan()
+"""Built once: a store's index update is ~10 statements, and building them cost as much."""
+
+
+def _upsert(db: sqlite3.Connection, stored: StoredInstance, now: float) -> None:
+    attributes = dict(stored.attributes)
+    attributes.update(
+        SOPInstanceUID=stored.sop_instance_uid,
+        SOPClassUID=stored.sop_class_uid,
+        StudyInstanceUID=stored.study_instance_uid,
+        SeriesInstanceUID=stored.series_instance_uid,
+        TransferSyntaxUID=stored.transfer_syntax_uid,
+    )
+    series, studies, patients = _parents(
+        db, stored.sop_instance_uid, stored.series_instance_uid, stored.study_instance_uid
+    )
+    get = attributes.get
+    for sql, names in _UPSERTS[:-1]:
+        db.execute(sql, [get(name, "") for name in names])
+    sql, names = _UPSERTS[-1]
+    db.execute(
+        sql,
+        [get(name, "") for name in names]
+        + [str(stored.path), stored.size, stored.source_ae_title, stored.received_at, now],
+    )
+    # The rows just written are in use; only a parent the instance left can be empty now.
+    series.discard(stored.series_instance_uid)
+    studies.discard(stored.study_instance_uid)
+    patients.discard(get("PatientID", ""))
+    _prune(db, series, studies, patients)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every *.dcm file under `root`, outside hidden directories such as .incoming."""
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))  # .incoming
+        for name in sorted(files):
+            if name.endswith(".dcm"):
+                yield Path(directory) / name
+
+
+def _read_meta(fp: BinaryIO) -> tuple[dict[int, bytes], int]:
+    """Group 0002 elements (values up to 4 KiB) and the offset where the data set starts."""
+    if fp.read(132)[128:] != b"DICM":
+        raise HeaderError("no DICM prefix after the 128-byte preamble (not a Part 10 file)")
+    values: dict[int, bytes] = {}
+    while True:
+        start = fp.tell()
+        head = fp.read(8)
+        if len(head) < 8:
+            return values, start
+        group, element, vr = struct.unpack("<HH2s", head[:6])
+        if group != 0x0002:
+            return values, start
+        if vr in LONG_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                raise HeaderError("file meta information is truncated")
+            (length,) = struct.unpack("<L", extra)
+        else:
+            (length,) = struct.unpack("<H", head[6:8])
+        if length > _META_VALUE_LIMIT:
+            fp.seek(length, os.SEEK_CUR)
+            continue
+        value = fp.read(length)
+        if len(value) < length:
+            raise HeaderError("file meta information is truncated")
+        values[(group << 16) | element] = value
+
+
+def read_stored_file(path: Path) -> StoredInstance:
+    """Describe a stored Part 10 file from its meta information and data set head.
+
+    Reads a bounded amount whatever the file's size. Raises `StorageError`
+    (INVALID_DATASET, or IO_ERROR if unreadable) for a file that cannot be indexed.
+    """
+
+    def text(value: bytes) -> str:
+        return value.decode("ascii", "replace").strip(" \x00")
+
+    try:
+        with open(path, "rb") as fp:
+            meta, start = _read_meta(fp)
+            status = os.fstat(fp.fileno())
+            syntax = text(meta.get(0x00020010, b""))
+            validate_uid(syntax, "Transfer Syntax UID (0002,0010)")
+            attributes = read_header(fp, start, status.st_size - start, syntax)
+        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            validate_uid(attributes[keyword], keyword)
+    except (HeaderError, ValueError) as exc:
+        raise StorageError(
+            f"{path} is not a usable DICOM Part 10 file: {exc}",
+            failure=StorageFailure.INVALID_DATASET,
+        ) from None
+    except OSError as exc:
+        raise StorageError(
+            f"cannot read {path}: {exc.strerror}", failure=StorageFailure.IO_ERROR
+        ) from exc
+    return StoredInstance(
+        path=path,
+        sop_class_uid=attributes["SOPClassUID"] or text(meta.get(0x00020002, b"")),
+        sop_instance_uid=attributes["SOPInstanceUID"],
+        transfer_syntax_uid=syntax,
+        study_instance_uid=attributes["StudyInstanceUID"],
+        series_instance_uid=attributes["SeriesInstanceUID"],
+        size=status.st_size,
+        source_ae_title=text(meta.get(0x00020016, b"")),
+        received_at=status.st_mtime,
+        attributes=attributes,
+    )

@@ -1,0 +1,548 @@
+"""Received C-STORE data sets written to disk as DICOM Part 10 files (PS3.10 §7).
+
+Theory of operation: `Storage.begin` validates the command's UIDs, opens a temporary
+file with a random name in ROOT/.incoming (same file system as the final tree) and
+writes the preamble, "DICM" and the File Meta Information. `Part10Writer.write` appends
+each received fragment (a memoryview over the receive buffer) straight to the file,
+never joining them. `Part10Writer.commit` reads back only the head of the data set
+(up to (0020,0013), in bounded memory, see `read_header`), checks the UIDs against the
+command and PS3.5 §9.1, and renames the file atomically to
+ROOT/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm. Any failure removes
+the temporary file, so nothing partial is ever visible under the final path, and path
+components are only UIDs that passed `aiodicom.core.uids.is_valid_uid`.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from aiodicom.app.archive.head import (
+    HEADER_KEYWORDS,
+    LONG_VRS,
+    PREFIX_LIMIT,
+    HeaderError,
+    header_from_prefix,
+    read_header,
+)
+from aiodicom.core.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from aiodicom.core.uids import strip_uid_padding, validate_uid
+from aiodicom.errors import DicomError
+
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "INCOMING_DIR",
+    "HEADER_KEYWORDS",
+    "HeaderError",
+    "DuplicatePolicy",
+    "InvalidStorageRequest",
+    "Part10Writer",
+    "Storage",
+    "StorageError",
+    "StorageFailure",
+    "StorageSettings",
+    "StoreOutcome",
+    "StoredInstance",
+    "encode_file_meta",
+    "read_header",
+]
+
+INCOMING_DIR = ".incoming"
+"""Temporary files live here, on the same file system as the final tree."""
+
+_PREAMBLE = bytes(128)
+_AE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"\\"}
+_META_VALUE_LIMIT = 4096
+
+
+class StorageFailure(enum.Enum):
+    """Why a store failed, for the server to choose a C-STORE status (PS3.4 §B.2.3)."""
+
+    INVALID_REQUEST = "invalid request"
+    """The command's UIDs or AE titles are unusable (Cannot understand, 0xC000)."""
+    INVALID_DATASET = "invalid data set"
+    """The data set does not parse or lacks required UIDs (Cannot understand, 0xC000)."""
+    MISMATCH = "data set does not match the command"
+    """SOP class/instance in the data differ from the command (0xA900)."""
+    DUPLICATE = "duplicate SOP instance"
+    """The instance is already stored and the policy is REJECT."""
+    OUT_OF_RESOURCES = "out of resources"
+    """Disk full or quota exceeded (Refused: out of resources, 0xA700)."""
+    IO_ERROR = "I/O error"
+    """Any other file system error (Cannot understand/processing failure)."""
+    STATE = "writer already finished"
+    """The writer was used after commit or abort (a local programming error)."""
+
+
+class StorageError(DicomError):
+    """A data set could not be stored; nothing was left under the final path."""
+
+    def __init__(self, message: str, *, failure: StorageFailure) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
+class InvalidStorageRequest(StorageError, ValueError):
+    """`Storage.begin` refused the command's UIDs or AE titles; nothing was written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, failure=StorageFailure.INVALID_REQUEST)
+
+
+class DuplicatePolicy(enum.Enum):
+    """What to do when the SOP instance is already stored."""
+
+    OVERWRITE = "overwrite"
+    """Replace the stored file atomically (the default: a re-send is usually a correction)."""
+    KEEP = "keep"
+    """Keep the stored file, discard the new one, report success (`StoreOutcome.KEPT_EXISTING`)."""
+    REJECT = "reject"
+    """Keep the stored file and fail with `StorageFailure.DUPLICATE`."""
+
+
+class StoreOutcome(enum.Enum):
+    """What a successful commit did."""
+
+    STORED = "stored"
+    REPLACED = "replaced"
+    KEPT_EXISTING = "kept existing"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSettings:
+    """Where and how to store received instances."""
+
+    root: Path
+    """ROOT of the tree ROOT/{Study}/{Series}/{SOP Instance}.dcm and of index.sqlite."""
+    fsync: bool = False
+    """fsync each file and its directory before reporting success (durable, slower)."""
+    duplicates: DuplicatePolicy = DuplicatePolicy.OVERWRITE
+    """Duplicate SOP Instance UID handling; OVERWRITE by default (see DuplicatePolicy)."""
+    file_mode: int = 0o600
+    """Permissions of stored files (they hold patient data: owner only by default)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredInstance:
+    """A Part 10 file now visible under its final path, with what the index needs."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    size: int
+    """File size in bytes, meta information included."""
+    source_ae_title: str
+    received_at: float
+    """Seconds since the epoch (UTC) when committed (file mtime after a rebuild)."""
+    outcome: StoreOutcome = StoreOutcome.STORED
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """Header attributes by DICOM keyword (`HEADER_KEYWORDS`), "" when absent."""
+
+
+def _check_ae(value: str, what: str) -> str:
+    """An AE title (PS3.5 Table 6.2-1): 1-16 printable ASCII characters, no backslash."""
+    text = value.strip(" ") if isinstance(value, str) else ""
+    if not 0 < len(text) <= 16 or not set(text) <= _AE_CHARS:
+        shown = repr(value)[:40]
+        raise InvalidStorageRequest(
+            f"{what} {shown} is not a valid AE title: use 1-16 printable ASCII characters "
+            "without backslash"
+        )
+    return text
+
+
+def _uid_arg(value: str, what: str) -> str:
+    try:
+        return validate_uid(strip_uid_padding(value) if isinstance(value, str) else value, what)
+    except ValueError as exc:
+        raise InvalidStorageRequest(f"{exc}; the instance was not stored") from None
+
+
+def _element(tag: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
+    """One Explicit VR Little Endian element, value padded to even length (PS3.5 §7.1.2)."""
+    if len(value) % 2:
+        value += pad
+    head = struct.pack("<HH2s", tag >> 16, tag & 0xFFFF, vr)
+    if vr in LONG_VRS:
+        return head + struct.pack("<HL", 0, len(value)) + value
+    return head + struct.pack("<H", len(value)) + value
+
+
+def encode_file_meta(
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    source_ae_title: str,
+    receiving_ae_title: str,
+) -> bytes:
+    """Preamble, "DICM" and group 0002 in Explicit VR Little Endian (PS3.10 §7.1).
+
+    (0002,0016) Source and (0002,0017) Sending AE Title both carry the peer's calling AE
+    title (as DCMTK and dcm4che record the source), (0002,0018) the AE that received it.
+    """
+    body = b"".join(
+        (
+            _element(0x00020001, b"OB", b"\x00\x01", b"\x00"),
+            _element(0x00020002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
+            _element(0x00020003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
+            _element(0x00020010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
+            _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\x00"),
+            _element(0x00020013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" "),
+            _element(0x00020016, b"AE", source_ae_title.encode("ascii"), b" "),
+            _element(0x00020017, b"AE", source_ae_title.encode("ascii"), b" "),
+            _element(0x00020018, b"AE", receiving_ae_title.encode("ascii"), b" "),
+        )
+    )
+    group_length = _element(0x00020000, b"UL", struct.pack("<L", len(body)), b"")
+    return b"".join((_PREAMBLE, b"DICM", group_length, body))
+
+
+def _os_failure(exc: OSError) -> StorageFailure:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFailure.OUT_OF_RESOURCES
+    return StorageFailure.IO_ERROR
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    """The storage tree: ROOT/{Study}/{Series}/{SOP}.dcm, temporaries in ROOT/.incoming."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+        self.root = Path(settings.root)
+        self.incoming = self.root / INCOMING_DIR
+        try:
+            self.incoming.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the storage directory {self.incoming}: {exc.strerror}; "
+                "check the path and its permissions",
+                failure=_os_failure(exc),
+            ) from exc
+
+    def path_for(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
+        """The final path of an instance; every UID must be valid (they become names)."""
+        return (
+            self.root
+            / validate_uid(study_uid, "Study Instance UID")
+            / validate_uid(series_uid, "Series Instance UID")
+            / f"{validate_uid(sop_instance_uid, 'SOP Instance UID')}.dcm"
+        )
+
+    def purge_incoming(self, older_than: float) -> int:
+        """Remove temporary files left in .incoming by a crash, older than N seconds.
+
+        Call at server start; files younger than `older_than` may belong to a live writer
+        in another process. Returns how many were removed.
+        """
+        removed = 0
+        limit = time.time() - older_than
+        for entry in os.scandir(self.incoming):
+            try:
+                if entry.name.endswith(".part") and entry.stat().st_mtime < limit:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def begin(
+        self,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        source_ae_title: str,
+        receiving_ae_title: str = "AIODICOM",
+    ) -> Part10Writer:
+        """Start a file for one C-STORE: validate first, then write the meta information.
+
+        The UIDs come from the C-STORE command and the presentation context; a trailing
+        NUL pad is accepted. Raises `InvalidStorageRequest` (nothing written) on a bad
+        UID or AE title, `StorageError` if the temporary file cannot be written.
+        """
+        meta = encode_file_meta(
+            sop_class_uid=_uid_arg(sop_class_uid, "Affected SOP Class UID"),
+            sop_instance_uid=_uid_arg(sop_instance_uid, "Affected SOP Instance UID"),
+            transfer_syntax_uid=_uid_arg(transfer_syntax_uid, "Transfer Syntax UID"),
+            source_ae_title=_check_ae(source_ae_title, "calling (source) AE title"),
+            receiving_ae_title=_check_ae(receiving_ae_title, "receiving AE title"),
+        )
+        try:
+            fd, name = tempfile.mkstemp(suffix=".part", dir=self.incoming)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create a temporary file in {self.incoming}: {exc.strerror}",
+                failure=_os_failure(exc),
+            ) from exc
+        writer = Part10Writer(
+            self,
+            fd,
+            Path(name),
+            sop_class_uid=strip_uid_padding(sop_class_uid),
+            sop_instance_uid=strip_uid_padding(sop_instance_uid),
+            transfer_syntax_uid=strip_uid_padding(transfer_syntax_uid),
+            source_ae_title=source_ae_title.strip(" "),
+            meta=meta,
+        )
+        return writer
+
+
+class Part10Writer:
+    """One Part 10 file being received; `write` fragments, then `commit` or `abort`.
+
+    Synchronous: writes go to a buffered file (fragments larger than the buffer are
+    written directly, without a copy). Use as a context manager to abort on any exit
+    that did not commit.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        fd: int,
+        temp_path: Path,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        source_ae_title: str,
+        meta: bytes,
+    ) -> None:
+        self._storage = storage
+        self.temp_path = temp_path
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.transfer_syntax_uid = transfer_syntax_uid
+        self.source_ae_title = source_ae_title
+        self._meta_length = len(meta)
+        self._head = bytearray()  # the data set's first bytes, for header_from_prefix
+        self._file: BinaryIO | None = None
+        self._finished = False
+        self.size = 0
+        """Bytes written so far, meta information included."""
+        try:
+            os.fchmod(fd, storage.settings.file_mode)
+            self._file = open(fd, "wb", buffering=64 * 1024)  # noqa: SIM115
+        except OSError as exc:
+            os.close(fd)
+            self._discard()
+            raise StorageError(
+                f"cannot open the temporary file {temp_path}: {exc.strerror}",
+                failure=_os_failure(exc),
+            ) from exc
+        self._append(meta)
+
+    @property
+    def finished(self) -> bool:
+        """True after commit or abort."""
+        return self._finished
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append one fragment of the data set as received (no joining, no copy)."""
+        self._append(data)
+        room = PREFIX_LIMIT - len(self._head)
+        if room > 0:  # the head alone is copied, for header_from_prefix at commit
+            self._head += memoryview(data).cast("B")[:room]
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
+        file = self._file
+        if self._finished or file is None:
+            raise StorageError(
+                "write after commit or abort: begin a new instance",
+                failure=StorageFailure.STATE,
+            )
+        try:
+            self.size += file.write(data)
+        except OSError as exc:
+            self._discard()
+            raise StorageError(
+                f"writing {self.sop_instance_uid} failed: {exc.strerror}; nothing was stored",
+                failure=_os_failure(exc),
+            ) from exc
+
+    def abort(self) -> None:
+        """Drop the temporary file; idempotent, never raises for a missing file."""
+        self._discard()
+
+    def _discard(self) -> None:
+        self._finished = True
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                pass
+        try:
+            self.temp_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def commit(self) -> StoredInstance:
+        """Check the data set head, then make the file visible atomically.
+
+        Raises `StorageError` (the temporary file removed) when the data set does not
+        parse, lacks or has invalid Study/Series/SOP UIDs, differs from the command,
+        is a rejected duplicate, or the file system fails.
+        """
+        file = self._file
+        if self._finished or file is None:
+            raise StorageError(
+                "commit after commit or abort: begin a new instance",
+                failure=StorageFailure.STATE,
+            )
+        try:
+            return self._commit(file)
+        except StorageError:
+            self._discard()
+            raise
+        except OSError as exc:
+            self._discard()
+            raise StorageError(
+                f"storing {self.sop_instance_uid} failed: {exc.strerror or exc}; "
+                "nothing was stored",
+                failure=_os_failure(exc),
+            ) from exc
+        except BaseException:
+            self._discard()
+            raise
+
+    def _commit(self, file: BinaryIO) -> StoredInstance:
+        settings = self._storage.settings
+        file.flush()
+        if settings.fsync:
+            os.fsync(file.fileno())
+        file.close()
+        self._file = None
+        attributes = self._read_and_check()
+        final = self._storage.path_for(
+            attributes["StudyInstanceUID"],
+            attributes["SeriesInstanceUID"],
+            self.sop_instance_uid,
+        )
+        outcome = self._place(final)
+        self._finished = True
+        return StoredInstance(
+            path=final,
+            sop_class_uid=self.sop_class_uid,
+            sop_instance_uid=self.sop_instance_uid,
+            transfer_syntax_uid=self.transfer_syntax_uid,
+            study_instance_uid=attributes["StudyInstanceUID"],
+            series_instance_uid=attributes["SeriesInstanceUID"],
+            size=self.size,
+            source_ae_title=self.source_ae_title,
+            received_at=time.time(),
+            outcome=outcome,
+            attributes=attributes,
+        )
+
+    def _read_and_check(self) -> dict[str, str]:
+        start, syntax = self._meta_length, self.transfer_syntax_uid
+        length = self.size - start
+        head, self._head = self._head, bytearray()
+        try:
+            attributes = header_from_prefix(head, length, syntax)
+            if attributes is None:  # not the plain case: pydicom reads the file
+                with open(self.temp_path, "rb") as fp:
+                    attributes = read_header(fp, start, length, syntax)
+        except HeaderError as exc:
+            raise StorageError(
+                f"the data set for {self.sop_instance_uid} is not valid: {exc}; "
+                "nothing was stored",
+                failure=StorageFailure.INVALID_DATASET,
+            ) from None
+        for keyword, expected in (
+            ("SOPInstanceUID", self.sop_instance_uid),
+            ("SOPClassUID", self.sop_class_uid),
+        ):
+            found = attributes[keyword]
+            if found != expected:
+                raise StorageError(
+                    f"the data set's {keyword} {found[:70]!r} differs from the command's "
+                    f"{expected!r}; nothing was stored",
+                    failure=StorageFailure.MISMATCH,
+                )
+        for keyword, what in (
+            ("StudyInstanceUID", "Study Instance UID"),
+            ("SeriesInstanceUID", "Series Instance UID"),
+        ):
+            try:
+                validate_uid(attributes[keyword], f"the data set's {what}")
+            except ValueError as exc:
+                raise StorageError(
+                    f"{exc}; nothing was stored", failure=StorageFailure.INVALID_DATASET
+                ) from None
+        return attributes
+
+    def _place(self, final: Path) -> StoreOutcome:
+        """Move the temporary file to `final` under the duplicate policy."""
+        settings = self._storage.settings
+        created = [d for d in (final.parent.parent, final.parent) if not d.is_dir()]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if settings.duplicates is DuplicatePolicy.OVERWRITE:
+            outcome = StoreOutcome.REPLACED if final.exists() else StoreOutcome.STORED
+            os.replace(self.temp_path, final)
+        else:
+            outcome = self._place_exclusive(final)
+        if settings.fsync:
+            for directory in [final.parent, *(d.parent for d in created)]:
+                _fsync_dir(directory)
+        return outcome
+
+    def _place_exclusive(self, final: Path) -> StoreOutcome:
+        """Link without replacing (atomic no-clobber); fall back where links fail."""
+        try:
+            os.link(self.temp_path, final)
+            exists = False
+        except FileExistsError:
+            exists = True
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            exists = final.exists()
+            if not exists:  # no hard links here: check-then-replace, not race-free
+                os.replace(self.temp_path, final)
+                return StoreOutcome.STORED
+        if exists:
+            if self._storage.settings.duplicates is DuplicatePolicy.REJECT:
+                raise StorageError(
+                    f"SOP instance {self.sop_instance_uid} is already stored and the "
+                    "duplicate policy is REJECT; nothing was changed",
+                    failure=StorageFailure.DUPLICATE,
+                )
+            self._discard()
+            return StoreOutcome.KEPT_EXISTING
+        os.unlink(self.temp_path)
+        return StoreOutcome.STORED
+
+    def __enter__(self) -> Part10Writer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._finished:
+            self.abort()

@@ -1,0 +1,326 @@
+"""`aiodicom echo` and `aiodicom store`: the client side of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiodicom.aio.client import connect, storage_contexts_for
+from aiodicom.aio.loop import run
+from aiodicom.aio.part10 import NotPart10Error, read_part10_info
+from aiodicom.core.dimse import Status
+from aiodicom.errors import AssociationRejected, DicomError
+from aiodicom.settings import AssociationSettings
+
+__all__ = ["build_identifier", "echo_main", "iter_files", "qr_main", "store_main"]
+
+
+def _settings(args: argparse.Namespace) -> AssociationSettings:
+    return AssociationSettings(ae_title=args.calling_ae)
+
+
+def echo_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
+    async def go() -> int:
+        start = time.perf_counter()
+        async with connect(
+            args.host, args.port, called_ae_title=args.called_ae, settings=_settings(args),
+            tls=tls, server_hostname=args.server_name,
+            user_identity=getattr(args, "user_identity", None),
+        ) as assoc:
+            connected = time.perf_counter()
+            worst = Status.SUCCESS
+            t0 = time.perf_counter()
+            for _ in range(max(1, args.repeat)):
+                status = await assoc.echo()
+                if status != Status.SUCCESS:
+                    worst = status
+            rtt = (time.perf_counter() - t0) / max(1, args.repeat)
+        print(
+            f"C-ECHO {args.host}:{args.port} ({args.called_ae}): status 0x{int(worst):04X} "
+            f"({worst.description}); association {1000 * (connected - start):.1f} ms, "
+            f"round trip {1000 * rtt:.2f} ms"
+        )
+        return 0 if worst == Status.SUCCESS else 1
+
+    try:
+        return run(go())
+    except AssociationRejected as exc:
+        print(f"aiodicom echo: error: {_explain(exc, args)}", file=sys.stderr)
+        return 1
+
+
+def _explain(exc: BaseException, args: argparse.Namespace) -> str:
+    """The error, plus a hint when a permanent "no reason given" answered a user identity
+    (PS3.7 D.3.3.7 has no code for a refused identity: aiodicom servers send that one)."""
+    if isinstance(exc, AssociationRejected) and (exc.result, exc.source, exc.reason) == (1, 1, 1):
+        if getattr(args, "user_identity", None) is not None:
+            return f"{exc} (the server may have refused the user identity)"
+        return f"{exc} (the server may require a user identity: --username or --jwt)"
+    return str(exc)
+
+
+def iter_files(paths: list[Path]) -> Iterator[Path]:
+    """Files named, and every file under folders named (sorted, hidden ones skipped)."""
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name
+        elif path.exists():
+            yield path
+        else:
+            raise DicomError(f"{path}: no such file or directory")
+
+
+@dataclass(slots=True)
+class _Progress:
+    total_files: int
+    total_bytes: int
+    show: bool
+    sent: int = 0
+    bytes: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    start: float = field(default_factory=time.perf_counter)
+
+    def done(self, path: Path, size: int, error: str | None) -> None:
+        self.sent += error is None
+        self.bytes += size
+        if error is not None:
+            self.failed.append((path, error))
+        if self.show:
+            elapsed = max(time.perf_counter() - self.start, 1e-6)
+            n = self.sent + len(self.failed)
+            width = 30
+            filled = int(width * n / max(self.total_files, 1))
+            sys.stderr.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {n}/{self.total_files} files "
+                f"{self.bytes / 1e6:.1f}/{self.total_bytes / 1e6:.1f} MB "
+                f"{self.bytes / 1e6 / elapsed:.1f} MB/s"
+            )
+            sys.stderr.flush()
+
+
+def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in iter_files(args.paths):
+        try:
+            read_part10_info(path)
+        except (NotPart10Error, OSError) as exc:
+            skipped.append((path, str(exc)))
+            continue
+        files.append(path)
+    if not files:
+        print("aiodicom store: no DICOM Part 10 files to send", file=sys.stderr)
+        for path, why in skipped:
+            print(f"  skipped {path}: {why}", file=sys.stderr)
+        return 1
+    contexts = storage_contexts_for(files)
+    if len(contexts) > 128:
+        print("aiodicom store: more than 128 SOP classes in one run; split the folders",
+              file=sys.stderr)
+        return 1
+    total = sum(p.stat().st_size for p in files)
+    show = sys.stderr.isatty() and not args.quiet
+    progress = _Progress(total_files=len(files), total_bytes=total, show=show)
+    n = max(1, min(args.associations, len(files)))
+
+    async def worker(queue: asyncio.Queue[Path]) -> None:
+        async with connect(
+            args.host, args.port, called_ae_title=args.called_ae, contexts=contexts,
+            settings=_settings(args), tls=tls, server_hostname=args.server_name,
+            user_identity=getattr(args, "user_identity", None),
+        ) as assoc:
+            while not queue.empty():
+                path = queue.get_nowait()
+                size = path.stat().st_size
+                try:
+                    status = await assoc.store(path)
+                except DicomError as exc:
+                    if not assoc.is_established:
+                        progress.done(path, size, str(exc))
+                        while not queue.empty():
+                            rest = queue.get_nowait()
+                            progress.done(rest, 0, "not sent: the association ended")
+                        raise
+                    progress.done(path, size, str(exc))
+                    continue
+                error = None if status.category.name in ("SUCCESS", "WARNING") else (
+                    f"status 0x{int(status):04X} ({status.description})")
+                progress.done(path, size, error)
+
+    async def go() -> list[BaseException]:
+        queue: asyncio.Queue[Path] = asyncio.Queue()
+        for path in files:
+            queue.put_nowait(path)
+        results = await asyncio.gather(*(worker(queue) for _ in range(n)),
+                                       return_exceptions=True)
+        return [r for r in results if isinstance(r, BaseException)]
+
+    errors = run(go())
+    if show:
+        sys.stderr.write("\n")
+    elapsed = max(time.perf_counter() - progress.start, 1e-6)
+    print(
+        f"sent {progress.sent} of {len(files)} file(s), {progress.bytes / 1e6:.1f} MB in "
+        f"{elapsed:.2f} s ({progress.bytes / 1e6 / elapsed:.1f} MB/s) over {n} association(s)"
+    )
+    for path, why in skipped:
+        print(f"  skipped {path}: {why}")
+    for path, why in progress.failed:
+        print(f"  FAILED {path}: {why}")
+    for error in errors:
+        print(f"  association error: {_explain(error, args)}", file=sys.stderr)
+    ok = not progress.failed and not errors and progress.sent == len(files)
+    return 0 if ok else 1
+
+
+# -- find / get / move (PS3.4 Annex C) -----------------------------------------------------
+
+_GET_STORAGE_CLASSES = (
+    "CTImageStorage", "EnhancedCTImageStorage", "MRImageStorage", "EnhancedMRImageStorage",
+    "ComputedRadiographyImageStorage", "DigitalXRayImageStorageForPresentation",
+    "DigitalXRayImageStorageForProcessing", "DigitalMammographyXRayImageStorageForPresentation",
+    "DigitalMammographyXRayImageStorageForProcessing", "UltrasoundImageStorage",
+    "UltrasoundMultiFrameImageStorage", "SecondaryCaptureImageStorage",
+    "MultiFrameGrayscaleByteSecondaryCaptureImageStorage",
+    "MultiFrameGrayscaleWordSecondaryCaptureImageStorage",
+    "MultiFrameTrueColorSecondaryCaptureImageStorage", "NuclearMedicineImageStorage",
+    "PositronEmissionTomographyImageStorage", "EnhancedPETImageStorage",
+    "XRayAngiographicImageStorage", "XRayRadiofluoroscopicImageStorage", "RTImageStorage",
+    "RTDoseStorage", "RTStructureSetStorage", "RTPlanStorage", "RTIonPlanStorage",
+    "BasicTextSRStorage", "EnhancedSRStorage", "ComprehensiveSRStorage",
+    "KeyObjectSelectionDocumentStorage", "EncapsulatedPDFStorage",
+    "GrayscaleSoftcopyPresentationStateStorage", "SegmentationStorage", "RawDataStorage",
+    "VLPhotographicImageStorage", "VLEndoscopicImageStorage", "BreastTomosynthesisImageStorage",
+    "OphthalmicPhotography8BitImageStorage", "SpatialRegistrationStorage",
+    "XRayRadiationDoseSRStorage", "TwelveLeadECGWaveformStorage",
+    "VLWholeSlideMicroscopyImageStorage", "ParametricMapStorage",
+)
+"""The storage classes `aiodicom get` offers to receive (128 contexts is the PS3.8 limit)."""
+_LEVEL_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID",
+               "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
+
+
+def build_identifier(keys: list[str], level: str) -> Any:
+    """A query identifier from findscu-style ``Key=Value`` (keyword or ``gggg,eeee``)."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for item in keys:
+        name, _, value = item.partition("=")
+        name = name.strip()
+        tag = tag_for_keyword(name)
+        if tag is None:
+            try:
+                group, _, elem = name.partition(",")
+                tag = (int(group.strip("() "), 16) << 16) | int(elem.strip("() "), 16)
+            except ValueError:
+                raise DicomError(f"-k {item}: {name!r} is neither a DICOM keyword nor "
+                                 "gggg,eeee") from None
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            raise DicomError(f"-k {item}: unknown attribute {name}") from None
+        with warnings.catch_warnings():  # wildcards and ranges are not valid VR values
+            warnings.simplefilter("ignore")
+            ds.add_new(tag, vr, [] if vr == "SQ" else (value or None))
+    if "QueryRetrieveLevel" in ds:
+        level = str(ds.QueryRetrieveLevel).upper()
+    unique = _LEVEL_KEYS.get(level)
+    if unique is not None and unique not in ds:
+        ds.add_new(unique, dictionary_VR(unique), None)
+    return ds
+
+
+def _format_match(ds: Any) -> str:
+    parts = []
+    for elem in ds:
+        if elem.keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        value = "" if elem.value is None else (
+            "\\".join(map(str, elem.value)) if elem.VM > 1 else str(elem.value))
+        parts.append(f"{elem.keyword or elem.tag}={value}")
+    return "  ".join(parts)
+
+
+def qr_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
+    """`aiodicom find|get|move`: one association, one query, the outcome on stdout."""
+    from aiodicom.aio.qr import qr_contexts, retrieve_contexts
+
+    identifier = build_identifier(args.keys, args.level)
+    roles: Any = ()
+    contexts: Any = qr_contexts()
+    if args.command == "get":
+        from pydicom._uid_dict import UID_dictionary
+
+        by_keyword = {entry[4]: uid for uid, entry in UID_dictionary.items()}
+        contexts, roles = retrieve_contexts([by_keyword[k] for k in _GET_STORAGE_CLASSES])
+
+    async def go() -> int:
+        async with connect(
+            args.host, args.port, called_ae_title=args.called_ae, contexts=contexts,
+            settings=_settings(args), tls=tls, server_hostname=args.server_name,
+            user_identity=getattr(args, "user_identity", None), role_selections=roles,
+        ) as assoc:
+            if args.command == "find":
+                async with assoc.find(identifier, model=args.model) as matches:
+                    count = 0
+                    async for ds in matches:
+                        count += 1
+                        print(_format_match(ds))
+                status = matches.status
+                if status is None:  # pragma: no cover - iteration ends at the final status
+                    status = Status.PROCESSING_FAILURE
+                print(f"C-FIND: {count} match(es); status 0x{int(status):04X} "
+                      f"({status.description})", file=sys.stderr)
+                return 0 if status == Status.SUCCESS else 1
+            if args.command == "get":
+                result = await assoc.get(identifier, model=args.model,
+                                         on_store=_saver(args.out))
+            else:
+                result = await assoc.move(identifier, args.destination, model=args.model)
+        print(f"C-{args.command.upper()}: status 0x{int(result.status):04X} "
+              f"({result.status.description}); completed {result.completed}, failed "
+              f"{result.failed}, warning {result.warning}")
+        for uid in result.failed_sop_instances:
+            print(f"  FAILED {uid}")
+        return 0 if result.status == Status.SUCCESS else 1
+
+    try:
+        return run(go())
+    except AssociationRejected as exc:
+        print(f"aiodicom {args.command}: error: {_explain(exc, args)}", file=sys.stderr)
+        return 1
+
+
+def _saver(out: Path) -> Any:
+    """A C-STORE handler writing Part 10 files under ``out`` (streamed, renamed when whole)."""
+    from aiodicom.aio.requests import StoreRequest
+    from aiodicom.app.archive.storage import Storage, StorageError, StorageSettings
+
+    storage = Storage(StorageSettings(root=out))
+
+    async def save(request: StoreRequest) -> Status:
+        try:
+            stored = await request.save(storage)
+        except StorageError as exc:
+            print(f"  FAILED {request.sop_instance_uid}: {exc}", file=sys.stderr)
+            return Status(0xA700)
+        print(f"  received {stored.path}")
+        return Status.SUCCESS
+
+    return save

@@ -1,0 +1,259 @@
+"""The `aiodicom` command line (its names are a contract: see PRODUCT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiodicom import __version__
+from aiodicom.errors import ConfigurationError, DicomError
+
+__all__ = ["main"]
+
+
+def _add_tls_client_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TLS (PS3.15 mutual authentication)")
+    g.add_argument("--tls", action="store_true", help="connect over TLS (port 2762 usually)")
+    g.add_argument("--cert", type=Path, help="our client certificate (PEM)")
+    g.add_argument("--key", type=Path, help="its private key (PEM)")
+    g.add_argument("--ca", type=Path, help="CA certificate(s) that sign the server's certificate")
+    g.add_argument("--server-name", help="name to verify in the server certificate "
+                   "(default: HOST)")
+    g.add_argument("--tls-profile", choices=("bcp195", "bcp195-modified"), default="bcp195",
+                   help="PS3.15 profile: bcp195 (B.12, default) or bcp195-modified (B.13)")
+    from aiodicom.app.cli.identity import add_client_flags
+
+    add_client_flags(p)
+
+
+def _add_ae_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calling-ae", "-aet", default="AIODICOM", metavar="AE",
+                   help="our AE title (default AIODICOM)")
+    p.add_argument("--called-ae", "-aec", default="ANY-SCP", metavar="AE",
+                   help="the peer's AE title (default ANY-SCP)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiodicom",
+        description="asyncio DICOM networking over mutual TLS: server, client and CA tool",
+    )
+    parser.add_argument("--version", action="version", version=f"aiodicom {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the storage/verification server",
+                           description="Run the DICOM storage and verification server.")
+    serve.add_argument("--config", type=Path, help="TOML file; flags override its keys")
+    serve.add_argument("--ae-title", help="our AE title (default AIODICOM)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="plain DICOM port (e.g. 11112)")
+    serve.add_argument("--tls-port", type=int, help="mutual-TLS DICOM port (e.g. 2762)")
+    serve.add_argument("--cert", type=Path, help="server certificate (PEM)")
+    serve.add_argument("--key", type=Path, help="server private key (PEM)")
+    serve.add_argument("--ca", type=Path,
+                       help="CA certificate(s) that client certificates must chain to")
+    serve.add_argument("--crl", type=Path, help="certificate revocation list (PEM)")
+    serve.add_argument("--storage", type=Path, help="where files go (default ./storage)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--require-ae-binding", action="store_true", default=None,
+                       help="refuse client certificates that name no AE title")
+    serve.add_argument("--policy", type=Path, metavar="FILE",
+                       help="access policy by organization/group (TOML; see docs/security.md)")
+    serve.add_argument("--metrics", metavar="[HOST:]PORT", help="Prometheus endpoint")
+    serve.add_argument("--audit-log", type=Path, help="append PS3.15 A.5 audit messages here")
+    serve.add_argument("--audit-syslog", metavar="HOST:PORT",
+                       help="also send audit messages as RFC 5424 syslog over UDP")
+    serve.add_argument("--log-format", choices=("text", "json"))
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                       help="on SIGTERM, how long running associations may finish (default 10)")
+    for name, default, what in (
+        ("idle", 300, "abort an association idle this long"),
+        ("acse", 30, "wait this long for A-RELEASE-RP"),
+        ("dimse", 60, "abort a data set that stops arriving for this long"),
+        ("artim", 30, "PS3.8 ARTIM: first A-ASSOCIATE-RQ, and the peer's close"),
+        ("tls-handshake", 10, "drop a TLS handshake that stalls this long"),
+    ):
+        serve.add_argument(f"--{name}-timeout", type=float, metavar="SECONDS",
+                           help=f"{what} (default {default})")
+    serve.add_argument("--max-associations", type=int, help="per worker (default 10000)")
+    serve.add_argument("--max-pdu-length", type=int, help="largest PDU we receive (default 1 MiB)")
+    serve.add_argument("--tls-profile", metavar="PROFILE",
+                       help="PS3.15 profile: bcp195 (B.12, default) or bcp195-modified (B.13)")
+    serve.add_argument("--users", type=Path, metavar="FILE",
+                       help='user identity passwords: TOML [users] name = "hash" '
+                       "(see `aiodicom user hash`)")
+    serve.add_argument("--jwt-key", type=Path, metavar="FILE",
+                       help="verify JWT user identities: HS* secret file or RS*/ES* public key")
+    serve.add_argument("--jwt-algorithm", metavar="ALG",
+                       help="HS256 (default), HS384, HS512, RS256..RS512 or ES256..ES512")
+    serve.add_argument("--require-user-identity", action="store_true", default=None,
+                       help="refuse associations without an accepted user identity")
+    serve.set_defaults(func=_cmd_serve)
+
+    echo = sub.add_parser("echo", help="C-ECHO a peer (verification)",
+                          description="Send C-ECHO; exit 0 when the peer answers success.")
+    echo.add_argument("host")
+    echo.add_argument("port", type=int)
+    _add_ae_flags(echo)
+    echo.add_argument("--repeat", type=int, default=1, help="echoes on one association")
+    _add_tls_client_flags(echo)
+    echo.set_defaults(func=_cmd_echo)
+
+    store = sub.add_parser("store", help="C-STORE files and folders",
+                           description="Send DICOM files (folders recursively); exit 0 only "
+                           "if every instance got a success status.")
+    store.add_argument("host")
+    store.add_argument("port", type=int)
+    store.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    _add_ae_flags(store)
+    store.add_argument("--associations", "-n", type=int, default=1,
+                       help="parallel associations (default 1)")
+    store.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_tls_client_flags(store)
+    store.set_defaults(func=_cmd_store)
+
+    _add_qr_parsers(sub)
+
+    index = sub.add_parser("index", help="the storage index",
+                           description="Maintain STORAGE/index.sqlite.")
+    index_sub = index.add_subparsers(dest="index_command", metavar="ACTION")
+    rebuild = index_sub.add_parser("rebuild", help="rebuild the index from the stored files")
+    rebuild.add_argument("storage", type=Path)
+    rebuild.set_defaults(func=_cmd_index_rebuild)
+
+    import aiodicom.app.pki as pki
+
+    pki.add_subparsers(sub)
+    from aiodicom.app.server.users import add_user_subparsers
+
+    add_user_subparsers(sub)
+    return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from aiodicom.app.server.config import load_config, merge
+    from aiodicom.app.server.run import serve_main
+
+    config = load_config(args.config) if args.config else {}
+    flags = {
+        k: getattr(args, k)
+        for k in ("ae_title", "host", "port", "tls_port", "cert", "key", "ca", "crl", "storage",
+                  "workers", "require_ae_binding", "policy", "metrics", "audit_log", "audit_syslog",
+                  "log_format", "log_level", "drain_timeout", "max_associations", "max_pdu_length",
+                  "tls_profile", "users", "jwt_key", "jwt_algorithm", "require_user_identity",
+                  "idle_timeout", "acse_timeout", "dimse_timeout", "artim_timeout",
+                  "tls_handshake_timeout")
+    }
+    options = merge(config, flags)
+    if options.workers > 1:
+        from aiodicom.app.server.workers import run_workers
+
+        return run_workers(options)
+    return serve_main(options)
+
+
+def _client_tls(args: argparse.Namespace) -> Any:
+    if not args.tls:
+        if args.cert or args.key:
+            raise ConfigurationError("--cert/--key given without --tls: add --tls to use them")
+        return None
+    missing = [f"--{n}" for n in ("cert", "key", "ca") if getattr(args, n) is None]
+    if missing:
+        raise ConfigurationError(f"--tls needs {', '.join(missing)}")
+    from aiodicom.aio.tls import client_context
+
+    return client_context(cert=args.cert, key=args.key, ca=args.ca, profile=args.tls_profile)
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from aiodicom.app.cli.client import echo_main
+    from aiodicom.app.cli.identity import request_from_args
+
+    args.user_identity = request_from_args(args)
+
+    return echo_main(args, _client_tls(args))
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from aiodicom.app.cli.client import store_main
+    from aiodicom.app.cli.identity import request_from_args
+
+    args.user_identity = request_from_args(args)
+
+    return store_main(args, _client_tls(args))
+
+
+def _add_qr_parsers(sub: Any) -> None:
+    """find/get/move (PS3.4 Annex C), with DCMTK findscu-style -k keys."""
+    specs = (
+        ("find", "C-FIND: query a peer", "Print the matches of a C-FIND (one line each); exit 0 "
+         "when the query ends with success."),
+        ("get", "C-GET: retrieve into a folder", "Retrieve the matches over the same "
+         "association into --out; exit 0 only if every sub-operation succeeded."),
+        ("move", "C-MOVE: have the peer send to an AE", "Ask the peer to store the matches on "
+         "DEST (an AE title it knows); exit 0 only if every sub-operation succeeded."),
+    )
+    for name, short, description in specs:
+        p = sub.add_parser(name, help=short, description=description)
+        p.add_argument("host")
+        p.add_argument("port", type=int)
+        if name == "move":
+            p.add_argument("destination", metavar="DEST", help="the move destination AE title")
+        p.add_argument("-k", dest="keys", action="append", default=[], metavar="KEY=VALUE",
+                       help="a matching or return key, e.g. -k PatientName=Doe* -k StudyDate= "
+                       "(keyword or gggg,eeee; repeat)")
+        p.add_argument("--level", default="STUDY", type=str.upper,
+                       choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
+                       help="Query/Retrieve Level (default STUDY)")
+        p.add_argument("--model", default="study", choices=("study", "patient"),
+                       help="information model: Study Root (default) or Patient Root")
+        if name == "get":
+            p.add_argument("--out", "-od", type=Path, required=True, metavar="DIR",
+                           help="where retrieved files go")
+        _add_ae_flags(p)
+        _add_tls_client_flags(p)
+        p.set_defaults(func=_cmd_qr)
+
+
+def _cmd_qr(args: argparse.Namespace) -> int:
+    from aiodicom.app.cli.client import qr_main
+    from aiodicom.app.cli.identity import request_from_args
+
+    args.user_identity = request_from_args(args)
+    return qr_main(args, _client_tls(args))
+
+
+def _cmd_index_rebuild(args: argparse.Namespace) -> int:
+    from aiodicom.app.archive.index import Index
+
+    root: Path = args.storage
+    if not root.is_dir():
+        raise ConfigurationError(f"{root} is not a directory")
+    with Index.for_root(root) as index:
+        count = index.rebuild(root)
+    print(f"indexed {count} instance(s) in {root / 'index.sqlite'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        return 130
+    except (DicomError, ValueError, OSError) as exc:
+        print(f"aiodicom {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`aiodicom serve`: the run loop, config, workers, logs, metrics, audit, policy, users."""

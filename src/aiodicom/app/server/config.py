@@ -1,0 +1,185 @@
+"""`aiodicom serve` options: one frozen dataclass, filled from TOML and then from flags.
+
+Every option is a top-level TOML key named as the long flag with ``_`` for ``-``. An
+unknown key or a wrong type is a `ConfigurationError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from aiodicom.errors import ConfigurationError
+
+__all__ = ["ServeOptions", "load_config"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    """Everything `aiodicom serve` needs; defaults are a working plain listener."""
+
+    ae_title: str = "AIODICOM"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    """Plain DICOM listener (e.g. 11112)."""
+    tls_port: int | None = None
+    """Mutual-TLS listener (2762, PS3.15)."""
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    crl: Path | None = None
+    storage: Path = Path("storage")
+    workers: int = 1
+    require_ae_binding: bool = False
+    policy: Path | None = None
+    """Access policy file (TOML, see docs/security.md), reloaded while the server runs."""
+    metrics: str | None = None
+    """Prometheus endpoint, "[HOST:]PORT" (host defaults to 127.0.0.1)."""
+    audit_log: Path | None = None
+    """Append PS3.15 A.5 audit messages here, one XML line each."""
+    audit_syslog: str | None = None
+    """Also send them as RFC 5424 syslog over UDP to "HOST:PORT"."""
+    log_format: str = "text"
+    log_level: str = "info"
+    drain_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    """An association with no traffic for this long is aborted."""
+    acse_timeout: float = 30.0
+    """Waiting for an A-RELEASE-RP (and, as a client, an A-ASSOCIATE-AC)."""
+    dimse_timeout: float = 60.0
+    """A data set that stops arriving mid-transfer for this long is aborted."""
+    artim_timeout: float = 30.0
+    """PS3.8 ARTIM: the first A-ASSOCIATE-RQ, and the peer's close after RJ/RP/A-ABORT."""
+    tls_handshake_timeout: float = 10.0
+    """A TLS handshake that stalls longer is dropped (it never holds up other clients)."""
+    max_associations: int = 10_000
+    max_pdu_length: int = 1 << 20
+    fsync: bool = False
+    duplicates: str = "overwrite"
+    tls_profile: str = "bcp195"
+    """PS3.15 secure transport profile: "bcp195" (B.12) or "bcp195-modified" (B.13)."""
+    users: Path | None = None
+    """User identity passwords: TOML ``[users] name = "hash"`` (`aiodicom user hash`)."""
+    jwt_key: Path | None = None
+    """JWT verification key: the HS* shared secret file or an RS*/ES* public key PEM."""
+    jwt_algorithm: str = "HS256"
+    require_user_identity: bool = False
+
+    move_destinations: Mapping[str, str] = field(default_factory=dict)
+    """C-MOVE destinations: TOML table ``[move_destinations] DEST = "host:port"``."""
+
+    def check(self) -> ServeOptions:
+        """Cross-field rules; returns self so it chains."""
+        if self.port is None and self.tls_port is None:
+            raise ConfigurationError(
+                "nothing to listen on: give --port N (plain DICOM), --tls-port N (mutual TLS), "
+                "or both"
+            )
+        if self.tls_port is not None:
+            missing = [n for n in ("cert", "key", "ca") if getattr(self, n) is None]
+            if missing:
+                raise ConfigurationError(
+                    "--tls-port needs " + ", ".join(f"--{n}" for n in missing)
+                    + " (create them with `aiodicom pki init` and `aiodicom pki issue`)"
+                )
+            for name in ("cert", "key", "ca", "crl"):
+                path = getattr(self, name)
+                if path is not None and not Path(path).is_file():
+                    raise ConfigurationError(f"--{name} {path}: no such file")
+        for name in ("policy", "users", "jwt_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigurationError(f"--{name.replace('_', '-')} {path}: no such file")
+        from aiodicom.aio.tls import PROFILES
+
+        if self.tls_profile not in PROFILES:
+            raise ConfigurationError(
+                f"tls_profile must be one of {', '.join(PROFILES)}, got {self.tls_profile!r}"
+            )
+        if self.require_user_identity and self.users is None and self.jwt_key is None:
+            raise ConfigurationError("require_user_identity needs --users FILE or --jwt-key FILE")
+        for name in ("port", "tls_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ConfigurationError(f"{name} must be a port number (0-65535), got {value}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigurationError(
+                f"log_format must be 'text' or 'json', got {self.log_format!r}"
+            )
+        if self.metrics is not None:
+            from aiodicom.app.server.metrics import parse_listen_address
+
+            parse_listen_address(self.metrics)
+        for name in ("drain_timeout", "idle_timeout", "acse_timeout", "dimse_timeout",
+                     "artim_timeout", "tls_handshake_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if self.workers < 1:
+            raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
+        from aiodicom.app.archive.qr import parse_move_destinations
+
+        parse_move_destinations(self.move_destinations)
+        if self.duplicates not in ("overwrite", "keep", "reject"):
+            raise ConfigurationError(
+                f"duplicates must be 'overwrite', 'keep' or 'reject', got {self.duplicates!r}"
+            )
+        return self
+
+
+def _expected(name: str) -> tuple[type, ...]:
+    annotation = {f.name: f.type for f in fields(ServeOptions)}[name]
+    text = str(annotation)
+    kinds: list[type] = []
+    for word, kind in (("int", int), ("str", str), ("bool", bool), ("float", float),
+                       ("Path", str)):
+        if word in text:
+            kinds.append(kind)
+    if float in kinds:
+        kinds.append(int)
+    return tuple(kinds)
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a TOML file into ServeOptions field values, naming any bad key."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from exc
+    known = {f.name for f in fields(ServeOptions)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigurationError(
+                f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"
+            )
+        if key == "move_destinations":
+            if not isinstance(value, dict):
+                raise ConfigurationError(
+                    f'{path}: move_destinations must be a table of AE = "host:port", got '
+                    f"{type(value).__name__} {value!r}")
+            values[key] = value
+            continue
+        kinds = _expected(key)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(sorted({k.__name__ for k in kinds}))
+            raise ConfigurationError(
+                f"{path}: key {key!r} must be {names}, got {type(value).__name__} {value!r}"
+            )
+        field_type = str({f.name: f.type for f in fields(ServeOptions)}[key])
+        values[key] = Path(value) if "Path" in field_type and isinstance(value, str) else value
+    return values
+
+
+def merge(config: dict[str, Any], flags: dict[str, Any]) -> ServeOptions:
+    """Flags given on the command line override the file; then the cross-field check."""
+    merged = {**config, **{k: v for k, v in flags.items() if v is not None}}
+    try:
+        return dataclasses.replace(ServeOptions(), **merged).check()
+    except TypeError as exc:  # pragma: no cover - keys are validated above
+        raise ConfigurationError(str(exc)) from exc

@@ -1,0 +1,313 @@
+"""`aiodicom serve`: the bundled storage and verification server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiodicom.aio.events import Observer, ServerEvent
+from aiodicom.aio.requests import StoreRequest
+from aiodicom.aio.server import Server
+from aiodicom.app.server.audit import AuditTrail
+from aiodicom.app.server.config import ServeOptions
+from aiodicom.app.server.logs import (
+    LogObserver,
+    association_fields,
+    configure_logging,
+    installed_context,
+)
+from aiodicom.app.server.metrics import MetricsObserver, parse_listen_address, serve_metrics
+from aiodicom.core.dimse import Status
+from aiodicom.core.negotiation import VERIFICATION_SOP_CLASS, AcceptorPolicy
+from aiodicom.errors import ConfigurationError
+from aiodicom.settings import AssociationSettings, Limits, Timeouts
+
+__all__ = ["configure_logging", "run_server", "serve_main"]
+
+log = logging.getLogger("aiodicom.serve")
+
+
+def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
+    """The default C-STORE handler: Part 10 files under the storage root, then indexed."""
+    from aiodicom.app.archive.index import Index
+    from aiodicom.app.archive.storage import (
+        DuplicatePolicy,
+        Storage,
+        StorageError,
+        StorageFailure,
+        StorageSettings,
+    )
+
+    storage = Storage(
+        StorageSettings(
+            root=Path(options.storage),
+            fsync=options.fsync,
+            duplicates=DuplicatePolicy[options.duplicates.upper()],
+        )
+    )
+    index = Index.for_root(Path(options.storage))
+    purged = storage.purge_incoming(older_than=3600.0)
+    if purged:
+        log.info("removed %d unfinished transfer(s) left by an earlier run", purged)
+    statuses = {
+        StorageFailure.MISMATCH: Status(0xA900),
+        StorageFailure.OUT_OF_RESOURCES: Status(0xA700),
+    }
+
+    def add_to_index(stored: Any, info: Any) -> None:
+        try:
+            index.add(stored)
+        except Exception:  # the file is safe on disk; `aiodicom index rebuild` repairs the index
+            log.exception("association %d: index update failed for %s", info.id, stored.path,
+                          extra=association_fields(info))
+
+    async def handle_store(request: StoreRequest) -> Status:
+        info = request.association
+        try:
+            stored = await request.save(storage)
+        except StorageError as exc:
+            log.warning("association %d: C-STORE of %s from %r failed: %s", info.id,
+                        request.sop_instance_uid[:64], info.calling_ae_title, exc,
+                        extra=association_fields(info))
+            return statuses.get(exc.failure, Status(0xC000))
+        # The file is renamed into place (durable) before we answer; the index is derived
+        # from it, so it is updated just after the response goes out, off the round trip.
+        asyncio.get_running_loop().call_soon(add_to_index, stored, info)
+        log.info(
+            "association %d: stored %s from %r (%d bytes)",
+            info.id, stored.sop_instance_uid, info.calling_ae_title, stored.size,
+            extra=association_fields(info),
+        )
+        return Status.SUCCESS
+
+    return handle_store
+
+
+def storage_acceptor_policy(ae_title: str, *, max_pdu_length: int) -> AcceptorPolicy:
+    """Verification plus any storage SOP class, uncompressed or as the modality compressed it,
+    and query/retrieve (FIND, GET, MOVE; Patient and Study Root) with the SCP role for storage
+    classes granted to a C-GET requestor (PS3.7 D.3.3.4).
+
+    The called AE title is not checked: modalities are often configured with another one,
+    and access is decided by the certificate and policy, not by a name the peer chooses.
+    """
+    from aiodicom.core import negotiation as n
+
+    common = (
+        n.EXPLICIT_VR_LITTLE_ENDIAN, n.IMPLICIT_VR_LITTLE_ENDIAN,
+        n.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, n.EXPLICIT_VR_BIG_ENDIAN,
+        *n.COMPRESSED_TRANSFER_SYNTAXES,
+    )
+    from aiodicom.app.archive.qr import qr_role_selection, qr_sop_classes
+
+    native = (n.EXPLICIT_VR_LITTLE_ENDIAN, n.IMPLICIT_VR_LITTLE_ENDIAN)
+    return AcceptorPolicy(
+        ae_title=None,
+        abstract_syntaxes={VERIFICATION_SOP_CLASS: (n.IMPLICIT_VR_LITTLE_ENDIAN,
+                                                    n.EXPLICIT_VR_LITTLE_ENDIAN),
+                           **{uid: native for uid in qr_sop_classes()}},
+        role_selection=qr_role_selection(),
+        accept_any_abstract_syntax=True,
+        default_transfer_syntaxes=tuple(dict.fromkeys(common)),
+        max_pdu_length=max_pdu_length,
+        max_operations_performed=8,
+    )
+
+
+def build_observers(
+    options: ServeOptions,
+) -> tuple[Observer, MetricsObserver | None, AuditTrail | None]:
+    """One observer fanning out to logs, metrics (--metrics) and the audit trail (--audit-log)."""
+    log_observer = LogObserver(context=installed_context())
+    metrics = MetricsObserver() if options.metrics is not None else None
+    audit = None
+    if options.audit_log is not None:
+        audit = AuditTrail(options.audit_log, source_id=options.ae_title,
+                           syslog=options.audit_syslog, ae_title=options.ae_title)
+    observers: list[Observer] = [o for o in (log_observer, metrics, audit) if o is not None]
+
+    def observe(event: ServerEvent) -> None:
+        for observer in observers:
+            try:
+                observer(event)
+            except Exception:  # one broken sink must not starve the others
+                log.exception("%s failed on %s", type(observer).__name__, type(event).__name__)
+
+    return observe, metrics, audit
+
+
+def build_server(options: ServeOptions, observer: Observer | None = None) -> tuple[Server, Any]:
+    """The Server and, when TLS is on, the reloading TLS context (for SIGHUP)."""
+    settings = AssociationSettings(
+        ae_title=options.ae_title,
+        timeouts=Timeouts(
+            network=options.idle_timeout, acse=options.acse_timeout,
+            dimse=options.dimse_timeout, artim=options.artim_timeout,
+            tls_handshake=options.tls_handshake_timeout,
+        ),
+        limits=Limits(
+            max_pdu_length=options.max_pdu_length, max_associations=options.max_associations
+        ),
+    )
+    policy = storage_acceptor_policy(options.ae_title, max_pdu_length=options.max_pdu_length)
+    reloading: Any = None
+    identify = None
+    if options.tls_port is not None:
+        import aiodicom.aio.tls as tls
+
+        assert options.cert and options.key and options.ca
+        reloading = tls.ReloadingServerContext(
+            cert=Path(options.cert), key=Path(options.key), ca=Path(options.ca),
+            crl=Path(options.crl) if options.crl else None, profile=options.tls_profile,
+        )
+        identify = tls.identity_from_ssl_object
+    authorize = request_filter = None
+    if options.policy is not None:
+        from aiodicom.app.server.policy import PolicyFile, make_authorizer, make_request_filter
+
+        policy_file = PolicyFile(options.policy)
+        authorize, request_filter = make_authorizer(policy_file), make_request_filter(policy_file)
+        reloading = _Reloaders(reloading, policy_file)
+    from aiodicom.app.server.users import build_verifier
+
+    verify_identity = build_verifier(options.users, options.jwt_key, options.jwt_algorithm)
+    from aiodicom.app.archive.qr import QueryRetrieve, parse_move_destinations
+
+    qr = QueryRetrieve(Path(options.storage))
+    server = Server(
+        settings=settings,
+        policy=policy,
+        store=make_store_handler(options),
+        identify=identify,
+        require_ae_binding=options.require_ae_binding,
+        observer=observer,
+        authorize=authorize,
+        request_filter=request_filter,
+        verify_identity=verify_identity,
+        require_user_identity=options.require_user_identity,
+        find=qr.find,
+        get=qr.get,
+        move=qr.move,
+        move_destinations=parse_move_destinations(options.move_destinations),
+    )
+    return server, reloading
+
+
+async def run_server(
+    options: ServeOptions,
+    *,
+    started: Callable[[list[tuple[str, str, int]]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop``), then drain; SIGHUP reloads trust files."""
+    observer, metrics, audit = build_observers(options)
+    server, reloading = build_server(options, observer)
+    bound: list[tuple[str, str, int]] = []
+    supervisor = os.environ.get("AIODICOM_WORKER", "")
+    reuse = supervisor.isdigit()  # a worker of `serve --workers N`: the supervisor's pid
+    if options.port is not None:
+        host, port = await server.listen(options.host, options.port, reuse_port=reuse)
+        bound.append(("dicom", host, port))
+    if options.tls_port is not None and reloading is not None:
+        host, port = await server.listen(options.host, options.tls_port, tls=reloading.context,
+                                         reuse_port=reuse)
+        bound.append(("dicom+tls", host, port))
+    metrics_server = None
+    if metrics is not None and options.metrics is not None:
+        metrics_server = await serve_metrics(*parse_listen_address(options.metrics),
+                                             metrics.metrics)
+        host, port = metrics_server.sockets[0].getsockname()[:2]
+        bound.append(("metrics", host, port))
+    for kind, host, port in bound:
+        log.info("listening for %s on %s:%d as %r", kind, host, port, options.ae_title)
+    if audit is not None:
+        audit.application_started()
+    if started is not None:
+        started(bound)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if reloading is not None:
+        loop.add_signal_handler(signal.SIGHUP, reloading.reload)
+    watcher = asyncio.create_task(_watch(reloading)) if reloading is not None else None
+    orphan_guard = (asyncio.create_task(_exit_with_supervisor(int(supervisor), stop))
+                    if reuse else None)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining %d association(s) for up to %.0f s",
+                 server.active, options.drain_timeout)
+        for task in (watcher, orphan_guard):
+            if task is not None:
+                task.cancel()
+        await server.close(drain_timeout=options.drain_timeout)
+        if metrics_server is not None:
+            metrics_server.close()
+            with contextlib.suppress(Exception):
+                await metrics_server.wait_closed()
+        if audit is not None:
+            audit.application_stopped()
+            audit.close()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _exit_with_supervisor(parent: int, stop: asyncio.Event) -> None:
+    """A worker whose supervisor died (even by SIGKILL, even before this worker started
+    serving) drains and exits: no orphans."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor (pid %d) is gone: this worker drains and exits", parent)
+    stop.set()
+
+
+class _Reloaders:
+    """The TLS trust files (if any) and the policy file, reloaded together (poll and SIGHUP)."""
+
+    def __init__(self, tls: Any, policy: Any) -> None:
+        self.tls = tls
+        self.parts = [p for p in (tls, policy) if p is not None]
+
+    @property
+    def context(self) -> Any:
+        return self.tls.context
+
+    def reload(self) -> None:
+        self._each("reload")
+
+    def maybe_reload(self) -> None:
+        self._each("maybe_reload")
+
+    def _each(self, method: str) -> None:
+        for part in self.parts:  # a failure in one never stops the other
+            try:
+                getattr(part, method)()
+            except ConfigurationError as exc:
+                log.warning("trust files not reloaded: %s", exc)
+
+
+async def _watch(reloading: Any) -> None:
+    """Poll the trust files so a change applies to new connections within seconds."""
+    while True:
+        await asyncio.sleep(2.0)
+        try:
+            reloading.maybe_reload()
+        except ConfigurationError as exc:
+            log.warning("trust files not reloaded: %s", exc)
+
+
+def serve_main(options: ServeOptions) -> int:
+    configure_logging(options.log_format, options.log_level)
+    from aiodicom.aio.loop import limit_default_loop_tls_buffers, run, uvloop_available
+
+    if not uvloop_available():  # our own process: idle TLS associations stay small
+        limit_default_loop_tls_buffers()
+    return run(run_server(options))

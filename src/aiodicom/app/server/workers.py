@@ -1,0 +1,117 @@
+"""`aiodicom serve --workers N`: N worker processes sharing the listening ports.
+
+Each worker is `aiodicom serve --config WORKER.toml` (every option, written by the
+supervisor) with one event loop, binding with SO_REUSEPORT so the kernel
+spreads connections across them. The supervisor replaces a worker that dies (logged),
+forwards SIGHUP (reload) and on SIGTERM/SIGINT asks every worker to drain, then exits 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from aiodicom.app.server.config import ServeOptions
+
+__all__ = ["run_workers", "worker_argv", "worker_config"]
+
+log = logging.getLogger("aiodicom.workers")
+
+WORKER_ENV = "AIODICOM_WORKER"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}"
+                                for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def worker_config(options: ServeOptions, index: int = 0) -> str:
+    """Worker ``index``'s options as TOML: every option travels, none can be dropped.
+
+    Each worker gets its own metrics port (PORT + index), since a Prometheus endpoint
+    reports one process.
+    """
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    values["workers"] = 1
+    if options.metrics is not None:
+        from aiodicom.app.server.metrics import parse_listen_address
+
+        host, port = parse_listen_address(options.metrics)
+        values["metrics"] = f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
+    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()
+             if value is not None and not isinstance(value, dict)]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()
+              if isinstance(value, dict)]
+    return "\n".join(lines) + "\n"
+
+
+def worker_argv(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "aiodicom.app.cli.main", "serve", "--config", str(config_path)]
+
+
+def run_workers(options: ServeOptions) -> int:
+    from aiodicom.app.server.run import configure_logging
+
+    configure_logging(options.log_format, options.log_level)
+    if 0 in (options.port, options.tls_port):
+        log.error("--workers needs fixed ports (port 0 would give each worker its own port)")
+        return 2
+    config_dir = Path(tempfile.mkdtemp(prefix="aiodicom-workers-"))
+    argvs = []
+    for i in range(options.workers):
+        path = config_dir / f"worker{i}.toml"
+        path.write_text(worker_config(options, i))
+        argvs.append(worker_argv(path))
+    env = {**os.environ, WORKER_ENV: str(os.getpid())}  # workers watch this pid
+    workers: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        for proc in workers:
+            proc.send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    workers += [subprocess.Popen(argv, env=env) for argv in argvs]
+    log.info("started %d workers: %s", len(workers), ", ".join(str(p.pid) for p in workers))
+    while not stopping:
+        for i, proc in enumerate(workers):
+            code = proc.poll()
+            if code is not None and not stopping:
+                log.error("worker %d exited with %d; starting a replacement", proc.pid, code)
+                workers[i] = subprocess.Popen(argvs[i], env=env)
+        time.sleep(0.5)  # supervisor only: no association waits on this loop
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + options.drain_timeout + 5
+    for proc in workers:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(config_dir, ignore_errors=True)
+    return 0

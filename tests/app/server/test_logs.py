@@ -1,0 +1,183 @@
+"""app.logfmt: JSON/text lines carry association fields; `aiodicom serve` wiring end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiodicom.aio.association import AssociationInfo
+from aiodicom.aio.client import connect, storage_contexts_for
+from aiodicom.aio.events import AssociationAccepted, AssociationEnded
+from aiodicom.app.server.config import ServeOptions
+from aiodicom.app.server.logs import (
+    AssociationContext,
+    JsonFormatter,
+    LogObserver,
+    TextFormatter,
+    association_fields,
+    configure_logging,
+)
+from aiodicom.app.server.run import run_server
+from aiodicom.core.dimse import Status
+from tests.conftest import write_ct
+
+FIELDS = {"assoc_id", "peer", "calling_ae", "called_ae", "subject"}
+
+
+class _Subject:
+    subject = "CN=CT01,O=Hospital"
+
+
+INFO = AssociationInfo(id=42, calling_ae_title="CT01", called_ae_title="PACS",
+                       peer_address=("10.1.2.3", 5000), identity=_Subject())
+
+
+@pytest.fixture
+def aiodicom_logger() -> Iterator[logging.Logger]:
+    root = logging.getLogger("aiodicom")
+    saved = (root.handlers[:], root.level, root.propagate)
+    yield root
+    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+
+
+def _capture(fmt: logging.Formatter, context: AssociationContext | None = None,
+             ) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(fmt)
+    if context is not None:
+        handler.addFilter(context)
+    logger = logging.getLogger("aiodicom")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    return logger, stream
+
+
+def test_json_formatter_writes_extra_fields(aiodicom_logger: logging.Logger) -> None:
+    logger, stream = _capture(JsonFormatter())
+    log = logging.getLogger("aiodicom.test")
+    log.info("association %d: hello \"%s\"", 42, "x", extra=association_fields(INFO))
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed", extra={"path": Path("/a")})
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == 'association 42: hello "x"'
+    assert first["level"] == "info" and first["logger"] == "aiodicom.test"
+    assert {k: first[k] for k in FIELDS} == {
+        "assoc_id": 42, "peer": "10.1.2.3:5000", "calling_ae": "CT01", "called_ae": "PACS",
+        "subject": "CN=CT01,O=Hospital"}
+    assert "args" not in first and "msg" not in first
+    assert second["path"] == "/a" and "RuntimeError: boom" in second["traceback"]
+
+
+def test_text_formatter_appends_fields(aiodicom_logger: logging.Logger) -> None:
+    logger, stream = _capture(TextFormatter())
+    logging.getLogger("aiodicom.test").info("plain")
+    logging.getLogger("aiodicom.test").info("with", extra=association_fields(INFO))
+    plain, with_fields = stream.getvalue().splitlines()
+    assert plain.endswith("aiodicom.test: plain")
+    assert with_fields.endswith(
+        "with [assoc_id=42 peer=10.1.2.3:5000 calling_ae=CT01 called_ae=PACS "
+        "subject=CN=CT01,O=Hospital]")
+
+
+def test_context_fills_library_lines_while_the_association_lives(
+    aiodicom_logger: logging.Logger,
+) -> None:
+    context = AssociationContext()
+    logger, stream = _capture(JsonFormatter(), context)
+    observer = LogObserver(context=context)
+    library = logging.getLogger("aiodicom.server")
+    observer(AssociationAccepted(info=INFO))
+    library.warning("association %d: request on unaccepted context %d, aborting", 42, 3)
+    observer(AssociationEnded(info=INFO, peer_address=INFO.peer_address, aborted=True,
+                              reason="peer vanished", bytes_received=99, duration=0.5))
+    library.warning("association %d: late line", 42)
+    accepted, warning, ended, late = (json.loads(x) for x in stream.getvalue().splitlines())
+    for entry in (accepted, warning, ended):
+        assert {k: entry[k] for k in FIELDS} == association_fields(INFO)
+    assert accepted["logger"] == "aiodicom.events" and accepted["level"] == "info"
+    assert ended["how"] == "aborted" and ended["bytes_received"] == 99
+    assert "peer vanished" in ended["message"]
+    assert late["assoc_id"] == 42 and "peer" not in late  # forgotten once ended
+    assert context.known == {}
+
+
+def test_serve_wiring_json_logs_metrics_and_audit(
+    run: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    aiodicom_logger: logging.Logger,
+) -> None:
+    path = write_ct(tmp_path / "a.dcm", size=1000)
+    audit_log = tmp_path / "audit.log"
+    options = ServeOptions(port=0, storage=tmp_path / "store", metrics="127.0.0.1:0",
+                           audit_log=audit_log, log_format="json", log_level="debug").check()
+    configure_logging(options.log_format, options.log_level)
+
+    async def main() -> bytes:
+        stop = asyncio.Event()
+        bound: list[tuple[str, str, int]] = []
+        ready = asyncio.Event()
+
+        def started(addresses: list[tuple[str, str, int]]) -> None:
+            bound.extend(addresses)
+            ready.set()
+
+        task = asyncio.create_task(run_server(options, started=started, stop=stop))
+        await asyncio.wait([task, asyncio.create_task(ready.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        assert not task.done(), task
+        ports = {kind: port for kind, _, port in bound}
+        async with connect("127.0.0.1", ports["dicom"],
+                           contexts=storage_contexts_for([path])) as assoc:
+            assert await assoc.echo() == Status.SUCCESS
+            assert await assoc.store(path) == Status.SUCCESS
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports["metrics"])
+        writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+        body = await reader.read()
+        writer.close()
+        stop.set()
+        assert await task == 0
+        return body
+
+    body = run(main())
+    assert b'aiodicom_associations_total{result="accepted"} 1' in body
+    assert b'aiodicom_stores_total{status="0x0000"} 1' in body
+    entries = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    about = [e for e in entries if e.get("logger") in ("aiodicom.events", "aiodicom.serve")
+             and "assoc_id" in e]
+    messages = [e["message"] for e in about]
+    assert any(" accepted: " in m for m in messages)
+    assert any(" stored " in m for m in messages)
+    assert any(" released after " in m for m in messages)
+    assert any("C-STORE status 0x0000" in m for m in messages)
+    for entry in about:
+        assert entry.keys() >= FIELDS
+        assert entry["calling_ae"] == "AIODICOM" and entry["peer"].startswith("127.0.0.1:")
+        assert entry["subject"] == ""
+    events = [ET.fromstring(line).find("EventIdentification/EventID")
+              for line in audit_log.read_text().splitlines()]
+    assert [e.get("csd-code") for e in events if e is not None] == [
+        "110100", "110114", "110104", "110114", "110100"]
+
+
+def test_example_config_loads_and_names_every_key() -> None:
+    import dataclasses
+    import re
+
+    from aiodicom.app.server.config import load_config
+
+    example = Path(__file__).parents[3] / "examples" / "aiodicom.toml"
+    values = load_config(example)
+    assert values["metrics"] == "127.0.0.1:9100" and values["log_format"] == "json"
+    mentioned = set(re.findall(r"^#? ?([a-z_]+) = ", example.read_text(), re.MULTILINE))
+    assert mentioned == {f.name for f in dataclasses.fields(ServeOptions)}
