@@ -20,6 +20,7 @@ from aiodicom.aio.requests import EchoRequest
 from aiodicom.aio.server import Server
 from aiodicom.aio.user_identity import (
     IdentityVerdict,
+    JWTError,
     JWTVerifier,
     PasswordVerifier,
     by_type,
@@ -29,7 +30,7 @@ from aiodicom.aio.user_identity import (
 from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from aiodicom.core.user_items import UserIdentityRQ, UserIdentityType
-from aiodicom.errors import AssociationRejected, ConfigurationError
+from aiodicom.errors import AssociationRejected, ConfigurationError, DicomError
 from aiodicom.settings import AssociationSettings
 from tests.conftest import make_runner
 
@@ -304,3 +305,10 @@ def test_require_user_identity_needs_a_verifier() -> None:
     with pytest.raises(ConfigurationError, match="verify_identity"):
         Server(policy=storage_acceptor_policy("A", max_pdu_length=1 << 16),
                require_user_identity=True)
+
+
+def test_jwt_error_is_a_dicom_error_and_a_value_error() -> None:
+    with pytest.raises(JWTError, match="bad signature") as caught:
+        hs().verify(make_jwt(claims(), key=b"x" * 32))
+    assert isinstance(caught.value, DicomError)
+    assert isinstance(caught.value, ValueError)

@@ -36,11 +36,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from aiodicom.aio.association import AssociationInfo
 from aiodicom.core.user_items import UserIdentityRQ, UserIdentityType
-from aiodicom.errors import ConfigurationError
+from aiodicom.errors import ConfigurationError, DicomError
 
 __all__ = [
     "IdentityVerdict",
     "IdentityVerifier",
+    "JWTError",
     "JWTVerifier",
     "PasswordVerifier",
     "by_type",
@@ -197,8 +198,12 @@ MAX_TOKEN = 16 * 1024
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
-class JWTError(ValueError):
-    """A token that does not verify (internal: becomes a refused verdict)."""
+class JWTError(DicomError, ValueError):
+    """A token that does not verify; `JWTVerifier` turns it into a refused verdict.
+
+    A `DicomError` like everything aiodicom raises on purpose, and a `ValueError` (a bad
+    value handed to `JWTVerifier.verify`), as `ConfigurationError` is.
+    """
 
 
 def _b64url(part: str) -> bytes:
