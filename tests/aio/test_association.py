@@ -10,7 +10,7 @@ import pytest
 
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import EchoRequest, StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Handlers, Server
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -40,7 +40,7 @@ def test_echo(run: Any) -> None:
         return Status.SUCCESS
 
     async def main() -> None:
-        server = Server(policy=_policy(), echo=on_echo)
+        server = Server(admission=_policy(), handlers=Handlers(echo=on_echo))
         host, port = await server.listen()
         async with connect(host, port) as assoc:
             assert await assoc.echo() == Status.SUCCESS
@@ -66,7 +66,7 @@ def test_store_fragments_are_memoryviews(run: Any, tmp_path: Path) -> None:
         return Status.SUCCESS
 
     async def main() -> Status:
-        server = Server(policy=_policy(max_pdu_length=16384), store=on_store)
+        server = Server(admission=_policy(max_pdu_length=16384), handlers=Handlers(store=on_store))
         host, port = await server.listen()
         async with connect(host, port, contexts=storage_contexts_for([path])) as assoc:
             status = await assoc.store(path)
@@ -93,7 +93,7 @@ def test_store_dataset_mode_and_handler_failure(run: Any, tmp_path: Path) -> Non
         return Status.SUCCESS
 
     async def main() -> list[Status]:
-        server = Server(policy=_policy(), store=on_store)
+        server = Server(admission=_policy(), handlers=Handlers(store=on_store))
         host, port = await server.listen()
         async with connect(host, port, contexts=storage_contexts_for([path])) as assoc:
             statuses = [await assoc.store(path), await assoc.store(path)]
@@ -110,7 +110,7 @@ def test_store_dataset_mode_and_handler_failure(run: Any, tmp_path: Path) -> Non
 
 def test_rejected_called_ae(run: Any) -> None:
     async def main() -> None:
-        server = Server(policy=_policy(ae_title="STRICT"))
+        server = Server(admission=_policy(ae_title="STRICT"))
         host, port = await server.listen()
         try:
             with pytest.raises(AssociationRejected) as info:
@@ -126,7 +126,7 @@ def test_rejected_called_ae(run: Any) -> None:
 
 def test_no_context_for_sop_class(run: Any, ct_file: Path) -> None:
     async def main() -> None:
-        server = Server(policy=_policy())
+        server = Server(admission=_policy())
         host, port = await server.listen()
         async with connect(host, port) as assoc:  # only verification proposed
             with pytest.raises(NoPresentationContext):
@@ -139,7 +139,7 @@ def test_no_context_for_sop_class(run: Any, ct_file: Path) -> None:
 
 def test_connect_refused(run: Any) -> None:
     async def main() -> None:
-        server = Server(policy=_policy())
+        server = Server(admission=_policy())
         host, port = await server.listen()
         await server.close()
         with pytest.raises(ConnectError, match="refused"):
@@ -151,7 +151,7 @@ def test_connect_refused(run: Any) -> None:
 
 def test_concurrent_associations(run: Any) -> None:
     async def main() -> int:
-        server = Server(policy=_policy())
+        server = Server(admission=_policy())
         host, port = await server.listen()
 
         async def one() -> Status:
@@ -177,8 +177,11 @@ def test_server_receives_pdus_as_large_as_it_advertises(run: Any, tmp_path: Path
         return Status.SUCCESS
 
     async def main() -> Status:
-        server = Server(policy=_policy(max_pdu_length=4 << 20), store=on_store,
-                        settings=AssociationSettings(limits=Limits(max_pdu_length=1 << 20)))
+        server = Server(
+            admission=_policy(max_pdu_length=4 << 20),
+            handlers=Handlers(store=on_store),
+            settings=AssociationSettings(limits=Limits(max_pdu_length=1 << 20)),
+        )
         host, port = await server.listen()
         async with connect(host, port, contexts=storage_contexts_for([path])) as assoc:
             status = await assoc.store(path)

@@ -9,17 +9,9 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from aiodicom.aio.client import connect
-from aiodicom.aio.qr import (
-    MODELS,
-    FindRequest,
-    GetRequest,
-    MoveRequest,
-    qr_contexts,
-    retrieve_contexts,
-)
-from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.client import RemoteAE, connect
+from aiodicom.aio.requests import FindRequest, GetRequest, MoveRequest, StoreRequest
+from aiodicom.aio.server import Handlers, Server
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -27,6 +19,7 @@ from aiodicom.core.negotiation import (
     AcceptorPolicy,
     RoleSupport,
 )
+from aiodicom.core.qr import MODELS, qr_contexts, retrieve_contexts
 from aiodicom.errors import NoPresentationContext
 from tests.conftest import write_ct
 
@@ -68,7 +61,7 @@ def test_find_yields_pendings_then_success(run: Any) -> None:
         yield Status.PENDING, _match(3)
 
     async def main() -> tuple[list[str], Status | None]:
-        async with Server(policy=_policy(), find=on_find) as server:
+        async with Server(admission=_policy(), handlers=Handlers(find=on_find)) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=qr_contexts()) as assoc:
                 query = assoc.find(_query(PatientName="Doe*", StudyInstanceUID=""))
@@ -89,7 +82,7 @@ def test_find_patient_root_and_failure_status(run: Any) -> None:
         yield Status(0xA700), None
 
     async def main() -> tuple[int, Status | None]:
-        async with Server(policy=_policy(), find=on_find) as server:
+        async with Server(admission=_policy(), handlers=Handlers(find=on_find)) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=qr_contexts()) as assoc:
                 query = assoc.find(_query(), model="patient")
@@ -113,7 +106,7 @@ def test_find_cancel_stops_the_handler(run: Any) -> None:
                 stopped.append(True)
 
         contexts = [*qr_contexts(), ("1.2.840.10008.1.1", [IMPLICIT_VR_LITTLE_ENDIAN])]
-        async with Server(policy=_policy(), find=on_find) as server:
+        async with Server(admission=_policy(), handlers=Handlers(find=on_find)) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=contexts) as assoc:
                 async with assoc.find(_query()) as query:
@@ -134,7 +127,7 @@ def test_find_handler_exception_is_a_failure_status(run: Any, caplog: Any) -> No
         raise RuntimeError("index on fire")
 
     async def main() -> tuple[int, Status | None]:
-        async with Server(policy=_policy(), find=on_find) as server:
+        async with Server(admission=_policy(), handlers=Handlers(find=on_find)) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=qr_contexts()) as assoc:
                 query = assoc.find(_query())
@@ -149,7 +142,7 @@ def test_find_handler_exception_is_a_failure_status(run: Any, caplog: Any) -> No
 
 def test_find_without_handler_is_refused(run: Any) -> None:
     async def main() -> Status | None:
-        async with Server(policy=_policy()) as server:
+        async with Server(admission=_policy()) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=qr_contexts()) as assoc:
                 query = assoc.find(_query())
@@ -161,7 +154,7 @@ def test_find_without_handler_is_refused(run: Any) -> None:
 
 def test_find_needs_a_context(run: Any) -> None:
     async def main() -> None:
-        async with Server(policy=_policy()) as server:
+        async with Server(admission=_policy()) as server:
             host, port = await server.listen()
             async with connect(host, port) as assoc:
                 async for _ in assoc.find(_query()):
@@ -200,7 +193,7 @@ def test_get_sends_suboperations_on_the_same_association(run: Any, tmp_path: Pat
             return Status.SUCCESS
 
         contexts, roles = retrieve_contexts([CT])
-        async with Server(policy=_policy(), get=on_get) as server:
+        async with Server(admission=_policy(), handlers=Handlers(get=on_get)) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=contexts, role_selections=roles) as assoc:
                 result = await assoc.get(_query(StudyInstanceUID="1.2.3.4.5"), on_store=on_store)
@@ -232,7 +225,7 @@ def test_get_counts_failures(run: Any, tmp_path: Path) -> None:
             return Status(0xA700) if calls == 2 else Status.SUCCESS
 
         contexts, roles = retrieve_contexts([CT])
-        async with Server(policy=_policy(), get=on_get) as server:
+        async with Server(admission=_policy(), handlers=Handlers(get=on_get)) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=contexts, role_selections=roles) as assoc:
                 return await assoc.get(_query(), on_store=on_store)
@@ -251,7 +244,7 @@ def test_get_without_scp_role_fails_every_suboperation(run: Any, tmp_path: Path)
             yield path
 
     async def main() -> Any:
-        async with Server(policy=_policy(), get=on_get) as server:
+        async with Server(admission=_policy(), handlers=Handlers(get=on_get)) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=qr_contexts()) as assoc:
                 return await assoc.get(_query())
@@ -267,7 +260,10 @@ def _storage_server(received: list[StoreRequest]) -> Server:
         received.append(request)
         return Status.SUCCESS
 
-    return Server(policy=AcceptorPolicy(accept_any_abstract_syntax=True), store=on_store)
+    return Server(
+        admission=AcceptorPolicy(accept_any_abstract_syntax=True),
+        handlers=Handlers(store=on_store),
+    )
 
 
 def test_move_stores_on_the_destination(run: Any, tmp_path: Path) -> None:
@@ -282,8 +278,11 @@ def test_move_stores_on_the_destination(run: Any, tmp_path: Path) -> None:
         received: list[StoreRequest] = []
         async with _storage_server(received) as dest:
             dest_host, dest_port = await dest.listen()
-            async with Server(policy=_policy(), move=on_move,
-                              move_destinations={"DEST": (dest_host, dest_port)}) as server:
+            async with Server(
+                admission=_policy(),
+                handlers=Handlers(move=on_move),
+                move_destinations={"DEST": RemoteAE(dest_host, dest_port)},
+            ) as server:
                 host, port = await server.listen()
                 async with connect(host, port, contexts=qr_contexts()) as assoc:
                     result = await assoc.move(_query(), "DEST")
@@ -306,7 +305,7 @@ def test_move_to_unknown_destination(run: Any) -> None:
         yield Status.SUCCESS
 
     async def main() -> Any:
-        async with Server(policy=_policy(), move=on_move) as server:
+        async with Server(admission=_policy(), handlers=Handlers(move=on_move)) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=qr_contexts()) as assoc:
                 return await assoc.move(_query(), "NOWHERE")
@@ -324,11 +323,14 @@ def test_move_destination_down(run: Any, tmp_path: Path) -> None:
             yield path
 
     async def main() -> Any:
-        closed = Server(policy=AcceptorPolicy(accept_any_abstract_syntax=True))
+        closed = Server(admission=AcceptorPolicy(accept_any_abstract_syntax=True))
         dead_host, dead_port = await closed.listen()
         await closed.close()
-        async with Server(policy=_policy(), move=on_move,
-                          move_destinations={"DEST": (dead_host, dead_port)}) as server:
+        async with Server(
+            admission=_policy(),
+            handlers=Handlers(move=on_move),
+            move_destinations={"DEST": RemoteAE(dead_host, dead_port)},
+        ) as server:
             host, port = await server.listen()
             async with connect(host, port, contexts=qr_contexts()) as assoc:
                 return await assoc.move(_query(), "DEST")

@@ -41,7 +41,7 @@ def test_failed_handshakes_are_counted(run: Any, certs: dict[str, Path]) -> None
 
     async def main() -> tuple[int, Status]:
         server = Server(
-            policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
+            admission=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
             settings=AssociationSettings(timeouts=Timeouts(tls_handshake=1.0)),
             observer=observe,
         )

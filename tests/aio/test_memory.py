@@ -27,7 +27,7 @@ import pytest
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.part10 import read_part10_info
 from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Handlers, Server
 from aiodicom.app.archive.storage import Storage, StorageSettings
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import (
@@ -104,7 +104,7 @@ def test_200mb_store_peak_memory(scratch: Path) -> None:
         return Status.SUCCESS
 
     async def main() -> tuple[Status, int, int]:
-        server = Server(policy=_policy(), store=on_store)
+        server = Server(admission=_policy(), handlers=Handlers(store=on_store))
         host, port = await server.listen()
         contexts = storage_contexts_for([source])
         async with connect(host, port, contexts=contexts) as assoc:
@@ -157,7 +157,7 @@ def test_200mb_store_server_only_peak(scratch: Path) -> None:
         return Status.SUCCESS
 
     async def main() -> tuple[bytes, int]:
-        server = Server(policy=_policy(), store=on_store)
+        server = Server(admission=_policy(), handlers=Handlers(store=on_store))
         host, port = await server.listen()
         gc.collect()
         tracemalloc.start()
@@ -210,7 +210,7 @@ def test_idle_associations_memory() -> None:
 
     async def main() -> tuple[int, int]:
         loop = asyncio.get_running_loop()
-        server = Server(policy=_policy(), settings=AssociationSettings(
+        server = Server(admission=_policy(), settings=AssociationSettings(
             timeouts=Timeouts(network=600), limits=Limits(max_associations=5000)))
         host, port = await server.listen()
         warm = [await _idle_peer(loop, host, port, rq) for _ in range(10)]

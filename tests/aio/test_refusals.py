@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiodicom.aio.server import _refusal
+from aiodicom.aio.server_association import _refusal
 from aiodicom.core.dimse import (
     CCancelRQ,
     CFindRQ,

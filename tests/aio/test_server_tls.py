@@ -33,7 +33,7 @@ from aiodicom.aio import tls
 from aiodicom.aio.client import connect, open_association, storage_contexts_for
 from aiodicom.aio.part10 import read_part10_info
 from aiodicom.aio.requests import EchoRequest, StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Admission, Handlers, Server
 from aiodicom.app import pki
 from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
@@ -139,10 +139,13 @@ class Harness:
         self.identities: list[Any] = []
         self.stored: list[bytes] = []
         self.server = Server(
+            admission=Admission(
+                policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
+                identify=tls.identity_from_ssl_object,
+                require_ae_binding=require_ae_binding,
+            ),
+            handlers=Handlers(echo=self._echo, store=self._store),
             settings=settings or _settings("AIODICOM"),
-            policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
-            echo=self._echo, store=self._store,
-            identify=tls.identity_from_ssl_object, require_ae_binding=require_ae_binding,
         )
         self.port = 0
 

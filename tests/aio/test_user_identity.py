@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from aiodicom.aio.association import AssociationInfo
 from aiodicom.aio.client import connect
 from aiodicom.aio.requests import EchoRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Admission, Handlers, Server
 from aiodicom.aio.user_identity import (
     IdentityVerdict,
     JWTError,
@@ -230,8 +231,9 @@ class Harness:
         self.users: list[str | None] = []
         self.server = Server(
             settings=AssociationSettings(ae_title="AIODICOM"),
-            policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
-            echo=self._echo, **kw,
+            admission=Admission(
+                policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20), **kw),
+            handlers=Handlers(echo=self._echo),
         )
         self.port = 0
 
@@ -280,7 +282,8 @@ def test_require_user_identity(run: Any) -> None:
                 await h.echo(None)
             assert (err.value.result, err.value.source, err.value.reason) == (1, 1, 1)
             token = make_jwt(claims(exp=time.time() + 600, iat=time.time()))
-            h.server.verify_identity = JWTVerifier(SECRET, audience="aiodicom")
+            h.server.admission = dataclasses.replace(
+                h.server.admission, verify_identity=JWTVerifier(SECRET, audience="aiodicom"))
             assert (await h.echo(jwt_rq(token)))[0] == Status.SUCCESS
             assert h.users == ["dr.who"]
 
@@ -303,8 +306,12 @@ def test_verifier_that_raises_refuses(run: Any, caplog: pytest.LogCaptureFixture
 
 def test_require_user_identity_needs_a_verifier() -> None:
     with pytest.raises(ConfigurationError, match="verify_identity"):
-        Server(policy=storage_acceptor_policy("A", max_pdu_length=1 << 16),
-               require_user_identity=True)
+        Server(
+            admission=Admission(
+                policy=storage_acceptor_policy("A", max_pdu_length=1 << 16),
+                require_user_identity=True,
+            ),
+        )
 
 
 def test_jwt_error_is_a_dicom_error_and_a_value_error() -> None:

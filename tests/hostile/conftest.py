@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiodicom.aio.client import connect
 from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Handlers, Server
 from aiodicom.app.archive.storage import INCOMING_DIR, Storage, StorageError, StorageSettings
 from aiodicom.core.dimse import CStoreRQ, Message, Status, encode_message, fragment_command
 from aiodicom.core.negotiation import (
@@ -182,8 +182,8 @@ async def harness(root: Path, *, artim: float = 0.5, max_pdu: int = MAX_PDU,
     storage = Storage(StorageSettings(root=root))
     results: list[Status | str] = []
     server = Server(
-        policy=policy(),
-        store=make_store_handler(storage, results),
+        admission=policy(),
+        handlers=Handlers(store=make_store_handler(storage, results)),
         settings=AssociationSettings(
             timeouts=timeouts or Timeouts(artim=artim),
             limits=Limits(max_pdu_length=max_pdu, **limits),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from aiodicom.aio.server import Handlers
 from aiodicom.core.dimse import CStoreRSP, decode_message
 from aiodicom.core.pdu import AAbort, AAssociateAC, PDataTF
 from tests.hostile.conftest import (
@@ -294,13 +295,10 @@ def test_deeply_nested_find_identifier(run: Any, caplog: pytest.LogCaptureFixtur
         yield None  # pragma: no cover - the identifier never reaches a handler
 
     async def main() -> tuple[list[int], int]:
-        server = Server(
-            policy=AcceptorPolicy(abstract_syntaxes={
+        server = Server(admission=AcceptorPolicy(abstract_syntaxes={
                 VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,),
                 STUDY_FIND: (EXPLICIT_VR_LITTLE_ENDIAN,),
-            }, max_pdu_length=MAX_PDU),
-            find=on_find,
-        )
+            }, max_pdu_length=MAX_PDU), handlers=Handlers(find=on_find))
         host, port = await server.listen()
         try:
             reader, writer = await asyncio.open_connection(host, port)

@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from aiodicom.aio.server import Handlers
 from aiodicom.core.dimse import CEchoRSP, CStoreRSP, decode_message
 from aiodicom.core.negotiation import VERIFICATION_SOP_CLASS
 from aiodicom.core.pdu import AAbort, PDataTF
@@ -247,8 +248,12 @@ def test_slow_handler_is_not_a_stalled_peer(run: Any, tmp_path: Path) -> None:
         return Status.SUCCESS
 
     async def main() -> Status:
-        server = Server(policy=policy(), store=on_store, settings=AssociationSettings(
-            timeouts=Timeouts(artim=0.5, network=0.3)))
+        server = Server(
+            admission=policy(),
+            handlers=Handlers(store=on_store),
+            settings=AssociationSettings(
+            timeouts=Timeouts(artim=0.5, network=0.3)),
+        )
         host, port = await server.listen()
         async with connect(host, port, contexts=storage_contexts_for([path])) as assoc:
             status = await assoc.store(path)

@@ -10,7 +10,7 @@ import pytest
 
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Handlers, Server
 from aiodicom.app.archive.storage import Storage, StorageSettings
 from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
@@ -28,14 +28,16 @@ def _storage_server(root: Path) -> tuple[Server, list[Path]]:
         stored.append((await request.save(storage)).path)
         return Status.SUCCESS
 
-    server = Server(policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
-                    store=on_store)
+    server = Server(
+        admission=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
+        handlers=Handlers(store=on_store),
+    )
     return server, stored
 
 
 def test_echoscu_to_aiodicom(run: Any) -> None:
     async def main() -> tuple[int, str]:
-        server = Server(policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20))
+        server = Server(admission=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20))
         host, port = await server.listen()
         try:
             return await run_tool(dcmtk("echoscu"), "--repeat", "5", "-aec", "AIODICOM",

@@ -18,7 +18,7 @@ import pytest
 from aiodicom.aio import tls
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Admission, Handlers, Server
 from aiodicom.app import pki
 from aiodicom.app.archive.storage import Storage, StorageSettings
 from aiodicom.app.server.run import storage_acceptor_policy
@@ -61,8 +61,11 @@ class TLSStorageServer:
             return Status.SUCCESS
 
         self.server = Server(
-            policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
-            store=on_store, identify=tls.identity_from_ssl_object,
+            admission=Admission(
+                policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
+                identify=tls.identity_from_ssl_object,
+            ),
+            handlers=Handlers(store=on_store),
         )
         self.ctx = tls.server_context(cert=p.server.cert, key=p.server.key, ca=p.ca)
 

@@ -139,7 +139,7 @@ def test_aiodicom_to_pynetdicom_scp(run: Any, tmp_path: Path) -> None:
 
 def test_pynetdicom_rejected_by_policy(run: Any) -> None:
     async def main() -> bool:
-        server = Server(policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20))
+        server = Server(admission=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20))
         _, port = await server.listen()
 
         def attempt() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from pathlib import Path
@@ -41,7 +42,8 @@ def test_pynetdicom_tls_scu_to_aiodicom(run: Any, tmp_path: Path,
 
     async def main() -> tuple[list[int], int, list[Path], Any]:
         server, stored = _storage_server(tmp_path / "store")
-        server.identify = tls.identity_from_ssl_object
+        server.admission = dataclasses.replace(server.admission,
+                                               identify=tls.identity_from_ssl_object)
         context = tls.server_context(cert=certs["server_cert"], key=certs["server_key"],
                                      ca=certs["ca"])
         _, port = await server.listen(tls=context)

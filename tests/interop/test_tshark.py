@@ -25,7 +25,7 @@ import pytest
 from aiodicom.aio import tls
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Admission, Handlers, Server
 from aiodicom.app import pki
 from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
@@ -164,9 +164,13 @@ async def capture_store(
         stored.append(request.sop_instance_uid)
         return Status.SUCCESS
 
-    server = Server(policy=storage_acceptor_policy("AIODICOM", max_pdu_length=16384),
-                    store=on_store,
-                    identify=tls.identity_from_ssl_object if server_tls else None)
+    server = Server(
+        admission=Admission(
+            policy=storage_acceptor_policy("AIODICOM", max_pdu_length=16384),
+            identify=tls.identity_from_ssl_object if server_tls else None,
+        ),
+        handlers=Handlers(store=on_store),
+    )
     _, port = await server.listen("127.0.0.1", 0, tls=server_tls)
     try:
         capture = Capture(port, out)

@@ -6,19 +6,21 @@ received PDU bodies). Responses resolve the futures of the requests that wait fo
 requests go to the role's `_dispatch_request` (the server's handlers). Sending holds one
 lock per message so the PDVs of two messages never interleave on the wire.
 
-Each outstanding request has a queue keyed by its message ID: single-response services take
-one item (`request`); C-FIND/GET/MOVE take pending responses in order until a final status
-(`request_responses`, PS3.7 §9.3.2-9.3.4).
+Each outstanding request has a bounded queue keyed by its message ID: single-response
+services take one item (`request`); C-FIND/GET/MOVE take pending responses in order until a
+final status (`request_responses`, PS3.7 §9.3.2-9.3.4). A queue past its bound stops the
+transport reading, so a peer cannot pile responses in front of a slow consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,6 @@ from aiodicom.errors import (
     AbortSource,
     AssociationAborted,
     AssociationError,
-    DicomError,
     DimseError,
     DimseTimeout,
     NoPresentationContext,
@@ -73,6 +74,9 @@ _Response = tuple[Message, "IncomingData | None"]
 _UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
 _assoc_ids = itertools.count(1)
+
+RESPONSE_QUEUE_LIMIT = 16
+"""Responses queued for one request before the transport stops reading."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +174,61 @@ class IncomingData:
         async for _ in self.chunks():
             pass
 
+    async def read_bounded(self, limit: int) -> bytes:
+        """The whole data set as bytes, for what is small by nature (an identifier, an
+        N-ACTION's references); past ``limit`` bytes the rest is read and dropped and
+        `DimseError` is raised, so a peer's claim never becomes our allocation."""
+        buf = BytesIO()
+        async for batch in self.chunks():
+            for view in batch:
+                if buf.tell() + len(view) > limit:
+                    await self.discard()
+                    raise DimseError(f"data set larger than {limit} bytes")
+                buf.write(view)
+        return buf.getvalue()
+
+
+class _Responses:
+    """The responses to one request, in arrival order, consumed by its requester.
+
+    Past `limit` queued responses the transport stops reading until the requester takes
+    some: memory stays bounded whatever number of pending C-FIND responses a peer sends.
+    """
+
+    __slots__ = ("_items", "_protocol", "_waiter", "limit")
+
+    def __init__(self, protocol: DicomProtocol | None, limit: int) -> None:
+        self._items: deque[_Response | AssociationAborted] = deque()
+        self._protocol = protocol
+        self._waiter: asyncio.Future[None] | None = None
+        self.limit = limit
+
+    def put(self, item: _Response | AssociationAborted) -> None:
+        self._items.append(item)
+        if len(self._items) > self.limit and self._protocol is not None:
+            self._protocol.pause_reading()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> _Response | AssociationAborted:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if len(self._items) == self.limit and self._protocol is not None:
+            self._protocol.resume_reading()
+        return item
+
+    def close(self) -> None:
+        """The requester is done: drop what is left and let the transport read again."""
+        if len(self._items) > self.limit and self._protocol is not None:
+            self._protocol.resume_reading()
+        self._items.clear()
+
 
 class Association:
     """The shared machinery of both roles; see `ClientAssociation` and the server."""
@@ -183,7 +242,7 @@ class Association:
         self._assembler = MessageAssembler()
         self._send_lock = asyncio.Lock()
         self._message_ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Queue[_Response | AssociationAborted]] = {}
+        self._pending: dict[int, _Responses] = {}
         self._incoming: IncomingData | None = None
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ended = False
@@ -247,7 +306,7 @@ class Association:
                 if incoming is not None:
                     asyncio.get_running_loop().create_task(incoming.discard())
                 return
-            queue.put_nowait((msg, incoming))
+            queue.put((msg, incoming))
             return
         self._dispatch_request(event.context_id, msg, incoming)
 
@@ -277,7 +336,7 @@ class Association:
         self._ended = True
         self.abort_reason = exc
         for queue in self._pending.values():
-            queue.put_nowait(exc)
+            queue.put(exc)
         self._pending.clear()
         if self._incoming is not None:
             self._incoming.fail(exc)
@@ -299,9 +358,7 @@ class Association:
         protocol = self.protocol
         if protocol is None or self._ended:
             return
-        with contextlib.suppress(DicomError):
-            protocol.ul.abort(asyncio.get_running_loop().time())
-        protocol.pump()
+        protocol.abort()
         self._end(AssociationAborted(AbortSource.SERVICE_USER, 0, "aborted locally"))
 
     # -- sending ----------------------------------------------------------------------------
@@ -357,13 +414,13 @@ class Association:
         message_id: int,
     ) -> tuple[Message, IncomingData | None]:
         """Send a request and wait for its (first) response within the DIMSE timeout."""
-        queue: asyncio.Queue[_Response | AssociationAborted] = asyncio.Queue()
-        self._pending[message_id] = queue
+        queue = self._expect_responses(message_id)
         try:
             await self.send_message(context_id, msg, dataset)
             return await self._next_response(queue, message_id)
         finally:
             self._pending.pop(message_id, None)
+            queue.close()
 
     async def request_responses(
         self,
@@ -378,8 +435,7 @@ class Association:
         For C-FIND/GET/MOVE (PS3.7 §9.3.2-9.3.4); the DIMSE timeout applies between
         responses. A consumer that stops early leaves later responses to be dropped.
         """
-        queue: asyncio.Queue[_Response | AssociationAborted] = asyncio.Queue()
-        self._pending[message_id] = queue
+        queue = self._expect_responses(message_id)
         try:
             await self.send_message(context_id, msg, dataset)
             while True:
@@ -391,9 +447,15 @@ class Association:
                     return
         finally:
             self._pending.pop(message_id, None)
+            queue.close()
+
+    def _expect_responses(self, message_id: int) -> _Responses:
+        queue = _Responses(self.protocol, RESPONSE_QUEUE_LIMIT)
+        self._pending[message_id] = queue
+        return queue
 
     async def _next_response(
-        self, queue: asyncio.Queue[_Response | AssociationAborted], message_id: int
+        self, queue: _Responses, message_id: int
     ) -> _Response:
         timeout = self.settings.timeouts.dimse
         try:
@@ -424,7 +486,7 @@ class Association:
         """
         from aiodicom.aio.part10 import read_part10_info, stream_dataset
 
-        negotiated = self._established()
+        negotiated = self.require_established()
         if isinstance(source, str | Path):
             info = read_part10_info(Path(source))
             try:
@@ -481,7 +543,8 @@ class Association:
         write_dataset(buf, ds)
         return ctx, buf.getvalue()
 
-    def _established(self) -> NegotiatedAssociation:
+    def require_established(self) -> NegotiatedAssociation:
+        """The negotiated association; raises why not if it is not (or no longer) up."""
         if self.negotiated is None or not self.is_established:
             raise self.abort_reason or AssociationError("the association is not established")
         return self.negotiated

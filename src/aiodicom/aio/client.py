@@ -1,4 +1,5 @@
-"""The requestor: `connect(...)` gives an association with echo, store, release, abort."""
+"""The requestor: `connect(...)` gives an association with echo, store, find, get, move,
+release and abort; `RemoteAE` names a peer to connect to (a C-MOVE destination, say)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
+from aiodicom.aio.client_qr import FindQuery, RetrieveResult, answer_store, retrieve
 from aiodicom.aio.part10 import Part10Info, read_part10_info
 from aiodicom.aio.protocol import DicomProtocol
-from aiodicom.aio.qr import FindQuery, QRModel, RetrieveResult, answer_store, retrieve
 from aiodicom.aio.requests import StoreHandler
 from aiodicom.core.dimse import CEchoRQ, CEchoRSP, CStoreRQ, Message, Status
 from aiodicom.core.negotiation import (
@@ -25,6 +27,7 @@ from aiodicom.core.negotiation import (
 )
 from aiodicom.core.pdu import AAssociateRQ
 from aiodicom.core.primitives import AssociateAccepted, AssociateRejected
+from aiodicom.core.qr import UNCOMPRESSED_SYNTAXES, QRModel
 from aiodicom.core.upper_layer import UpperLayer
 from aiodicom.core.user_items import RoleSelection, UserIdentityRQ
 from aiodicom.errors import (
@@ -39,10 +42,8 @@ from aiodicom.errors import (
 )
 from aiodicom.settings import AssociationSettings
 
-__all__ = ["ClientAssociation", "connect", "storage_contexts_for"]
+__all__ = ["ClientAssociation", "RemoteAE", "connect", "open_association", "storage_contexts_for"]
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-_UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
 Contexts = Sequence[tuple[str, Sequence[str]]]
 
@@ -54,6 +55,8 @@ class ClientAssociation(Association):
         super().__init__(settings)
         self.store_handler: StoreHandler | None = None
         """Answers C-STORE-RQs the peer sends us (C-GET sub-operations, PS3.4 C.4.3)."""
+        self._get_handler: StoreHandler | None = None
+        self._get_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._answer: asyncio.Future[AssociateAccepted | AssociateRejected]
         self._answer = asyncio.get_running_loop().create_future()
@@ -67,8 +70,7 @@ class ClientAssociation(Association):
         # The peer asked to release (or a collision): answer once nothing is outstanding.
         protocol = self.protocol
         assert protocol is not None
-        protocol.ul.release_response(asyncio.get_running_loop().time())
-        protocol.pump()
+        protocol.release_response()
 
     def _on_end(self, exc: AssociationAborted) -> None:
         for task in list(self._tasks):
@@ -110,7 +112,7 @@ class ClientAssociation(Association):
 
     async def echo(self) -> Status:
         """C-ECHO (PS3.7 §9.1.5): the status the peer answered."""
-        ctx = find_context(self._established(), VERIFICATION_SOP_CLASS)
+        ctx = find_context(self.require_established(), VERIFICATION_SOP_CLASS)
         mid = self.next_message_id()
         rq = CEchoRQ(message_id=mid, affected_sop_class_uid=VERIFICATION_SOP_CLASS)
         rsp, data = await self.request(ctx.context_id, rq, message_id=mid)
@@ -124,7 +126,7 @@ class ClientAssociation(Association):
         """C-STORE a Part 10 file (streamed, never loaded whole) or a pydicom Dataset."""
         return await self.send_store(source, priority=priority)
 
-    # -- query/retrieve (PS3.4 Annex C): see aiodicom.aio.qr ----------------------------------
+    # -- query/retrieve (PS3.4 Annex C): see aiodicom.aio.client_qr ---------------------------
 
     def find(self, identifier: Any, *, model: QRModel = "study", priority: int = 0) -> FindQuery:
         """C-FIND: an async iterator of matching identifiers (pydicom Datasets).
@@ -139,12 +141,18 @@ class ClientAssociation(Association):
         on_store: StoreHandler | None = None, priority: int = 0,
     ) -> RetrieveResult:
         """C-GET: the C-STORE sub-operations come back on this association, to ``on_store``
-        (PS3.4 C.4.3); the association must have proposed the SCP role for their classes."""
-        previous, self.store_handler = self.store_handler, on_store or self.store_handler
-        try:
-            return await retrieve(self, identifier, model=model, priority=priority)
-        finally:
-            self.store_handler = previous
+        (else `store_handler`; PS3.4 C.4.3); the association must have proposed the SCP role
+        for their classes.
+
+        A C-STORE sub-operation does not say which C-GET it serves, so the C-GETs of one
+        association run one at a time, each with its own handler.
+        """
+        async with self._get_lock:
+            self._get_handler = on_store
+            try:
+                return await retrieve(self, identifier, model=model, priority=priority)
+            finally:
+                self._get_handler = None
 
     async def move(
         self, identifier: Any, destination_ae: str, *, model: QRModel = "study",
@@ -157,7 +165,8 @@ class ClientAssociation(Association):
     def _dispatch_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
         if isinstance(msg, CStoreRQ) and data is not None:
             task = asyncio.get_running_loop().create_task(
-                answer_store(self, self.store_handler, context_id, msg, data))
+                answer_store(self, self._get_handler or self.store_handler, context_id, msg,
+                             data))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
@@ -168,8 +177,7 @@ class ClientAssociation(Association):
         protocol = self.protocol
         if protocol is None or self._ended:
             return
-        protocol.ul.release_request()
-        protocol.pump()
+        protocol.release_request()
         timeout = self.settings.timeouts.acse
         try:
             await asyncio.wait_for(asyncio.shield(self._released), timeout)
@@ -184,6 +192,21 @@ class ClientAssociation(Association):
             protocol.abort_transport()
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteAE:
+    """A peer we can open associations to: its address and, for mutual TLS, our client
+    context. As a C-MOVE destination of a `Server`, it opens the sub-association."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None = None
+
+    async def open(self, *, called_ae_title: str, contexts: Contexts,
+                   settings: AssociationSettings) -> ClientAssociation:
+        return await open_association(self.host, self.port, called_ae_title=called_ae_title,
+                                      contexts=contexts, settings=settings, tls=self.tls)
+
+
 def storage_contexts_for(paths: Sequence[Path]) -> list[tuple[str, list[str]]]:
     """One context per SOP class (each file's own syntax plus the uncompressed ones), and
     Verification, so the same association can C-ECHO."""
@@ -191,7 +214,7 @@ def storage_contexts_for(paths: Sequence[Path]) -> list[tuple[str, list[str]]]:
     for path in paths:
         info: Part10Info = read_part10_info(path)
         syntaxes = wanted.setdefault(info.sop_class_uid, [])
-        for ts in (info.transfer_syntax_uid, *_UNCOMPRESSED):
+        for ts in (info.transfer_syntax_uid, *UNCOMPRESSED_SYNTAXES):
             if ts not in syntaxes:
                 syntaxes.append(ts)
     return list(wanted.items())

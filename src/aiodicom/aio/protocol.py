@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiodicom.core.buffer import ReadableBuffer
+from aiodicom.core.pdu import AAssociateAC, AAssociateRJ
 from aiodicom.core.primitives import Primitive
 from aiodicom.core.upper_layer import UpperLayer
-from aiodicom.errors import AssociationAborted
+from aiodicom.errors import AssociationAborted, LocalProtocolError
 
 __all__ = ["DicomProtocol"]
 
@@ -111,11 +112,35 @@ class DicomProtocol(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
-    # -- used by the association ------------------------------------------------------------
+    # -- local requests: the association asks, the upper layer decides, we apply -------------
 
-    def pump(self) -> None:
-        """Apply what the core queued after a local request."""
+    def accept(self, ac: AAssociateAC) -> None:
+        """Send A-ASSOCIATE-AC (Evt7)."""
+        self.ul.accept(ac)
         self._pump()
+
+    def reject(self, rj: AAssociateRJ) -> None:
+        """Send A-ASSOCIATE-RJ (Evt8); ARTIM then waits for the peer to close."""
+        self.ul.reject(rj, self._loop.time())
+        self._pump()
+
+    def release_request(self) -> None:
+        """Send A-RELEASE-RQ (Evt11)."""
+        self.ul.release_request()
+        self._pump()
+
+    def release_response(self) -> None:
+        """Send A-RELEASE-RP (Evt14)."""
+        self.ul.release_response(self._loop.time())
+        self._pump()
+
+    def abort(self) -> None:
+        """Send A-ABORT (Evt15) if the state allows one; the transport closes either way."""
+        with contextlib.suppress(LocalProtocolError):
+            self.ul.abort(self._loop.time())
+        self._pump()
+
+    # -- used by the association ------------------------------------------------------------
 
     def send(self, buffers: Sequence[ReadableBuffer]) -> None:
         """Queue already-framed P-DATA-TF bytes (header and views) through the state machine."""

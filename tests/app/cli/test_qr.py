@@ -8,6 +8,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from aiodicom.aio.client import RemoteAE
 from aiodicom.app.archive.qr import parse_move_destinations
 from aiodicom.app.cli.client import build_identifier
 from aiodicom.app.server.config import ServeOptions, load_config
@@ -97,7 +98,7 @@ def test_build_identifier() -> None:
 
 
 def test_move_destinations_config(tmp_path: Path) -> None:
-    assert parse_move_destinations({"DEST": "10.0.0.1:104"}) == {"DEST": ("10.0.0.1", 104)}
+    assert parse_move_destinations({"DEST": "10.0.0.1:104"}) == {"DEST": RemoteAE("10.0.0.1", 104)}
     for bad in ({"DEST": "nohost"}, {"DEST": "h:0"}, {"DEST": 104}, {"": "h:1"}):
         with pytest.raises(ConfigurationError):
             parse_move_destinations(bad)

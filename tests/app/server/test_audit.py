@@ -16,7 +16,7 @@ from aiodicom.aio.association import AssociationInfo
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.events import AssociationAccepted, AssociationEnded, RequestCompleted
 from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Admission, Handlers, Server
 from aiodicom.aio.tls import PeerIdentity
 from aiodicom.app.server.audit import AuditTrail
 from aiodicom.core.dimse import Status
@@ -90,7 +90,11 @@ def test_accept_store_refusals_end_to_end(run: Any, tmp_path: Path) -> None:
 
     async def main() -> None:
         audit = AuditTrail(log_path, source_id="STRICT", ae_title="STRICT")
-        server = Server(policy=_policy(), store=on_store, authorize=authorize, observer=audit)
+        server = Server(
+            admission=Admission(policy=_policy(), authorize=authorize),
+            handlers=Handlers(store=on_store),
+            observer=audit,
+        )
         host, port = await server.listen()
         async with connect(host, port, called_ae_title="STRICT",
                            contexts=storage_contexts_for([good])) as assoc:

@@ -12,7 +12,7 @@ import pytest
 
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Handlers, Server
 from aiodicom.app.server.metrics import (
     Metrics,
     MetricsObserver,
@@ -167,7 +167,7 @@ def test_end_to_end_counters_scraped_over_http(run: Any, tmp_path: Path) -> None
 
     async def main() -> tuple[str, dict[str, str], bytes]:
         observer = MetricsObserver()
-        server = Server(policy=_policy(), store=on_store, observer=observer)
+        server = Server(admission=_policy(), handlers=Handlers(store=on_store), observer=observer)
         host, port = await server.listen()
         async with connect(host, port, called_ae_title="STRICT",
                            contexts=storage_contexts_for([path])) as assoc:

@@ -15,7 +15,7 @@ from aiodicom.aio import tls
 from aiodicom.aio.association import AssociationInfo
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import StoreRequest
-from aiodicom.aio.server import Server
+from aiodicom.aio.server import Admission, Handlers, Server
 from aiodicom.app import pki
 from aiodicom.app.server.config import ServeOptions
 from aiodicom.app.server.policy import (
@@ -232,10 +232,11 @@ def test_serve_wires_policy_into_server_and_reloads(tmp_path: Path) -> None:
     path.write_text("default = 'deny'\n")
     options = ServeOptions(port=0, policy=path, storage=tmp_path / "s").check()
     server, reloading = build_server(options)
-    assert server.authorize is not None and server.request_filter is not None
+    assert server.admission.authorize is not None and server.admission.request_filter is not None
     _rewrite(path, "default = 'allow'\n")
     reloading.maybe_reload()
-    assert server.request_filter(info(ident()), CEchoRQ(message_id=1)) is None
+    check = server.admission.request_filter
+    assert check is not None and check(info(ident()), CEchoRQ(message_id=1)) is None
     with pytest.raises(ConfigurationError, match="--policy"):
         ServeOptions(port=0, policy=tmp_path / "missing.toml").check()
 
@@ -300,9 +301,13 @@ def test_tls_server_enforces_policy(run: Any, certs: dict[str, Any], tmp_path: P
 
     async def body() -> None:
         server = Server(
-            policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20), store=store,
-            identify=tls.identity_from_ssl_object, authorize=make_authorizer(pf),
-            request_filter=make_request_filter(pf),
+            admission=Admission(
+                policy=storage_acceptor_policy("AIODICOM", max_pdu_length=1 << 20),
+                identify=tls.identity_from_ssl_object,
+                authorize=make_authorizer(pf),
+                request_filter=make_request_filter(pf),
+            ),
+            handlers=Handlers(store=store),
         )
         ctx = tls.server_context(cert=certs["server"].cert, key=certs["server"].key,
                                  ca=certs["ca"])

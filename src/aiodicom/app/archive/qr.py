@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from aiodicom.aio.qr import FindRequest, GetRequest, MoveDestination, MoveRequest, qr_contexts
+from aiodicom.aio.client import RemoteAE
+from aiodicom.aio.requests import FindRequest, GetRequest, MoveRequest
 from aiodicom.app.archive.index import LEVELS, Index
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import RoleSupport
+from aiodicom.core.qr import qr_contexts
 from aiodicom.errors import ConfigurationError
 
 __all__ = [
@@ -34,7 +36,7 @@ log = logging.getLogger("aiodicom.qr_scp")
 
 _ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _SKIP = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet"})
-_IDENTIFIER_MISMATCH = Status(0xA900)
+_IDENTIFIER_MISMATCH = Status.DATASET_MISMATCH
 
 
 def qr_sop_classes() -> list[str]:
@@ -57,11 +59,11 @@ def qr_role_selection() -> dict[str, RoleSupport]:
             for uid in storage_sop_classes()}
 
 
-def parse_move_destinations(table: Mapping[str, Any]) -> dict[str, MoveDestination]:
-    """``{"DEST": "host:port"}`` (TOML ``move_destinations``) as (host, port) by AE title."""
+def parse_move_destinations(table: Mapping[str, Any]) -> dict[str, RemoteAE]:
+    """``{"DEST": "host:port"}`` (TOML ``move_destinations``) as a `RemoteAE` by AE title."""
     from aiodicom.core._negotiation_model import check_ae_title
 
-    found: dict[str, MoveDestination] = {}
+    found: dict[str, RemoteAE] = {}
     for title, address in table.items():
         name = check_ae_title(title, "move_destinations key")
         if not isinstance(address, str):
@@ -72,7 +74,7 @@ def parse_move_destinations(table: Mapping[str, Any]) -> dict[str, MoveDestinati
             raise ConfigurationError(
                 f"move_destinations[{title!r}] must be \"host:port\" with a port 1-65535, "
                 f"got {address!r}")
-        found[name] = (host.strip("[]"), int(port))
+        found[name] = RemoteAE(host.strip("[]"), int(port))
     return found
 
 

@@ -259,7 +259,7 @@ def _format_match(ds: Any) -> str:
 
 def qr_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     """`aiodicom find|get|move`: one association, one query, the outcome on stdout."""
-    from aiodicom.aio.qr import qr_contexts, retrieve_contexts
+    from aiodicom.core.qr import qr_contexts, retrieve_contexts
 
     identifier = build_identifier(args.keys, args.level)
     roles: Any = ()
@@ -319,7 +319,7 @@ def _saver(out: Path) -> Any:
             stored = await request.save(storage)
         except StorageError as exc:
             print(f"  FAILED {request.sop_instance_uid}: {exc}", file=sys.stderr)
-            return Status(0xA700)
+            return Status.OUT_OF_RESOURCES
         print(f"  received {stored.path}")
         return Status.SUCCESS
 

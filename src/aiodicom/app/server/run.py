@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiodicom.aio.admission import Admission
 from aiodicom.aio.events import Observer, ServerEvent
-from aiodicom.aio.requests import StoreRequest
+from aiodicom.aio.requests import Handlers, StoreRequest
 from aiodicom.aio.server import Server
 from aiodicom.app.server.audit import AuditTrail
 from aiodicom.app.server.config import ServeOptions
@@ -56,8 +57,8 @@ def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
     if purged:
         log.info("removed %d unfinished transfer(s) left by an earlier run", purged)
     statuses = {
-        StorageFailure.MISMATCH: Status(0xA900),
-        StorageFailure.OUT_OF_RESOURCES: Status(0xA700),
+        StorageFailure.MISMATCH: Status.DATASET_MISMATCH,
+        StorageFailure.OUT_OF_RESOURCES: Status.OUT_OF_RESOURCES,
     }
 
     def add_to_index(stored: Any, info: Any) -> None:
@@ -75,7 +76,7 @@ def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
             log.warning("association %d: C-STORE of %s from %r failed: %s", info.id,
                         request.sop_instance_uid[:64], info.calling_ae_title, exc,
                         extra=association_fields(info))
-            return statuses.get(exc.failure, Status(0xC000))
+            return statuses.get(exc.failure, Status.CANNOT_UNDERSTAND)
         # The file is renamed into place (durable) before we answer; the index is derived
         # from it, so it is updated just after the response goes out, off the round trip.
         asyncio.get_running_loop().call_soon(add_to_index, stored, info)
@@ -181,19 +182,19 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
 
     qr = QueryRetrieve(Path(options.storage))
     server = Server(
+        admission=Admission(
+            policy=policy,
+            identify=identify,
+            require_ae_binding=options.require_ae_binding,
+            authorize=authorize,
+            request_filter=request_filter,
+            verify_identity=verify_identity,
+            require_user_identity=options.require_user_identity,
+        ),
+        handlers=Handlers(store=make_store_handler(options), find=qr.find, get=qr.get,
+                          move=qr.move),
         settings=settings,
-        policy=policy,
-        store=make_store_handler(options),
-        identify=identify,
-        require_ae_binding=options.require_ae_binding,
         observer=observer,
-        authorize=authorize,
-        request_filter=request_filter,
-        verify_identity=verify_identity,
-        require_user_identity=options.require_user_identity,
-        find=qr.find,
-        get=qr.get,
-        move=qr.move,
         move_destinations=parse_move_destinations(options.move_destinations),
     )
     return server, reloading

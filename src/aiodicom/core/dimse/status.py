@@ -100,6 +100,9 @@ class Status(int):
     DUPLICATE_SOP_INSTANCE: ClassVar[Status]
     INVALID_ATTRIBUTE_VALUE: ClassVar[Status]
     MOVE_DESTINATION_UNKNOWN: ClassVar[Status]
+    UNRECOGNIZED_OPERATION: ClassVar[Status]
+    SUBOPERATIONS_FAILED: ClassVar[Status]
+    SUBOPERATIONS_WARNING: ClassVar[Status]
 
     def __new__(cls, value: int) -> Status:
         code = int(value)
@@ -166,3 +169,8 @@ Status.SOP_CLASS_NOT_SUPPORTED = Status(0x0122)
 Status.DUPLICATE_SOP_INSTANCE = Status(0x0111)
 Status.INVALID_ATTRIBUTE_VALUE = Status(0x0106)
 Status.MOVE_DESTINATION_UNKNOWN = Status(0xA801)
+Status.UNRECOGNIZED_OPERATION = Status(0x0211)
+Status.SUBOPERATIONS_FAILED = Status(0xA702)
+"""Refused: out of resources, unable to perform sub-operations (C-GET/C-MOVE, PS3.4 C.4.2.1.5)."""
+Status.SUBOPERATIONS_WARNING = Status(0xB000)
+"""Sub-operations complete with one or more failures or warnings (C-GET/C-MOVE)."""
