@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aiodicom.core.ae_titles import validate_ae_title
 from aiodicom.errors import ConfigurationError
 
 __all__ = ["AssociationSettings", "Limits", "Timeouts"]
@@ -79,11 +80,7 @@ class AssociationSettings:
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        title = self.ae_title.strip()
-        if not title or len(title) > 16 or not all(0x20 <= ord(c) < 0x7F for c in title) or (
-            "\\" in title
-        ):
-            raise ConfigurationError(
-                f"AE title {self.ae_title!r} is invalid: use 1-16 printable ASCII characters "
-                "without backslash"
-            )
+        try:
+            validate_ae_title(self.ae_title, "AssociationSettings.ae_title")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None

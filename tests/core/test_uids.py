@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from aiodicom.core.uids import (
     MAX_UID_LENGTH,
+    is_uid_syntax,
     is_valid_uid,
     strip_uid_padding,
+    uid_from_wire,
     validate_uid,
 )
 
@@ -106,3 +108,57 @@ def test_matches_reference_and_is_a_safe_path_component(value: str) -> None:
 def test_generated_uids_are_valid(parts: list[int]) -> None:
     uid = ".".join(str(p) for p in parts)
     assert is_valid_uid(uid) == (len(uid) <= MAX_UID_LENGTH)
+
+
+# -- the wire rule: what the PDU codec accepts and sends -------------------------------------
+
+WIRE_ONLY = ["01.2", "1.02", "1..2", ".1", "1.", ".", "1.2.00"]
+"""Not PS3.5 §9.1 UIDs, but real peers send such values: the wire rule lets them through."""
+
+
+@pytest.mark.parametrize("uid", [*VALID, *WIRE_ONLY])
+def test_wire_rule_accepts_digits_and_dots(uid: str) -> None:
+    assert is_uid_syntax(uid)
+    assert is_uid_syntax(uid.encode("ascii"))
+    assert uid_from_wire(uid.encode("ascii")) == uid
+    assert uid_from_wire(uid.encode("ascii") + b"\x00") == uid
+
+
+@pytest.mark.parametrize(
+    "uid", ["", "1." + "2" * 63, "1.2.3 ", "1.2\x00.3", "1.2.a", "1.2.３", "../1", "1/2"]
+)
+def test_wire_rule_refuses_anything_else(uid: str) -> None:
+    assert not is_uid_syntax(uid)
+    raw = uid.encode("utf-8")
+    assert not is_uid_syntax(raw)
+    assert uid_from_wire(raw) is None
+
+
+def test_wire_rule_tolerates_one_nul_pad_only() -> None:
+    assert uid_from_wire(b"1.2.3\x00") == "1.2.3"
+    assert uid_from_wire(b"1.2.3\x00\x00") is None
+    assert uid_from_wire(b"\x00") is None
+    assert uid_from_wire(b"1.2.3 ") is None
+    assert uid_from_wire(b"1." + b"2" * 62 + b"\x00") == "1." + "2" * 62
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.a\x00", max_size=70))
+def test_strict_rule_implies_wire_rule(value: str) -> None:
+    if is_valid_uid(value):
+        assert is_uid_syntax(value)
+    expected = 0 < len(value) <= MAX_UID_LENGTH and set(value) <= set("0123456789.")
+    assert is_uid_syntax(value) == expected
+
+
+def test_codec_and_negotiation_use_the_rules() -> None:
+    """The PDU codec keeps the wire rule (leading zeros pass), negotiation the strict one."""
+    from aiodicom.core._item_codec import check_uid
+    from aiodicom.core._negotiation_model import check_uid as check_config_uid
+    from aiodicom.errors import ConfigurationError
+
+    assert check_uid("1.2.840.10008.01.2", "transfer syntax") == b"1.2.840.10008.01.2"
+    with pytest.raises(ValueError, match="transfer syntax"):
+        check_uid("1.2.x", "transfer syntax")
+    with pytest.raises(ConfigurationError, match="must be a UID"):
+        check_config_uid("1.2.840.10008.01.2", "transfer syntax")

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from aiodicom.core.ae_titles import validate_ae_title as core_validate_ae_title
 from aiodicom.errors import ConfigurationError
 
 __all__ = [
@@ -62,22 +63,12 @@ class PeerIdentity:
 def validate_ae_title(ae_title: str) -> str:
     """Return `ae_title` without leading/trailing spaces, or raise ConfigurationError.
 
-    PS3.5 Table 6.2-1 (AE): 1-16 characters of the default repertoire, no backslash, no
-    control characters; leading and trailing spaces are not significant (PS3.8 §9.3.2).
+    The rule is `aiodicom.core.ae_titles` (PS3.5 Table 6.2-1, PS3.8 §9.3.2).
     """
-    value = ae_title.strip(" ")
-    if not value:
-        raise ConfigurationError(f"AE title {ae_title!r} is empty; give 1 to 16 characters")
-    if len(value) > 16:
-        raise ConfigurationError(
-            f"AE title {ae_title!r} is {len(value)} characters long; the maximum is 16"
-        )
-    bad = [c for c in value if not (0x20 <= ord(c) <= 0x7E) or c == "\\"]
-    if bad:
-        raise ConfigurationError(
-            f"AE title {ae_title!r} contains {bad[0]!r}; use printable ASCII without backslash"
-        )
-    return value
+    try:
+        return core_validate_ae_title(ae_title, "AE title")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def ae_title_to_uri(ae_title: str) -> str:

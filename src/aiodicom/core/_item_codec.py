@@ -12,6 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from aiodicom.core.ae_titles import (
+    AE_TITLE_FIELD_LENGTH,
+    decode_ae_title_field,
+    encode_ae_title_field,
+)
 from aiodicom.core.buffer import Reader, Writer
 from aiodicom.core.items import (
     ItemType,
@@ -19,6 +24,7 @@ from aiodicom.core.items import (
     PresentationContextRQ,
     PresentationResult,
 )
+from aiodicom.core.uids import is_uid_syntax, uid_from_wire
 from aiodicom.core.user_items import (
     AsyncOperationsWindow,
     RoleSelection,
@@ -35,8 +41,6 @@ UNRECOGNIZED: Final = AbortReason.UNRECOGNIZED_PDU_PARAMETER
 UNEXPECTED: Final = AbortReason.UNEXPECTED_PDU_PARAMETER
 INVALID: Final = AbortReason.INVALID_PDU_PARAMETER_VALUE
 
-_UID_CHARS: Final = b"0123456789."
-_AE_BAD: Final = frozenset(range(0x20)) | {0x5C} | frozenset(range(0x7F, 0x100))
 _KNOWN_ITEM_TYPES: Final = frozenset(int(t) for t in ItemType)
 
 
@@ -44,55 +48,44 @@ _KNOWN_ITEM_TYPES: Final = frozenset(int(t) for t in ItemType)
 
 
 def decode_uid(r: Reader, n: int, what: str) -> str:
-    """A UID of ``n`` bytes: 1-64 digits and dots; one trailing NUL pad tolerated (PS3.5 9.1)."""
+    """A UID of ``n`` bytes under the wire rule (`aiodicom.core.uids.uid_from_wire`)."""
     start = r.offset
     raw = bytes(r.take(n, what))
-    if raw[-1:] == b"\0":
-        raw = raw[:-1]
-    if not raw or len(raw) > 64 or raw.translate(None, _UID_CHARS):
-        raise InvalidPDU(f"{what} is not a valid UID: {raw[:80]!r}", offset=start, reason=INVALID)
-    return raw.decode("ascii")
+    uid = uid_from_wire(raw)
+    if uid is None:
+        shown = raw[:-1] if raw[-1:] == b"\0" else raw
+        raise InvalidPDU(
+            f"{what} is not a valid UID: {shown[:80]!r}", offset=start, reason=INVALID
+        )
+    return uid
 
 
 def check_uid(uid: str, what: str) -> bytes:
-    """The UID's bytes, or ValueError if it is not 1-64 digits and dots."""
-    raw = uid.encode("ascii", "replace")
-    if not uid.isascii() or not raw or len(raw) > 64 or raw.translate(None, _UID_CHARS):
+    """The UID's bytes, or ValueError if it breaks the wire rule (`is_uid_syntax`)."""
+    if not is_uid_syntax(uid):
         raise ValueError(f"{what} {uid!r} is not a UID (1-64 digits and dots)")
-    return raw
+    return uid.encode("ascii")
 
 
 def decode_ae_title(r: Reader, what: str, *, strict: bool) -> str:
     """A 16-byte AE title, stripped of its non-significant spaces (PS3.8 §9.3.2, PS3.5 AE).
 
-    ``strict`` (A-ASSOCIATE-RQ): ISO 646 G0 without backslash, not all spaces. Otherwise
+    ``strict`` (A-ASSOCIATE-RQ): the rule of `aiodicom.core.ae_titles`. Otherwise
     (A-ASSOCIATE-AC, whose AE fields are not tested on receipt) any bytes decode as latin-1.
     """
     start = r.offset
-    raw = bytes(r.take(16, what))
+    raw = bytes(r.take(AE_TITLE_FIELD_LENGTH, what))
     if not strict:
         return raw.decode("latin-1").strip(" \0")
-    if not _AE_BAD.isdisjoint(raw):
-        raise InvalidPDU(
-            f"{what} {raw!r} has bytes outside ISO 646 G0 (or a backslash)",
-            offset=start,
-            reason=INVALID,
-        )
-    title = raw.decode("ascii").strip(" ")
-    if not title:
-        raise InvalidPDU(f"{what} is all spaces", offset=start, reason=INVALID)
-    return title
+    try:
+        return decode_ae_title_field(raw, what)
+    except ValueError as exc:
+        raise InvalidPDU(str(exc), offset=start, reason=INVALID) from None
 
 
 def encode_ae_title(title: str, what: str) -> bytes:
     """The title padded with spaces to 16 bytes; ValueError if it is not a valid AE title."""
-    raw = title.encode("ascii", "replace")
-    if not title.isascii() or len(raw) > 16 or not raw.strip(b" ") or not _AE_BAD.isdisjoint(raw):
-        raise ValueError(
-            f"{what} {title!r} is not an AE title (1-16 ISO 646 characters, no backslash, "
-            "not all spaces)"
-        )
-    return raw.ljust(16, b" ")
+    return encode_ae_title_field(title, what)
 
 
 def _check_version_name(raw: bytes) -> bool:

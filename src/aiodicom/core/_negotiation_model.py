@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from aiodicom.core.ae_titles import validate_ae_title
 from aiodicom.core.items import PresentationResult
 from aiodicom.core.uids import is_valid_uid
 from aiodicom.core.user_items import SOPClassCommonExtendedNegotiation, UserIdentityRQ
@@ -96,19 +97,11 @@ def check_uid(uid: object, what: str) -> str:
 
 
 def check_ae_title(title: object, what: str) -> str:
-    """Return ``title`` without padding if it is a valid AE title (PS3.5 §6.2, VR AE)."""
-    if not isinstance(title, str):
-        raise ConfigurationError(f"{what} must be a str, got {type(title).__name__}")
-    stripped = title.strip(" ")
-    if not stripped or len(stripped) > 16:
-        raise ConfigurationError(
-            f"{what} must have 1-16 significant characters, got {title!r}"
-        )
-    if any(not (" " <= ch <= "~") or ch == "\\" for ch in stripped):
-        raise ConfigurationError(
-            f"{what} may hold only printable ASCII without backslash, got {title!r}"
-        )
-    return stripped
+    """Return ``title`` without padding if it is a valid AE title (`aiodicom.core.ae_titles`)."""
+    try:
+        return validate_ae_title(title, what)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def check_uid_tuple(uids: Iterable[str], what: str) -> tuple[str, ...]:

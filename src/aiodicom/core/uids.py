@@ -1,4 +1,9 @@
-"""UID validation (PS3.5 §9.1), strict because a UID may become a file name.
+"""UIDs (PS3.5 §9.1): the one home of both UID rules, strict and wire.
+
+The strict rule (`is_valid_uid`, `validate_uid`) is for anything that may become a file
+name or is ours to send in configuration. The wire rule (`is_uid_syntax`, `uid_from_wire`)
+is what the PDU codec accepts and sends: 1-64 digits and dots, because real peers send
+UIDs with leading zeros (or worse) and refusing them would refuse the association.
 
 A UID is 1-64 characters: components of the digits 0-9 separated by ".", no empty
 component, and no leading zero in a component of more than one digit. Anything else,
@@ -12,7 +17,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_UID_LENGTH", "is_valid_uid", "strip_uid_padding", "validate_uid"]
+__all__ = [
+    "MAX_UID_LENGTH",
+    "is_uid_syntax",
+    "is_valid_uid",
+    "strip_uid_padding",
+    "uid_from_wire",
+    "validate_uid",
+]
 
 MAX_UID_LENGTH = 64
 """PS3.5 §9.1: a UID shall not exceed 64 total characters."""
@@ -20,6 +32,7 @@ MAX_UID_LENGTH = 64
 _COMPONENT = r"(?:0|[1-9][0-9]*)"
 _UID_RE = re.compile(rf"{_COMPONENT}(?:\.{_COMPONENT})*")
 _REPR_LIMIT = 80
+_UID_CHARS = b"0123456789."
 
 
 def is_valid_uid(value: str) -> bool:
@@ -29,6 +42,30 @@ def is_valid_uid(value: str) -> bool:
         and 0 < len(value) <= MAX_UID_LENGTH
         and _UID_RE.fullmatch(value) is not None
     )
+
+
+def is_uid_syntax(value: str | bytes) -> bool:
+    """True if `value` is 1-64 digits and dots: the lenient wire rule, no padding.
+
+    Empty components and leading zeros pass (PS3.5 §9.1 forbids them, peers send them);
+    never use this for a value that becomes a path component: `validate_uid` is for that.
+    """
+    if isinstance(value, str):
+        if not value.isascii():
+            return False
+        value = value.encode("ascii")
+    return 0 < len(value) <= MAX_UID_LENGTH and not value.translate(None, _UID_CHARS)
+
+
+def uid_from_wire(raw: bytes) -> str | None:
+    """The UID in a received value: one trailing NUL pad removed, then `is_uid_syntax`.
+
+    None when the value breaks the wire rule (PS3.5 §9.1 pads an odd-length UI value with
+    a single NUL; anything else around it is refused).
+    """
+    if raw[-1:] == b"\0":
+        raw = raw[:-1]
+    return raw.decode("ascii") if is_uid_syntax(raw) else None
 
 
 def strip_uid_padding(value: str) -> str:

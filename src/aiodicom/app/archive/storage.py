@@ -34,6 +34,7 @@ from aiodicom.app.archive.head import (
     header_from_prefix,
     read_header,
 )
+from aiodicom.core.ae_titles import validate_ae_title
 from aiodicom.core.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from aiodicom.core.uids import strip_uid_padding, validate_uid
 from aiodicom.errors import DicomError
@@ -61,7 +62,6 @@ INCOMING_DIR = ".incoming"
 """Temporary files live here, on the same file system as the final tree."""
 
 _PREAMBLE = bytes(128)
-_AE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"\\"}
 _META_VALUE_LIMIT = 4096
 
 
@@ -153,15 +153,11 @@ class StoredInstance:
 
 
 def _check_ae(value: str, what: str) -> str:
-    """An AE title (PS3.5 Table 6.2-1): 1-16 printable ASCII characters, no backslash."""
-    text = value.strip(" ") if isinstance(value, str) else ""
-    if not 0 < len(text) <= 16 or not set(text) <= _AE_CHARS:
-        shown = repr(value)[:40]
-        raise InvalidStorageRequest(
-            f"{what} {shown} is not a valid AE title: use 1-16 printable ASCII characters "
-            "without backslash"
-        )
-    return text
+    """An AE title by the rule of `aiodicom.core.ae_titles`, without its padding."""
+    try:
+        return validate_ae_title(value, what)
+    except ValueError as exc:
+        raise InvalidStorageRequest(f"{exc}; the instance was not stored") from None
 
 
 def _uid_arg(value: str, what: str) -> str:

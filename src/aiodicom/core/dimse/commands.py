@@ -17,6 +17,7 @@ import re
 import struct
 from collections.abc import Mapping
 
+from aiodicom.core.ae_titles import is_valid_ae_title
 from aiodicom.core.buffer import ReadableBuffer
 from aiodicom.errors import DimseError
 
@@ -88,7 +89,7 @@ _GROUP_LENGTH_ELEMENT = 12  # header (8) + UL value (4)
 # `aiodicom.core.uids` is the strict check for where that matters.
 _UID = re.compile(rb"[0-9]+(?:\.[0-9]+)*")
 _MAX_UID = 64
-_MAX_AE = 16
+# AE titles follow `aiodicom.core.ae_titles`.
 # LO/AE: printable ISO 646 (the default repertoire, PS3.5 §6.1.2) without "\\", which
 # separates values (PS3.5 §6.2) and these elements hold one value.
 _PRINTABLE = bytes(b for b in range(0x20, 0x7F) if b != 0x5C)
@@ -129,7 +130,7 @@ def _encode_string_checked(tag: int, vr: VR, value: object) -> bytes:
         return raw + b"\0" if len(raw) % 2 else raw
     if raw.translate(None, _PRINTABLE):
         raise DimseError(f"{_name(tag)} has non-printable characters or '\\': {value!r}")
-    if vr is VR.AE and not 0 < len(raw.strip(b" ")) <= _MAX_AE:
+    if vr is VR.AE and not is_valid_ae_title(value):
         raise DimseError(f"{_name(tag)} must be 1-16 characters, not all spaces: {value!r}")
     return raw + b" " if len(raw) % 2 else raw
 
@@ -198,7 +199,7 @@ def _decode_string_checked(tag: int, vr: VR, data: bytes) -> str:
         return data.decode("ascii")
     data = data.rstrip(b"\0 ").lstrip(b" ")
     if vr is VR.AE:
-        if len(data) > _MAX_AE or data.translate(None, _PRINTABLE):
+        if data and not is_valid_ae_title(data.decode("latin-1")):  # empty: absent
             raise DimseError(f"{_name(tag)} is not a valid AE title: {data[:80]!r}")
         return data.decode("ascii")
     # LO (ErrorComment): informational text; keep it printable rather than refuse it.
