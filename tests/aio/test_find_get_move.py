@@ -337,3 +337,41 @@ def test_move_destination_down(run: Any, tmp_path: Path) -> None:
 
     result = run(main())
     assert result.status == 0xA702 and result.failed == 2
+
+
+def test_concurrent_gets_each_reach_their_own_handler(run: Any, tmp_path: Path) -> None:
+    """A C-STORE sub-operation does not say which C-GET it serves: two C-GETs started
+    together on one association must still deliver each instance to its own caller's
+    handler (they run one at a time), never to the other's."""
+    studies = {
+        "1.2.3.1": [write_ct(tmp_path / f"a{i}.dcm", study_uid="1.2.3.1") for i in range(3)],
+        "1.2.3.2": [write_ct(tmp_path / f"b{i}.dcm", study_uid="1.2.3.2") for i in range(3)],
+    }
+
+    async def on_get(request: GetRequest) -> AsyncIterator[Any]:
+        for path in studies[str(request.identifier.StudyInstanceUID)]:
+            await asyncio.sleep(0)
+            yield path
+
+    async def main() -> dict[str, list[str]]:
+        got: dict[str, list[str]] = {uid: [] for uid in studies}
+
+        def handler_for(uid: str) -> Any:
+            async def on_store(request: StoreRequest) -> Status:
+                ds = await request.dataset()
+                got[uid].append(str(ds.StudyInstanceUID))
+                return Status.SUCCESS
+            return on_store
+
+        contexts, roles = retrieve_contexts([CT])
+        async with Server(admission=_policy(), handlers=Handlers(get=on_get)) as server:
+            host, port = await server.listen()
+            async with connect(host, port, contexts=contexts, role_selections=roles) as assoc:
+                results = await asyncio.gather(*(
+                    assoc.get(_query(StudyInstanceUID=uid), on_store=handler_for(uid))
+                    for uid in studies))
+        assert all(r.status == Status.SUCCESS and r.completed == 3 for r in results)
+        return got
+
+    got = run(main())
+    assert got == {uid: [uid] * 3 for uid in studies}
