@@ -350,6 +350,10 @@ def test_every_public_name_imports() -> None:
     missing = [name for name in aiodicom.__all__ if not hasattr(aiodicom, name)]
     assert not missing, f"aiodicom.__all__ names that do not import: {missing}"
     assert set(aiodicom.__all__) <= set(dir(aiodicom)), "dir(aiodicom) must list every name"
+    lazy = set(aiodicom._LAZY)
+    assert lazy == set(aiodicom.__all__) - {"__version__"}, (
+        f"aiodicom._LAZY and __all__ disagree on {sorted(lazy ^ set(aiodicom.__all__))}"
+    )
     namespace: dict[str, object] = {}
     exec("from aiodicom import *", namespace)
     assert set(aiodicom.__all__) <= set(namespace)

@@ -16,9 +16,17 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from aiodicom.aio.admission import Admission
     from aiodicom.aio.association import AssociationInfo
-    from aiodicom.aio.client import ClientAssociation, connect, open_association
-    from aiodicom.aio.requests import EchoRequest, StoreRequest
+    from aiodicom.aio.client import ClientAssociation, RemoteAE, connect, open_association
+    from aiodicom.aio.requests import (
+        EchoRequest,
+        FindRequest,
+        GetRequest,
+        Handlers,
+        MoveRequest,
+        StoreRequest,
+    )
     from aiodicom.aio.server import Server
     from aiodicom.core.dimse import Status, StatusCategory
     from aiodicom.core.negotiation import AcceptorPolicy
@@ -48,11 +56,17 @@ if TYPE_CHECKING:
 _ERRORS = "aiodicom.errors"
 
 _LAZY: dict[str, str] = {
+    "Admission": "aiodicom.aio.admission",
     "AssociationInfo": "aiodicom.aio.association",
     "ClientAssociation": "aiodicom.aio.client",
+    "RemoteAE": "aiodicom.aio.client",
     "connect": "aiodicom.aio.client",
     "open_association": "aiodicom.aio.client",
     "EchoRequest": "aiodicom.aio.requests",
+    "FindRequest": "aiodicom.aio.requests",
+    "GetRequest": "aiodicom.aio.requests",
+    "Handlers": "aiodicom.aio.requests",
+    "MoveRequest": "aiodicom.aio.requests",
     "StoreRequest": "aiodicom.aio.requests",
     "Server": "aiodicom.aio.server",
     "Status": "aiodicom.core.dimse",
@@ -86,6 +100,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "AcceptorPolicy",
     "AcseTimeout",
+    "Admission",
     "AssociationAborted",
     "AssociationError",
     "AssociationInfo",
@@ -100,12 +115,17 @@ __all__ = [
     "DimseError",
     "DimseTimeout",
     "EchoRequest",
+    "FindRequest",
+    "GetRequest",
+    "Handlers",
     "InvalidPDU",
     "Limits",
     "LocalProtocolError",
+    "MoveRequest",
     "NetworkTimeout",
     "NoPresentationContext",
     "ProtocolError",
+    "RemoteAE",
     "RemoteProtocolError",
     "Server",
     "Status",
