@@ -74,7 +74,7 @@ def test_store_fragments_are_memoryviews(run: Any, tmp_path: Path) -> None:
         return status
 
     assert run(main()) == Status.SUCCESS
-    from aiodicom.aio.part10 import read_part10_info
+    from aiodicom.core.part10 import read_part10_info
 
     info = read_part10_info(path)
     assert received == [path.read_bytes()[info.dataset_offset:]]

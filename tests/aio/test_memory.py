@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 from aiodicom.aio.client import connect, storage_contexts_for
-from aiodicom.aio.part10 import read_part10_info
 from aiodicom.aio.requests import StoreRequest
 from aiodicom.aio.server import Handlers, Server
 from aiodicom.app.archive.storage import Storage, StorageSettings
@@ -37,6 +36,7 @@ from aiodicom.core.negotiation import (
     AcceptorPolicy,
     build_request,
 )
+from aiodicom.core.part10 import read_part10_info
 from aiodicom.core.pdu import encode_pdu
 from aiodicom.settings import AssociationSettings, Limits, Timeouts
 

@@ -31,12 +31,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aiodicom.aio import tls
 from aiodicom.aio.client import connect, open_association, storage_contexts_for
-from aiodicom.aio.part10 import read_part10_info
 from aiodicom.aio.requests import EchoRequest, StoreRequest
 from aiodicom.aio.server import Admission, Handlers, Server
 from aiodicom.app import pki
 from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
+from aiodicom.core.part10 import read_part10_info
 from aiodicom.errors import (
     AcseTimeout,
     AssociationAborted,

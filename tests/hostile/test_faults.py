@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from aiodicom.aio.client import ClientAssociation, connect, storage_contexts_for
-from aiodicom.aio.part10 import read_part10_info
 from aiodicom.core.dimse import Status
+from aiodicom.core.part10 import read_part10_info
 from aiodicom.errors import (
     AcseTimeout,
     AssociationAborted,

@@ -25,7 +25,6 @@ from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.filereader import ENCODED_VR, read_dataset
 from pydicom.tag import BaseTag
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.values import convert_string
 
 from aiodicom.core.negotiation import (
@@ -33,6 +32,7 @@ from aiodicom.core.negotiation import (
     EXPLICIT_VR_BIG_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+from aiodicom.core.part10 import LONG_VRS
 from aiodicom.core.uids import strip_uid_padding
 
 __all__ = [
@@ -66,9 +66,6 @@ _HEADER_TAGS: dict[int, tuple[str, str]] = {
 }
 HEADER_KEYWORDS: tuple[str, ...] = tuple(keyword for keyword, _ in _HEADER_TAGS.values())
 """The attributes `commit` and `read_stored_file` extract (StoredInstance.attributes)."""
-
-LONG_VRS = frozenset(vr.encode(default_encoding) for vr in EXPLICIT_VR_LENGTH_32)
-"""Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 §7.1.2), as bytes."""
 
 _LAST_HEADER_TAG = max(_HEADER_TAGS)
 _SPECIFIC_CHARACTER_SET = 0x00080005

@@ -14,16 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
-from aiodicom.app.archive.head import LONG_VRS
 from aiodicom.app.archive.storage import (
     HeaderError,
     StorageError,
@@ -32,6 +29,7 @@ from aiodicom.app.archive.storage import (
     StoreOutcome,
     read_header,
 )
+from aiodicom.core.part10 import read_file_meta
 from aiodicom.core.uids import validate_uid
 
 __all__ = ["INDEX_NAME", "LEVELS", "Index", "read_stored_file"]
@@ -43,7 +41,6 @@ INDEX_NAME = "index.sqlite"
 
 _SCHEMA_VERSION = 1
 _BATCH = 256
-_META_VALUE_LIMIT = 4096
 
 LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "PATIENT": ("patient", ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")),
@@ -478,35 +475,6 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(directory) / name
 
 
-def _read_meta(fp: BinaryIO) -> tuple[dict[int, bytes], int]:
-    """Group 0002 elements (values up to 4 KiB) and the offset where the data set starts."""
-    if fp.read(132)[128:] != b"DICM":
-        raise HeaderError("no DICM prefix after the 128-byte preamble (not a Part 10 file)")
-    values: dict[int, bytes] = {}
-    while True:
-        start = fp.tell()
-        head = fp.read(8)
-        if len(head) < 8:
-            return values, start
-        group, element, vr = struct.unpack("<HH2s", head[:6])
-        if group != 0x0002:
-            return values, start
-        if vr in LONG_VRS:
-            extra = fp.read(4)
-            if len(extra) < 4:
-                raise HeaderError("file meta information is truncated")
-            (length,) = struct.unpack("<L", extra)
-        else:
-            (length,) = struct.unpack("<H", head[6:8])
-        if length > _META_VALUE_LIMIT:
-            fp.seek(length, os.SEEK_CUR)
-            continue
-        value = fp.read(length)
-        if len(value) < length:
-            raise HeaderError("file meta information is truncated")
-        values[(group << 16) | element] = value
-
-
 def read_stored_file(path: Path) -> StoredInstance:
     """Describe a stored Part 10 file from its meta information and data set head.
 
@@ -514,19 +482,17 @@ def read_stored_file(path: Path) -> StoredInstance:
     (INVALID_DATASET, or IO_ERROR if unreadable) for a file that cannot be indexed.
     """
 
-    def text(value: bytes) -> str:
-        return value.decode("ascii", "replace").strip(" \x00")
-
     try:
         with open(path, "rb") as fp:
-            meta, start = _read_meta(fp)
+            meta = read_file_meta(fp)
+            start = meta.dataset_offset
             status = os.fstat(fp.fileno())
-            syntax = text(meta.get(0x00020010, b""))
+            syntax = meta.text(0x00020010)
             validate_uid(syntax, "Transfer Syntax UID (0002,0010)")
             attributes = read_header(fp, start, status.st_size - start, syntax)
         for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
             validate_uid(attributes[keyword], keyword)
-    except (HeaderError, ValueError) as exc:
+    except (HeaderError, ValueError) as exc:  # NotPart10Error is a ValueError
         raise StorageError(
             f"{path} is not a usable DICOM Part 10 file: {exc}",
             failure=StorageFailure.INVALID_DATASET,
@@ -537,13 +503,13 @@ def read_stored_file(path: Path) -> StoredInstance:
         ) from exc
     return StoredInstance(
         path=path,
-        sop_class_uid=attributes["SOPClassUID"] or text(meta.get(0x00020002, b"")),
+        sop_class_uid=attributes["SOPClassUID"] or meta.text(0x00020002),
         sop_instance_uid=attributes["SOPInstanceUID"],
         transfer_syntax_uid=syntax,
         study_instance_uid=attributes["StudyInstanceUID"],
         series_instance_uid=attributes["SeriesInstanceUID"],
         size=status.st_size,
-        source_ae_title=text(meta.get(0x00020016, b"")),
+        source_ae_title=meta.text(0x00020016),
         received_at=status.st_mtime,
         attributes=attributes,
     )

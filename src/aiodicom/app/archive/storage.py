@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import errno
 import os
-import struct
 import tempfile
 import time
 from collections.abc import Mapping
@@ -28,7 +27,6 @@ from typing import BinaryIO
 
 from aiodicom.app.archive.head import (
     HEADER_KEYWORDS,
-    LONG_VRS,
     PREFIX_LIMIT,
     HeaderError,
     header_from_prefix,
@@ -36,6 +34,7 @@ from aiodicom.app.archive.head import (
 )
 from aiodicom.core.ae_titles import validate_ae_title
 from aiodicom.core.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from aiodicom.core.part10 import encode_file_meta as core_encode_file_meta
 from aiodicom.core.uids import strip_uid_padding, validate_uid
 from aiodicom.errors import DicomError
 
@@ -61,8 +60,6 @@ __all__ = [
 INCOMING_DIR = ".incoming"
 """Temporary files live here, on the same file system as the final tree."""
 
-_PREAMBLE = bytes(128)
-_META_VALUE_LIMIT = 4096
 
 
 class StorageFailure(enum.Enum):
@@ -167,16 +164,6 @@ def _uid_arg(value: str, what: str) -> str:
         raise InvalidStorageRequest(f"{exc}; the instance was not stored") from None
 
 
-def _element(tag: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
-    """One Explicit VR Little Endian element, value padded to even length (PS3.5 §7.1.2)."""
-    if len(value) % 2:
-        value += pad
-    head = struct.pack("<HH2s", tag >> 16, tag & 0xFFFF, vr)
-    if vr in LONG_VRS:
-        return head + struct.pack("<HL", 0, len(value)) + value
-    return head + struct.pack("<H", len(value)) + value
-
-
 def encode_file_meta(
     *,
     sop_class_uid: str,
@@ -185,26 +172,19 @@ def encode_file_meta(
     source_ae_title: str,
     receiving_ae_title: str,
 ) -> bytes:
-    """Preamble, "DICM" and group 0002 in Explicit VR Little Endian (PS3.10 §7.1).
+    """Preamble, "DICM" and group 0002 (`aiodicom.core.part10.encode_file_meta`).
 
     (0002,0016) Source and (0002,0017) Sending AE Title both carry the peer's calling AE
     title (as DCMTK and dcm4che record the source), (0002,0018) the AE that received it.
     """
-    body = b"".join(
-        (
-            _element(0x00020001, b"OB", b"\x00\x01", b"\x00"),
-            _element(0x00020002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
-            _element(0x00020003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
-            _element(0x00020010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
-            _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\x00"),
-            _element(0x00020013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" "),
-            _element(0x00020016, b"AE", source_ae_title.encode("ascii"), b" "),
-            _element(0x00020017, b"AE", source_ae_title.encode("ascii"), b" "),
-            _element(0x00020018, b"AE", receiving_ae_title.encode("ascii"), b" "),
-        )
+    return core_encode_file_meta(
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax_uid=transfer_syntax_uid,
+        source_ae_title=source_ae_title,
+        sending_ae_title=source_ae_title,
+        receiving_ae_title=receiving_ae_title,
     )
-    group_length = _element(0x00020000, b"UL", struct.pack("<L", len(body)), b"")
-    return b"".join((_PREAMBLE, b"DICM", group_length, body))
 
 
 def _os_failure(exc: OSError) -> StorageFailure:

@@ -16,8 +16,8 @@ from typing import Any
 
 from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.loop import run
-from aiodicom.aio.part10 import NotPart10Error, read_part10_info
 from aiodicom.core.dimse import Status
+from aiodicom.core.part10 import NotPart10Error, read_part10_info
 from aiodicom.errors import AssociationRejected, DicomError
 from aiodicom.settings import AssociationSettings
 
