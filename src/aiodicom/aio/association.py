@@ -40,10 +40,18 @@ from aiodicom.core.dimse import (
     fragment_dataset,
 )
 from aiodicom.core.negotiation import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     NegotiatedAssociation,
     find_context,
+)
+from aiodicom.core.part10 import (
+    TransferSyntaxMismatch,
+    encode_dataset,
+    read_part10_info,
+    stream_dataset,
 )
 from aiodicom.core.primitives import (
     AbortIndication,
@@ -71,7 +79,9 @@ __all__ = ["Association", "AssociationInfo", "IncomingData"]
 log = logging.getLogger("aiodicom.association")
 
 _Response = tuple[Message, "IncomingData | None"]
-_UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+_CONVERTIBLE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
+                DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+"""Native syntaxes a data set can be converted between without loss (PS3.5 A.1-A.5)."""
 
 _assoc_ids = itertools.count(1)
 
@@ -484,15 +494,13 @@ class Association:
         (PS3.7 Table 9.3-1). We must hold the SCU role for the SOP class on the context:
         an acceptor does after role selection for C-GET sub-operations (PS3.7 D.3.3.4).
         """
-        from aiodicom.aio.part10 import read_part10_info, stream_dataset
-
         negotiated = self.require_established()
         if isinstance(source, str | Path):
             info = read_part10_info(Path(source))
             try:
                 ctx = find_context(negotiated, info.sop_class_uid, info.transfer_syntax_uid)
             except NoPresentationContext:
-                if info.transfer_syntax_uid not in _UNCOMPRESSED:
+                if info.transfer_syntax_uid not in _CONVERTIBLE:
                     raise
                 import pydicom  # convertible: re-encode in an accepted uncompressed syntax
 
@@ -520,28 +528,29 @@ class Association:
         return rsp.status
 
     def _encode_for_store(self, negotiated: NegotiatedAssociation, ds: Any) -> tuple[Any, bytes]:
-        from pydicom.filebase import DicomBytesIO
-        from pydicom.filewriter import write_dataset
-
+        """The context to send ``ds`` on and its bytes, encoded for that context's transfer
+        syntax: its own syntax first, then the native ones (converted, PS3.5 A.1-A.5). A
+        compressed data set is never sent under another label (`TransferSyntaxMismatch`)."""
         sop_class = str(ds.SOPClassUID)
         meta = getattr(ds, "file_meta", None)
-        native = None
-        if meta is not None and "TransferSyntaxUID" in meta:
-            native = str(meta.TransferSyntaxUID)
-        ctx = None
-        for ts in ([native] if native else []) + list(_UNCOMPRESSED):
+        own = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta \
+            else None
+        refused: TransferSyntaxMismatch | None = None
+        for ts in dict.fromkeys([own, *_CONVERTIBLE]):
+            if ts is None:
+                continue
             try:
                 ctx = find_context(negotiated, sop_class, ts)
-                break
             except NoPresentationContext:
                 continue
-        if ctx is None:
-            ctx = find_context(negotiated, sop_class)  # raises with what was accepted
-        buf = DicomBytesIO()
-        buf.is_little_endian = True
-        buf.is_implicit_VR = ctx.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
-        write_dataset(buf, ds)
-        return ctx, buf.getvalue()
+            try:
+                return ctx, encode_dataset(ds, ctx.transfer_syntax)
+            except TransferSyntaxMismatch as exc:
+                refused = exc
+        if refused is not None:
+            raise refused
+        ctx = find_context(negotiated, sop_class)  # raises, naming what was accepted
+        return ctx, encode_dataset(ds, ctx.transfer_syntax)
 
     def require_established(self) -> NegotiatedAssociation:
         """The negotiated association; raises why not if it is not (or no longer) up."""

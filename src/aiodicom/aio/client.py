@@ -13,7 +13,6 @@ from typing import Any
 
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
 from aiodicom.aio.client_qr import FindQuery, RetrieveResult, answer_store, retrieve
-from aiodicom.aio.part10 import Part10Info, read_part10_info
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.aio.requests import StoreHandler
 from aiodicom.core.dimse import CEchoRQ, CEchoRSP, CStoreRQ, Message, Status
@@ -25,6 +24,7 @@ from aiodicom.core.negotiation import (
     conclude_as_requestor,
     find_context,
 )
+from aiodicom.core.part10 import Part10Info, read_part10_info
 from aiodicom.core.pdu import AAssociateRQ
 from aiodicom.core.primitives import AssociateAccepted, AssociateRejected
 from aiodicom.core.qr import UNCOMPRESSED_SYNTAXES, QRModel

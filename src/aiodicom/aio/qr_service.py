@@ -46,6 +46,7 @@ from aiodicom.core.dimse import (
     StatusCategory,
 )
 from aiodicom.core.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, NegotiatedAssociation
+from aiodicom.core.part10 import read_part10_info
 from aiodicom.core.qr import (
     MAX_IDENTIFIER,
     UNCOMPRESSED_SYNTAXES,
@@ -348,8 +349,6 @@ async def _suboperation(target: QRPeer | SubAssociation, item: Any,
 def _sop_of(item: Any) -> tuple[str, str, str]:
     """(SOP class, SOP instance, transfer syntax) of a path or Dataset."""
     if isinstance(item, str | Path):
-        from aiodicom.aio.part10 import read_part10_info
-
         info = read_part10_info(Path(item))
         return info.sop_class_uid, info.sop_instance_uid, info.transfer_syntax_uid
     meta = getattr(item, "file_meta", None)

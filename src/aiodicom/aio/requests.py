@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any, Protocol, TypeVar
 
 from aiodicom.aio.association import AssociationInfo, IncomingData
 from aiodicom.core.dimse import CEchoRQ, CFindRQ, CGetRQ, CMoveRQ, CStoreRQ, Message, Status
+from aiodicom.core.part10 import decode_dataset
 from aiodicom.core.pdu import AAssociateRJ, AAssociateRQ
 from aiodicom.core.qr import QRModel, model_of
 from aiodicom.errors import AssociationAborted
@@ -129,24 +129,17 @@ class StoreRequest:
         return self.data.__aiter__()
 
     async def dataset(self) -> Any:
-        """The data set decoded by pydicom (held whole in memory: use for small objects)."""
-        from pydicom.dataset import Dataset, FileMetaDataset
-        from pydicom.filereader import read_dataset
+        """The data set decoded by pydicom in the context's transfer syntax (deflated and
+        big endian included); held whole in memory, so use it for small objects. Raises
+        `aiodicom.core.part10.DatasetCodecError` if it does not parse."""
         from pydicom.uid import UID
 
-        buf = BytesIO()
+        views: list[memoryview] = []
         async for batch in self.data.chunks():
-            for view in batch:
-                buf.write(view)
-        buf.seek(0)
-        implicit = self.transfer_syntax == "1.2.840.10008.1.2"
-        big = self.transfer_syntax == "1.2.840.10008.1.2.2"
-        ds: Dataset = read_dataset(buf, is_implicit_VR=implicit, is_little_endian=not big)
-        meta = FileMetaDataset()
-        meta.TransferSyntaxUID = UID(self.transfer_syntax)
-        meta.MediaStorageSOPClassUID = UID(self.sop_class_uid)
-        meta.MediaStorageSOPInstanceUID = UID(self.sop_instance_uid)
-        ds.file_meta = meta
+            views.extend(batch)
+        ds = decode_dataset(views, self.transfer_syntax)
+        ds.file_meta.MediaStorageSOPClassUID = UID(self.sop_class_uid)
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(self.sop_instance_uid)
         return ds
 
     async def save(self, sink: StoreSink[T]) -> T:

@@ -7,17 +7,12 @@ small data set of query keys, encoded in the context's transfer syntax).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any, Literal
 
-from aiodicom.core._negotiation_model import (
-    EXPLICIT_VR_BIG_ENDIAN,
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-)
+from aiodicom.core._negotiation_model import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from aiodicom.core.part10 import DatasetCodecError, decode_dataset, encode_dataset
 from aiodicom.core.user_items import RoleSelection
 from aiodicom.errors import DimseError
 
@@ -99,33 +94,15 @@ def decode_identifier(raw: bytes, transfer_syntax: str) -> Any:
 
     Raises `InvalidIdentifier` if it is larger than `MAX_IDENTIFIER` or does not parse.
     """
-    from pydicom.filereader import read_dataset
-
     if len(raw) > MAX_IDENTIFIER:
         raise InvalidIdentifier(f"identifier larger than {MAX_IDENTIFIER} bytes")
     try:
-        with warnings.catch_warnings():  # ranges and wildcards are not valid DA/UI/... values
-            warnings.simplefilter("ignore")
-            ds = read_dataset(BytesIO(raw),
-                              is_implicit_VR=transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN,
-                              is_little_endian=transfer_syntax != EXPLICIT_VR_BIG_ENDIAN)
-            for _ in ds:
-                pass
-    except Exception as exc:
+        return decode_dataset(raw, transfer_syntax, max_inflated_size=MAX_IDENTIFIER)
+    except DatasetCodecError as exc:
         raise InvalidIdentifier(f"undecodable identifier: {exc}") from exc
-    return ds
 
 
 def encode_identifier(ds: Any, transfer_syntax: str) -> bytes:
-    """An identifier's bytes in ``transfer_syntax``; query keys may hold wildcards and ranges
-    that are not valid values of their VR (PS3.4 C.2.2.2), so pydicom's warnings are off."""
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
-
-    buf = DicomBytesIO()
-    buf.is_little_endian = transfer_syntax != EXPLICIT_VR_BIG_ENDIAN
-    buf.is_implicit_VR = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        write_dataset(buf, ds)
-    return buf.getvalue()
+    """An identifier's bytes in ``transfer_syntax`` (query keys may hold wildcards and ranges
+    that are not valid values of their VR, PS3.4 C.2.2.2: the codec allows them)."""
+    return encode_dataset(ds, transfer_syntax)
