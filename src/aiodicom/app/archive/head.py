@@ -34,6 +34,7 @@ from aiodicom.core.negotiation import (
 )
 from aiodicom.core.part10 import LONG_VRS
 from aiodicom.core.uids import strip_uid_padding
+from aiodicom.errors import DicomError
 
 __all__ = [
     "HEADER_KEYWORDS",
@@ -78,7 +79,7 @@ _TEXT_DELIMITERS = {0x09, 0x0A, 0x0C, 0x0D}
 _PN_DELIMITERS = _TEXT_DELIMITERS | {0x3D, 0x5E}
 
 
-class HeaderError(Exception):
+class HeaderError(DicomError, ValueError):
     """The head of a data set is malformed (internal; surfaces as `StorageError`)."""
 
 

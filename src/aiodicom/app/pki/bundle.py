@@ -13,8 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from aiodicom.aio._tls_context import load_pem_crls
-from aiodicom.aio._tls_identity import identity_from_certificate
+from aiodicom.aio.tls import identity_from_certificate, load_pem_crls
 from aiodicom.app.pki.ca import init_ca, issue_client, issue_server
 from aiodicom.app.pki.files import (
     cert_pem,

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from aiodicom.aio._tls_identity import ae_title_to_uri, validate_ae_title
+from aiodicom.aio.tls import ae_title_to_uri, validate_ae_title
 from aiodicom.app.pki.files import (
     CertKind,
     CertRecord,
@@ -269,7 +269,7 @@ def record_certificate(
     directory: Path, cert: x509.Certificate, kind: CertKind, *, signed_by: str | None,
     path: Path, org: str | None = None, groups: Sequence[str] = (),
 ) -> CertRecord:
-    from aiodicom.aio._tls_identity import identity_from_certificate
+    from aiodicom.aio.tls import identity_from_certificate
 
     ident = identity_from_certificate(cert)
     dns: tuple[str, ...] = ()
