@@ -328,13 +328,21 @@ def test_pdata_from_receive_buffer_is_not_copied() -> None:
         (pdv(1, 3, b"ab") + b"\0\0\0\2\1", 14, INVALID),  # PDV value past the end
         (pdv(2, 3, b"ab"), 10, INVALID),  # even context ID
         (pdv(0, 3, b"ab"), 10, INVALID),
-        (pdv(1, 0x04, b"ab"), 11, INVALID),  # reserved bits of the control header
-        (pdv(1, 0x80, b"ab"), 11, INVALID),
     ],
 )
 def test_pdata_rejects(body: bytes, offset: int, reason: AbortReason) -> None:
     err = invalid(pdu(4, body))
     assert (err.offset, err.reason) == (offset, reason)
+
+
+@pytest.mark.parametrize("control", [0x04, 0x80, 0xFC, 0xFF, 0x7E])
+def test_pdata_reserved_control_bits_are_not_tested(control: int) -> None:
+    """PS3.8 Annex E.2: bits 2-7 are reserved and the receiver does not test them."""
+    value = decode_pdu_bytes(pdu(4, pdv(1, control, b"ab")))
+    assert isinstance(value, PDataTF)
+    (one,) = value.pdvs
+    assert (one.is_command, one.is_last) == (bool(control & 1), bool(control & 2))
+    assert bytes(one.data) == b"ab"
 
 
 def test_pdata_empty_value_and_several_pdvs() -> None:
@@ -486,8 +494,6 @@ def test_reserved_fields_are_not_checked() -> None:
         (APP + PC_RQ + PC_AC + UI, UNEXPECTED),  # an AC item in an RQ
         (APP + PC_RQ + item(0x30, b"1.2") + UI, UNEXPECTED),
         (APP + PC_RQ + item(0x51, bytes(4)) + UI, UNEXPECTED),
-        (APP + PC_RQ + item(0x99, b"") + UI, UNRECOGNIZED),
-        (APP + PC_RQ + item(0x00, b"") + UI, UNRECOGNIZED),
         (APP + PC_RQ + UI + b"\x10", INVALID),  # a truncated item header
         (APP + PC_RQ + UI + b"\x10\x00\x00\x05abc", INVALID),  # item longer than the PDU
     ],
@@ -504,9 +510,38 @@ def test_items_in_any_order() -> None:
 
 
 def test_error_offsets_count_from_the_pdu_start() -> None:
-    err = invalid(rq(APP + PC_RQ + item(0x99, b"") + UI))
+    err = invalid(rq(APP + PC_RQ + item(0x51, bytes(4)) + UI))
     assert err.offset == ITEMS_AT + len(APP) + len(PC_RQ)
-    assert "0x99" in err.what and f"offset {err.offset}" in str(err)
+    assert "0x51" in err.what and f"offset {err.offset}" in str(err)
+
+
+@pytest.mark.parametrize("unknown", [item(0x99, b""), item(0x00, b"xyz"), item(0xFF, b"\0" * 9)])
+@pytest.mark.parametrize("where", ["before", "middle", "after"])
+def test_unrecognized_items_are_skipped(unknown: bytes, where: str) -> None:
+    """PS3.8 §9.3.1: items of unrecognized types are ignored and skipped, RQ and AC."""
+    rq_items = {
+        "before": unknown + APP + PC_RQ + UI,
+        "middle": APP + PC_RQ + unknown + UI,
+        "after": APP + PC_RQ + UI + unknown,
+    }[where]
+    assert decode_pdu_bytes(rq(rq_items)) == decode_pdu_bytes(rq())
+    ac_items = rq_items.replace(PC_RQ, PC_AC)
+    assert decode_pdu_bytes(ac(ac_items)) == decode_pdu_bytes(ac())
+    # the known sub-items around it still decode, and re-encode canonically without it
+    assert encode_pdu(decode_pdu_bytes(rq(rq_items))) == rq()
+
+
+def test_unrecognized_sub_items_in_a_presentation_context_are_skipped() -> None:
+    pc = item(0x20, b"\x01\0\0\0" + item(0x41, b"?") + item(0x30, b"1.2") + item(0x40, b"1.2")
+              + item(0x7F, b""))
+    value = decode_pdu_bytes(rq(APP + pc + UI))
+    assert isinstance(value, AAssociateRQ)
+    (ctx,) = value.presentation_contexts
+    assert (ctx.abstract_syntax, ctx.transfer_syntaxes) == ("1.2", ("1.2",))
+    pc_ac = item(0x21, b"\x01\0\0\0" + item(0x77, b"") + item(0x40, b"1.2") + item(0x42, b"x"))
+    answer = decode_pdu_bytes(ac(APP + pc_ac + UI))
+    assert isinstance(answer, AAssociateAC)
+    assert answer.presentation_contexts[0].transfer_syntax == "1.2"
 
 
 def test_ac_may_have_no_presentation_context() -> None:
@@ -556,7 +591,6 @@ def test_uid_nul_pad_is_stripped() -> None:
         (b"\x01\0\0\0" + item(0x40, b"1.2"), UNEXPECTED),  # no abstract syntax
         (b"\x01\0\0\0" + item(0x30, b"1.2"), UNEXPECTED),  # no transfer syntax
         (b"\x01\0\0\0" + item(0x30, b"1.2") * 2 + item(0x40, b"1.2"), UNEXPECTED),
-        (b"\x01\0\0\0" + item(0x30, b"1.2") + item(0x40, b"1.2") + item(0x41, b""), UNRECOGNIZED),
         (b"\x01\0\0\0" + item(0x30, b"1.2") + item(0x40, b"1.2") + item(0x50, b""), UNEXPECTED),
         (b"\x01\0\0\0" + item(0x30, b"1.2") + b"\x40\x00\x00\x09", INVALID),  # sub-item overflows
         (b"\x01\0\0\0" + item(0x30, b"1.2") + b"\x40\x00\xff\xff", INVALID),
@@ -604,7 +638,6 @@ def test_rejected_context_transfer_syntax(content: bytes, expected: str | None) 
         (b"\x01\0\x05\0" + item(0x40, b"1.2"), INVALID),  # result 5
         (b"\x01\0\xff\0" + item(0x40, b"1.2"), INVALID),
         (b"\x01\0\0\0" + item(0x30, b"1.2"), UNEXPECTED),
-        (b"\x01\0\0\0" + item(0x40, b"1.2") + item(0x77, b""), UNRECOGNIZED),
         (b"\x01\0\0", INVALID),
         (b"\x04\0\0\0" + item(0x40, b"1.2"), INVALID),
     ],

@@ -2,9 +2,11 @@
 
 Private helpers of `aiodicom.core.pdu`. Decoders read through a `Reader` whose offsets count
 from the PDU start and raise only `InvalidPDU`, with the A-ABORT reason PS3.8 §9.3.1 and
-Table 9-26 call for: an item type we do not know -> unrecognized-PDU-parameter (4); a known
-item in the wrong place, repeated or missing -> unexpected-PDU-parameter (5); a bad value or
-length -> invalid-PDU-parameter-value (6). Encoders validate our own values (ValueError).
+Table 9-26 call for: a known item in the wrong place, repeated or missing ->
+unexpected-PDU-parameter (5); a bad value or length -> invalid-PDU-parameter-value (6). An
+item or sub-item of a type we do not know is ignored and skipped (PS3.8 §9.3.1: "items of
+unrecognized types shall be ignored and skipped"), wherever it appears. Encoders validate our
+own values (ValueError).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from aiodicom.core.user_items import (
 )
 from aiodicom.errors import AbortReason, InvalidPDU
 
-UNRECOGNIZED: Final = AbortReason.UNRECOGNIZED_PDU_PARAMETER
 UNEXPECTED: Final = AbortReason.UNEXPECTED_PDU_PARAMETER
 INVALID: Final = AbortReason.INVALID_PDU_PARAMETER_VALUE
 
@@ -118,15 +119,12 @@ def end_of(r: Reader, what: str) -> None:
         )
 
 
-def unknown_item(item_type: int, offset: int, where: str) -> InvalidPDU:
-    """The error for an item that may not appear in ``where``: unrecognized or unexpected."""
+def misplaced_item(item_type: int, offset: int, where: str) -> None:
+    """Skip an item of an unrecognized type (PS3.8 §9.3.1); refuse a known one out of place."""
     if item_type in _KNOWN_ITEM_TYPES:
-        return InvalidPDU(
+        raise InvalidPDU(
             f"item 0x{item_type:02X} may not appear in {where}", offset=offset, reason=UNEXPECTED
         )
-    return InvalidPDU(
-        f"unrecognized item type 0x{item_type:02X} in {where}", offset=offset, reason=UNRECOGNIZED
-    )
 
 
 def _context_id(r: Reader, what: str) -> int:
@@ -162,7 +160,7 @@ def decode_context_rq(r: Reader) -> PresentationContextRQ:
         elif item_type == ItemType.TRANSFER_SYNTAX:
             transfer.append(decode_uid(sub, sub.remaining, "transfer syntax"))
         else:
-            raise unknown_item(item_type, start, f"presentation context {cid}")
+            misplaced_item(item_type, start, f"presentation context {cid}")
     if abstract is None or not transfer:
         missing = "abstract syntax" if abstract is None else "transfer syntax"
         raise InvalidPDU(
@@ -196,7 +194,8 @@ def decode_context_ac(r: Reader) -> PresentationContextAC:
     while not r.at_end():
         item_type, sub, start = read_item(r, "presentation context sub-item")
         if item_type != ItemType.TRANSFER_SYNTAX:
-            raise unknown_item(item_type, start, f"accepted presentation context {cid}")
+            misplaced_item(item_type, start, f"presentation context {cid}")
+            continue
         if seen:
             raise InvalidPDU(
                 f"presentation context {cid} answers two transfer syntaxes",

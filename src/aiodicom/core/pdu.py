@@ -29,8 +29,8 @@ from aiodicom.core._item_codec import (
     encode_context_ac,
     encode_context_rq,
     encode_user_information,
+    misplaced_item,
     read_item,
-    unknown_item,
 )
 from aiodicom.core.buffer import PDU_HEADER_LENGTH, ReadableBuffer, Reader, Writer
 from aiodicom.core.items import (
@@ -198,7 +198,7 @@ def _decode_associate(r: Reader, *, is_rq: bool) -> AAssociateRQ | AAssociateAC:
                 f"{name} has two 0x{item_type:02X} items", offset=start, reason=UNEXPECTED
             )
         else:
-            raise unknown_item(item_type, start, name)
+            misplaced_item(item_type, start, name)
     missing = (
         "application context item (0x10)"
         if app_context is None
@@ -253,7 +253,8 @@ def _decode_pdata(body: memoryview) -> PDataTF:
     """P-DATA-TF (§9.3.5): PDV items of item-length (4), context ID, control header, value.
 
     The per-message hot path, so it unpacks each 6-byte PDV header in one go instead of
-    going through `Reader`; every length is still checked against what remains.
+    going through `Reader`; every length is still checked against what remains. Reserved
+    bits 2-7 of the message control header are not tested (PS3.8 Annex E.2).
     """
     pdvs: list[PresentationDataValue] = []
     end = len(body)
@@ -275,12 +276,6 @@ def _decode_pdata(body: memoryview) -> PDataTF:
             )
         if not cid & 1:
             raise InvalidPDU(f"PDV context ID {cid} is not odd", offset=at + 4, reason=INVALID)
-        if control & 0xFC:
-            raise InvalidPDU(
-                f"PDV message control header 0x{control:02X} sets reserved bits",
-                offset=at + 5,
-                reason=INVALID,
-            )
         pdvs.append(
             PresentationDataValue(
                 context_id=cid,

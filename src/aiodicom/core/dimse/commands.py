@@ -3,8 +3,9 @@
 A command set is always Implicit VR Little Endian whatever the presentation context says
 (PS3.7 §6.3.1), so the VR of each element comes from the registry of command elements
 (PS3.7 Annex E, Table E.1-1), transcribed in `COMMAND_ELEMENTS`. Decoding trusts no length:
-every element length is checked against the bytes left, the group length against the
-bytes that follow it, and each value against its VR; the only exception it raises is
+every element length is checked against the bytes left and each value against its VR; the
+group length is required but, being derived from the framing, only advice (a wrong one is
+ignored, as DCMTK and pynetdicom do); the only exception it raises is
 `DimseError`. Unknown (retired) group 0000 elements are skipped, anything outside group
 0000 is refused (PS3.7 §6.3.1: a command set holds no data elements).
 """
@@ -229,9 +230,9 @@ def decode_command_set(
 ) -> dict[int, CommandValue]:
     """Decode an Implicit VR Little Endian command set into tag -> value.
 
-    The group length is required first and must equal the bytes that follow it; it is
-    not returned. Tags may arrive in any order (PS3.7 asks for ascending order; order
-    carries no meaning) but at most once. Raises `DimseError` on anything malformed.
+    The group length is required first; its value is not checked (the PDV framing ends
+    the command set) and not returned. Tags may arrive in any order (PS3.7 asks for
+    ascending order; order carries no meaning) but at most once. Raises `DimseError` on anything malformed.
     """
     view = data if isinstance(data, memoryview) else memoryview(data)
     if view.ndim != 1 or view.format != "B":
@@ -247,12 +248,8 @@ def decode_command_set(
             f"command set must start with (0000,0000) CommandGroupLength of length 4, "
             f"found ({group:04X},{element:04X}) of length {length}"
         )
-    group_length = int(_U32.unpack_from(view, 8)[0])
-    if group_length != total - _GROUP_LENGTH_ELEMENT:
-        raise DimseError(
-            f"CommandGroupLength says {group_length} bytes follow but "
-            f"{total - _GROUP_LENGTH_ELEMENT} do"
-        )
+    # (0000,0000)'s value is redundant with the PDV framing, which ends the command set:
+    # one that disagrees is advice we do not follow (DCMTK and pynetdicom answer it too).
     elements: dict[int, CommandValue] = {}
     pos = _GROUP_LENGTH_ELEMENT
     while pos < total:
