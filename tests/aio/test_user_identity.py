@@ -148,8 +148,14 @@ def test_jwt_es256_valid_expired_and_wrong_key() -> None:
 
 def test_jwt_rs256_valid() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    v = JWTVerifier(key.public_key(), ("RS256",), clock=lambda: NOW)
+    v = JWTVerifier(key.public_key(), ("RS256",), audience="aiodicom", clock=lambda: NOW)
     assert verdict(v, jwt_rq(make_jwt(claims(), alg="RS256", key=key))).accepted
+    # no audience configured: a token issued for some audience is someone else's (RFC 7519)
+    blind = JWTVerifier(key.public_key(), ("RS256",), clock=lambda: NOW)
+    refused = verdict(blind, jwt_rq(make_jwt(claims(), alg="RS256", key=key)))
+    assert not refused.accepted and "audience" in refused.why
+    no_aud = {k: v for k, v in claims().items() if k != "aud"}
+    assert verdict(blind, jwt_rq(make_jwt(no_aud, alg="RS256", key=key))).accepted
 
 
 def test_jwt_verifier_configuration_errors() -> None:

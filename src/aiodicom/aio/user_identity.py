@@ -21,18 +21,17 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from aiodicom.aio.association import AssociationInfo
 from aiodicom.core.user_items import UserIdentityRQ, UserIdentityType
@@ -90,7 +89,13 @@ def by_type(verifiers: Mapping[UserIdentityType, IdentityVerifier]) -> IdentityV
 
 # -- passwords -------------------------------------------------------------------------------
 
-_SCRYPT = (1 << 14, 8, 1)
+_SCRYPT = (1 << 17, 8, 1)
+"""New hashes: scrypt N=2^17, r=8, p=1 (128 MiB; OWASP's current minimum guidance)."""
+SCRYPT_MIN_COST = 1 << 17
+"""Floor for stored scrypt hashes: N*r >= 2^17 (16 MiB, e.g. N=2^14 r=8, the old default).
+Below it a hash is trivially brute-forced and the users file is refused."""
+PBKDF2_MIN_ITERATIONS = 100_000
+"""Floor for stored pbkdf2_sha256 hashes (new ones use 600,000)."""
 
 
 def _b64(data: bytes) -> str:
@@ -103,7 +108,8 @@ def hash_passcode(passcode: str, *, method: str = "scrypt", salt: bytes | None =
     secret = passcode.encode("utf-8")
     if method == "scrypt":
         n, r, p = _SCRYPT
-        digest = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=32)
+        digest = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=32,
+                                maxmem=256 * r * n + (1 << 20))
         return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
     if method == "pbkdf2_sha256":
         iterations = 600_000
@@ -122,13 +128,20 @@ def _parse_hash(stored: str) -> Callable[[bytes], tuple[bytes, bytes]]:
             salt, expected = base64.b64decode(parts[4]), base64.b64decode(parts[5])
             if not (2 <= n <= 1 << 20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
                 raise ValueError("scrypt parameters out of range")
+            if n * r < SCRYPT_MIN_COST or len(salt) < 8 or len(expected) < 16:
+                raise ValueError(f"scrypt N={n} r={r} is below the floor N*r >= 2^17 "
+                                 "(rehash with `aiodicom user hash`)")
             return lambda s: (expected, hashlib.scrypt(
                 s, salt=salt, n=n, r=r, p=p, dklen=len(expected), maxmem=256 * r * n + (1 << 20)))
         if parts[0] == "pbkdf2_sha256" and len(parts) == 4:
             iterations = int(parts[1])
             salt, expected = base64.b64decode(parts[2]), base64.b64decode(parts[3])
-            if not 1 <= iterations <= 10_000_000:
-                raise ValueError("iteration count out of range")
+            if not PBKDF2_MIN_ITERATIONS <= iterations <= 10_000_000:
+                raise ValueError(f"iteration count {iterations} is outside "
+                                 f"{PBKDF2_MIN_ITERATIONS}-10000000 (rehash with "
+                                 "`aiodicom user hash`)")
+            if len(salt) < 8 or len(expected) < 16:
+                raise ValueError("salt or hash too short")
             return lambda s: (expected, hashlib.pbkdf2_hmac(
                 "sha256", s, salt, iterations, dklen=len(expected)))
     except (ValueError, binascii.Error) as exc:
@@ -144,21 +157,41 @@ def verify_passcode(passcode: bytes, stored: str) -> bool:
     return hmac.compare_digest(expected, actual)
 
 
+def _decoy(stored: str) -> str:
+    """A hash with ``stored``'s method and parameters but a random salt and digest: checking
+    an unknown user against it costs what checking a real one does, and never matches."""
+    parts = stored.split("$")
+    salt, digest = base64.b64decode(parts[-2]), base64.b64decode(parts[-1])
+    return "$".join([*parts[:-2], _b64(os.urandom(len(salt))), _b64(os.urandom(len(digest)))])
+
+
 class PasswordVerifier:
     """Types 2 (username and passcode) and, when allowed, 1 (username only).
 
     ``users`` maps a username to a `hash_passcode` hash. Hashing runs in a worker thread so
-    the event loop keeps serving; an unknown user costs the same hash as a known one.
+    the event loop keeps serving, at most ``max_concurrent`` at a time (a scrypt hash holds
+    128 MiB). An unknown user is checked against a decoy with the parameters most users
+    have, so its timing does not tell it from a known user (no username enumeration).
     """
 
-    def __init__(self, users: Mapping[str, str], *, allow_username_only: bool = False) -> None:
+    def __init__(self, users: Mapping[str, str], *, allow_username_only: bool = False,
+                 max_concurrent: int = 2) -> None:
+        params: dict[str, int] = {}
         for name, stored in users.items():
             _parse_hash(stored)  # fail at start-up, naming the bad hash, not at login
             if not name:
                 raise ConfigurationError("a user name must not be empty")
+            prefix = stored.rsplit("$", 2)[0]
+            params[prefix] = params.get(prefix, 0) + 1
         self.users = dict(users)
         self.allow_username_only = allow_username_only
-        self._dummy = hash_passcode("not a passcode", salt=b"\0" * 16)
+        if users:
+            common = max(params, key=lambda k: params[k])
+            self._dummy = _decoy(next(h for h in users.values() if h.startswith(common + "$")))
+        else:
+            self._dummy = _decoy("scrypt${}${}${}$AAAAAAAAAAAAAAAAAAAAAA==$".format(*_SCRYPT)
+                                 + _b64(bytes(32)))
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     async def __call__(self, info: AssociationInfo, request: UserIdentityRQ) -> IdentityVerdict:
         try:
@@ -176,8 +209,9 @@ class PasswordVerifier:
                 f"user identity type {int(kind)} is not a username and passcode"))
         stored = self.users.get(user)
         secret = bytes(request.secondary_field)
-        ok = await asyncio.get_running_loop().run_in_executor(
-            None, verify_passcode, secret, stored or self._dummy)
+        async with self._slots:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, verify_passcode, secret, stored or self._dummy)
         if ok and stored is not None:
             return IdentityVerdict(accepted=True, server_response=b"", user=user)
         return IdentityVerdict(accepted=False, why=(
@@ -186,10 +220,8 @@ class PasswordVerifier:
 
 # -- JSON Web Tokens (RFC 7519, RFC 7515) -------------------------------------------------------
 
-_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
-    "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512,
-}
-_HMAC = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+_HMAC_MIN = {"HS256": 32, "HS384": 48, "HS512": 64}
+"""Shortest HMAC secret per algorithm: the hash size (RFC 7518 §3.2)."""
 _EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _RSA = ("RS256", "RS384", "RS512")
 MAX_TOKEN = 16 * 1024
@@ -206,32 +238,29 @@ class JWTError(DicomError, ValueError):
     """
 
 
-def _b64url(part: str) -> bytes:
-    if not part or any(c not in _B64URL for c in part):
-        raise JWTError("a token part is not base64url")
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JWTError(f"the {what} is not JSON") from exc
-    if not isinstance(value, dict):
-        raise JWTError(f"the {what} is not a JSON object")
-    return value
+def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
+    """A NumericDate (RFC 7519 §2): a finite JSON number; NaN and Infinity are refused
+    (Python's json reads them, and ``now > nan`` is always false: a token that never expires)."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise JWTError(f"claim {name!r} is not a number")
+    if not math.isfinite(value):
+        raise JWTError(f"claim {name!r} is not a finite number")
+    return float(value)
 
 
 class JWTVerifier:
     """Type 5: a JWS compact token whose signature, times, issuer and audience check out.
 
-    ``key`` is the HMAC secret (bytes) for HS*, or for RS*/ES* a public key object or its PEM
-    bytes. Every algorithm listed must suit the key: a PEM public key is never used as an HMAC
-    secret (the RFC 8725 §2.1 confusion), and ``none`` is never accepted. ``exp`` and ``sub``
-    are required; the user is ``sub``.
+    Verified by PyJWT (on `cryptography`) against our own allow-list: ``key`` is the HMAC
+    secret (bytes, at least the hash size) for HS*, or for RS*/ES* a public key object or its
+    PEM bytes. Every algorithm listed must suit the key: a PEM public key is never used as an
+    HMAC secret (the RFC 8725 §2.1 confusion), and ``none`` is never accepted. ``exp`` and
+    ``sub`` are required; the user is ``sub``. With ``audience`` set, the token's ``aud``
+    must name it; without, a token that carries any ``aud`` is refused (RFC 7519 §4.1.3: it
+    was issued for someone else). With ``issuer`` set, ``iss`` must equal it.
     """
 
     def __init__(
@@ -248,23 +277,24 @@ class JWTVerifier:
         if not algs:
             raise ConfigurationError("JWTVerifier needs at least one algorithm")
         for alg in algs:
-            if alg not in _HMAC and alg not in _EC_CURVES and alg not in _RSA:
+            if alg not in _HMAC_MIN and alg not in _EC_CURVES and alg not in _RSA:
                 raise ConfigurationError(
                     f"JWT algorithm {alg!r} is not supported; use HS256/384/512, "
                     "RS256/384/512 or ES256/384/512")
-        hmac_algs = [a for a in algs if a in _HMAC]
+        hmac_algs = [a for a in algs if a in _HMAC_MIN]
         if hmac_algs and len(hmac_algs) != len(algs):
             raise ConfigurationError("HMAC (HS*) and public-key algorithms need separate "
                                      "JWTVerifiers: one key cannot serve both")
-        self._secret: bytes | None = None
-        self._public: PublicKey | None = None
+        self._key: bytes | PublicKey
         if hmac_algs:
             if not isinstance(key, bytes) or b"-----BEGIN" in key:
                 raise ConfigurationError("HS* algorithms need a shared secret (bytes), not a "
                                          "public key")
-            if len(key) < 32:
-                raise ConfigurationError("an HMAC secret must be at least 32 bytes")
-            self._secret = key
+            need = max(_HMAC_MIN[a] for a in hmac_algs)
+            if len(key) < need:
+                raise ConfigurationError(
+                    f"an HMAC secret for {', '.join(hmac_algs)} must be at least {need} bytes")
+            self._key = key
         else:
             public: Any = key
             if isinstance(key, bytes):
@@ -275,12 +305,14 @@ class JWTVerifier:
             for alg in algs:
                 if alg in _RSA and not isinstance(public, rsa.RSAPublicKey):
                     raise ConfigurationError(f"{alg} needs an RSA public key")
+                if alg in _RSA and public.key_size < 2048:
+                    raise ConfigurationError(f"{alg} needs an RSA key of at least 2048 bits")
                 if alg in _EC_CURVES and not (
                     isinstance(public, ec.EllipticCurvePublicKey)
                     and public.curve.name == _EC_CURVES[alg]
                 ):
                     raise ConfigurationError(f"{alg} needs an EC {_EC_CURVES[alg]} public key")
-            self._public = public
+            self._key = public
         self.algorithms = algs
         self.issuer = issuer
         self.audience = audience
@@ -293,80 +325,64 @@ class JWTVerifier:
                 f"user identity type {int(request.identity_type)} is not a JWT"))
         try:
             claims = self.verify(bytes(request.primary_field))
-        except JWTError as exc:
+        except JWTError as exc:  # one line in the log, never a traceback: peers send these
             return IdentityVerdict(accepted=False, why=f"JWT refused: {exc}")
         return IdentityVerdict(accepted=True, server_response=b"", user=claims["sub"])
 
     def verify(self, token: bytes) -> dict[str, Any]:
-        """The claims of a valid token; raises JWTError saying what is wrong."""
+        """The claims of a valid token; raises JWTError (only) saying what is wrong."""
         if len(token) > MAX_TOKEN:
             raise JWTError(f"the token is over {MAX_TOKEN} bytes")
         try:
             text = token.decode("ascii").strip()
         except UnicodeDecodeError as exc:
             raise JWTError("the token is not ASCII") from exc
-        parts = text.split(".")
-        if len(parts) != 3:
+        if text.count(".") != 2:
             raise JWTError("the token is not header.payload.signature")
-        header = _json_object(_b64url(parts[0]), "header")
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise JWTError(f"algorithm {alg!r} is not accepted")
-        if "crit" in header:
-            raise JWTError("critical header parameters are not supported")
-        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-        self._check_signature(alg, signing_input, _b64url(parts[2]))
-        claims = _json_object(_b64url(parts[1]), "payload")
-        self._check_claims(claims)
+        try:
+            header = jwt.get_unverified_header(text)
+            alg = header.get("alg")
+            if not isinstance(alg, str) or alg not in self.algorithms:
+                raise JWTError(f"algorithm {alg!r} is not accepted")
+            if "crit" in header:
+                raise JWTError("critical header parameters are not supported")
+            claims: dict[str, Any] = jwt.decode(
+                text, self._key, algorithms=list(self.algorithms),
+                audience=self.audience, issuer=self.issuer,
+                options={"require": ["exp", "sub"], "verify_exp": False, "verify_nbf": False,
+                         "verify_iat": False, "enforce_minimum_key_length": True},
+            )
+        except JWTError:
+            raise
+        except jwt.InvalidSignatureError:
+            raise JWTError("bad signature") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise JWTError(f"the token has no {exc.claim!r} claim") from None
+        except jwt.InvalidAudienceError as exc:
+            if self.audience is None:
+                raise JWTError("the token names an audience ('aud') and none is configured "
+                               "here (set the JWT audience)") from None
+            raise JWTError(f"audience refused ({exc}): this server is "
+                           f"{self.audience!r}") from None
+        except jwt.InvalidIssuerError:
+            raise JWTError(f"issuer is not {self.issuer!r}") from None
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError) as exc:
+            raise JWTError(f"malformed token: {exc}") from None
+        self._check_times(claims)
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise JWTError("the token has no 'sub' claim (the user)")
         return claims
 
-    def _check_signature(self, alg: str, signing_input: bytes, signature: bytes) -> None:
-        if alg in _HMAC:
-            assert self._secret is not None
-            expected = hmac.new(self._secret, signing_input, _HMAC[alg]).digest()
-            if not hmac.compare_digest(expected, signature):
-                raise JWTError("bad signature")
-            return
-        digest = _HASHES[alg[2:]]()
-        try:
-            if isinstance(self._public, rsa.RSAPublicKey):
-                self._public.verify(signature, signing_input, padding.PKCS1v15(), digest)
-            else:
-                assert isinstance(self._public, ec.EllipticCurvePublicKey)
-                size = (self._public.curve.key_size + 7) // 8
-                if len(signature) != 2 * size:
-                    raise JWTError("bad signature length")
-                r = int.from_bytes(signature[:size], "big")
-                s = int.from_bytes(signature[size:], "big")
-                self._public.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(digest))
-        except InvalidSignature:
-            raise JWTError("bad signature") from None
-
-    def _check_claims(self, claims: dict[str, Any]) -> None:
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        """exp, nbf and iat against our clock (injectable for tests), with the leeway."""
         now = self.clock()
-        for name in ("exp", "nbf", "iat"):
-            value = claims.get(name)
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, int | float)):
-                raise JWTError(f"claim {name!r} is not a number")
-        exp = claims.get("exp")
+        exp, nbf, iat = (_time_claim(claims, n) for n in ("exp", "nbf", "iat"))
         if exp is None:
             raise JWTError("the token has no 'exp' claim")
         if now > exp + self.leeway:
             raise JWTError("the token has expired")
-        nbf = claims.get("nbf")
         if nbf is not None and now < nbf - self.leeway:
             raise JWTError("the token is not valid yet (nbf)")
-        iat = claims.get("iat")
         if iat is not None and now < iat - self.leeway:
             raise JWTError("the token was issued in the future (iat)")
-        if self.issuer is not None and claims.get("iss") != self.issuer:
-            raise JWTError(f"issuer {claims.get('iss')!r} is not {self.issuer!r}")
-        if self.audience is not None:
-            aud = claims.get("aud")
-            auds = aud if isinstance(aud, list) else [aud]
-            if self.audience not in auds:
-                raise JWTError(f"audience {aud!r} does not include {self.audience!r}")
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise JWTError("the token has no 'sub' claim (the user)")

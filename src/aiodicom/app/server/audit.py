@@ -141,9 +141,9 @@ class AuditTrail:
         sock, address = self._syslog
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace(
             "+00:00", "Z")
-        header = f"<85>1 {stamp} {self.hostname or '-'} {self.source_id[:48] or '-'} " \
-                 f"{os.getpid()} DICOM+RFC3881 - "
-        datagram = header.encode("ascii", "replace") + b"\xef\xbb\xbf" + xml_text.encode()
+        header = f"<85>1 {stamp} {_header_field(self.hostname, 255)} " \
+                 f"{_header_field(self.source_id, 48)} {os.getpid()} DICOM+RFC3881 - "
+        datagram = header.encode("ascii") + b"\xef\xbb\xbf" + xml_text.encode()
         try:
             sock.sendto(datagram[:65507], address)
         except OSError as exc:  # full buffer, unreachable collector: the file still has it
@@ -305,6 +305,16 @@ class AuditTrail:
                 "UserID": _clean(user), "UserIsRequestor": "true"})
             _coded(launcher, "RoleIDCode", ROLE_LAUNCHER)
         self.write(self._finish(root))
+
+
+def _header_field(text: str, limit: int) -> str:
+    """An RFC 5424 §6 header field: 1*limit PRINTUSASCII (33-126), else "-" (NILVALUE).
+
+    AE titles may hold spaces (PS3.5 VR AE) and host names non-ASCII; a space would shift
+    every later field, so each character outside 33-126 becomes "_".
+    """
+    cleaned = "".join(c if "!" <= c <= "~" else "_" for c in text.strip(" "))[:limit]
+    return cleaned or "-"
 
 
 def _open_syslog(target: str) -> tuple[socket.socket, tuple[object, ...]]:

@@ -146,7 +146,7 @@ def _expected(name: str) -> tuple[type, ...]:
 def load_config(path: Path) -> dict[str, Any]:
     """Read a TOML file into ServeOptions field values, naming any bad key."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigurationError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:

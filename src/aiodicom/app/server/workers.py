@@ -9,7 +9,6 @@ forwards SIGHUP (reload) and on SIGTERM/SIGINT asks every worker to drain, then 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -18,8 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
+
+import tomli_w
 
 from aiodicom.app.server.config import ServeOptions
 
@@ -30,24 +32,23 @@ log = logging.getLogger("aiodicom.workers")
 WORKER_ENV = "AIODICOM_WORKER"
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}"
-                                for k, v in value.items()) + " }"
+def _plain(value: object) -> object:
+    """A value tomli-w can write: paths as strings, mappings as dicts, None left out above."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+        return [_plain(v) for v in value]
+    return value
 
 
 def worker_config(options: ServeOptions, index: int = 0) -> str:
     """Worker ``index``'s options as TOML: every option travels, none can be dropped.
 
-    Each worker gets its own metrics port (PORT + index), since a Prometheus endpoint
-    reports one process.
+    Written by tomli-w, which quotes any path or AE title correctly (a non-BMP character
+    included). Each worker gets its own metrics port (PORT + index), since a Prometheus
+    endpoint reports one process.
     """
     values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
     values["workers"] = 1
@@ -56,11 +57,7 @@ def worker_config(options: ServeOptions, index: int = 0) -> str:
 
         host, port = parse_listen_address(options.metrics)
         values["metrics"] = f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
-    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()
-             if value is not None and not isinstance(value, dict)]
-    lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()
-              if isinstance(value, dict)]
-    return "\n".join(lines) + "\n"
+    return tomli_w.dumps({k: _plain(v) for k, v in values.items() if v is not None})
 
 
 def worker_argv(config_path: Path) -> list[str]:
@@ -78,7 +75,7 @@ def run_workers(options: ServeOptions) -> int:
     argvs = []
     for i in range(options.workers):
         path = config_dir / f"worker{i}.toml"
-        path.write_text(worker_config(options, i))
+        path.write_text(worker_config(options, i), encoding="utf-8")
         argvs.append(worker_argv(path))
     env = {**os.environ, WORKER_ENV: str(os.getpid())}  # workers watch this pid
     workers: list[subprocess.Popen[bytes]] = []
