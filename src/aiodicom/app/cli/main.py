@@ -90,6 +90,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="verify JWT user identities: HS* secret file or RS*/ES* public key")
     serve.add_argument("--jwt-algorithm", metavar="ALG",
                        help="HS256 (default), HS384, HS512, RS256..RS512 or ES256..ES512")
+    serve.add_argument("--jwt-audience", metavar="AUD",
+                       help="required JWT 'aud' (unset: tokens naming any audience are refused)")
+    serve.add_argument("--jwt-issuer", metavar="ISS", help="required JWT 'iss'")
     serve.add_argument("--require-user-identity", action="store_true", default=None,
                        help="refuse associations without an accepted user identity")
     serve.set_defaults(func=_cmd_serve)
@@ -144,7 +147,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         for k in ("ae_title", "host", "port", "tls_port", "cert", "key", "ca", "crl", "storage",
                   "workers", "require_ae_binding", "policy", "metrics", "audit_log", "audit_syslog",
                   "log_format", "log_level", "drain_timeout", "max_associations", "max_pdu_length",
-                  "tls_profile", "users", "jwt_key", "jwt_algorithm", "require_user_identity",
+                  "tls_profile", "users", "jwt_key", "jwt_algorithm", "jwt_audience",
+                  "jwt_issuer", "require_user_identity",
                   "idle_timeout", "acse_timeout", "dimse_timeout", "artim_timeout",
                   "tls_handshake_timeout")
     }

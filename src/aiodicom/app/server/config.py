@@ -67,6 +67,11 @@ class ServeOptions:
     jwt_key: Path | None = None
     """JWT verification key: the HS* shared secret file or an RS*/ES* public key PEM."""
     jwt_algorithm: str = "HS256"
+    jwt_audience: str | None = None
+    """Required ``aud`` of a JWT (this server's name at the IdP). Unset: a token that names
+    any audience is refused (RFC 7519 §4.1.3)."""
+    jwt_issuer: str | None = None
+    """Required ``iss`` of a JWT (the IdP)."""
     require_user_identity: bool = False
 
     move_destinations: Mapping[str, str] = field(default_factory=dict)
@@ -100,6 +105,11 @@ class ServeOptions:
             raise ConfigurationError(
                 f"tls_profile must be one of {', '.join(PROFILES)}, got {self.tls_profile!r}"
             )
+        for name in ("jwt_audience", "jwt_issuer"):
+            if getattr(self, name) == "":
+                raise ConfigurationError(f"{name} must not be empty")
+            if getattr(self, name) is not None and self.jwt_key is None:
+                raise ConfigurationError(f"{name} needs --jwt-key FILE")
         if self.require_user_identity and self.users is None and self.jwt_key is None:
             raise ConfigurationError("require_user_identity needs --users FILE or --jwt-key FILE")
         for name in ("port", "tls_port"):

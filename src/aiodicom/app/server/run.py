@@ -177,7 +177,11 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
         reloading = _Reloaders(reloading, policy_file)
     from aiodicom.app.server.users import build_verifier
 
-    verify_identity = build_verifier(options.users, options.jwt_key, options.jwt_algorithm)
+    verify_identity = build_verifier(options.users, options.jwt_key, options.jwt_algorithm,
+                                     jwt_audience=options.jwt_audience,
+                                     jwt_issuer=options.jwt_issuer)
+    if verify_identity is not None:
+        reloading = _Reloaders(reloading, verify_identity)
     from aiodicom.app.archive.qr import QueryRetrieve, parse_move_destinations
 
     qr = QueryRetrieve(Path(options.storage))
@@ -271,11 +275,13 @@ async def _exit_with_supervisor(parent: int, stop: asyncio.Event) -> None:
 
 
 class _Reloaders:
-    """The TLS trust files (if any) and the policy file, reloaded together (poll and SIGHUP)."""
+    """The TLS trust files (if any), the policy file and the user identity files, reloaded
+    together (poll and SIGHUP)."""
 
-    def __init__(self, tls: Any, policy: Any) -> None:
-        self.tls = tls
-        self.parts = [p for p in (tls, policy) if p is not None]
+    def __init__(self, tls: Any, other: Any) -> None:
+        earlier: list[Any] = tls.parts if isinstance(tls, _Reloaders) else [tls]
+        self.tls: Any = tls.tls if isinstance(tls, _Reloaders) else tls
+        self.parts: list[Any] = [p for p in (*earlier, other) if p is not None]
 
     @property
     def context(self) -> Any:

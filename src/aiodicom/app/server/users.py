@@ -8,27 +8,35 @@ holds a passcode.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import tomllib
 from pathlib import Path
 
+from aiodicom.aio.association import AssociationInfo
 from aiodicom.aio.user_identity import (
+    IdentityVerdict,
     IdentityVerifier,
     JWTVerifier,
     PasswordVerifier,
     by_type,
     hash_passcode,
 )
-from aiodicom.core.user_items import UserIdentityType
+from aiodicom.core.user_items import UserIdentityRQ, UserIdentityType
 from aiodicom.errors import ConfigurationError
 
-__all__ = ["add_user_subparsers", "build_verifier", "load_users"]
+__all__ = ["IdentityFiles", "add_user_subparsers", "build_verifier", "load_users"]
+
+log = logging.getLogger("aiodicom.users")
 
 
 def load_users(path: Path) -> dict[str, str]:
     """``[users] name = "hash"`` from a TOML file; a bad hash is refused at start-up."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"--users {path} is not UTF-8: {exc}") from exc
     except OSError as exc:
         raise ConfigurationError(f"--users {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -41,10 +49,8 @@ def load_users(path: Path) -> dict[str, str]:
     return dict(users)
 
 
-def build_verifier(
-    users: Path | None, jwt_key: Path | None, jwt_algorithm: str
-) -> IdentityVerifier | None:
-    """`by_type` over a `PasswordVerifier` (--users) and a `JWTVerifier` (--jwt-key)."""
+def _make_verifier(users: Path | None, jwt_key: Path | None, jwt_algorithm: str,
+                   jwt_audience: str | None, jwt_issuer: str | None) -> IdentityVerifier:
     verifiers: dict[UserIdentityType, IdentityVerifier] = {}
     if users is not None:
         passwords = PasswordVerifier(load_users(Path(users)))
@@ -57,8 +63,73 @@ def build_verifier(
             raise ConfigurationError(f"--jwt-key {jwt_key}: {exc}") from exc
         if jwt_algorithm.startswith("HS"):
             key = key.strip()
-        verifiers[UserIdentityType.JWT] = JWTVerifier(key, (jwt_algorithm,))
-    return by_type(verifiers) if verifiers else None
+        verifiers[UserIdentityType.JWT] = JWTVerifier(
+            key, (jwt_algorithm,), audience=jwt_audience, issuer=jwt_issuer)
+    return by_type(verifiers)
+
+
+class IdentityFiles:
+    """The verifier from ``--users`` and ``--jwt-key``, rebuilt when either file changes.
+
+    Like the trust files: polled (`maybe_reload`) and reloaded on SIGHUP (`reload`); a file
+    that does not load keeps the previous verifier in force and logs one error. At start a
+    bad file is a `ConfigurationError`.
+    """
+
+    def __init__(self, users: Path | None, jwt_key: Path | None, jwt_algorithm: str = "HS256",
+                 *, jwt_audience: str | None = None, jwt_issuer: str | None = None) -> None:
+        self._args = (users, jwt_key, jwt_algorithm, jwt_audience, jwt_issuer)
+        self._paths = [Path(p) for p in (users, jwt_key) if p is not None]
+        self._signature = self._stat()
+        self.verifier = _make_verifier(*self._args)
+        """The verifier in force (replaced as a whole on a good reload)."""
+
+    async def __call__(self, info: AssociationInfo, request: UserIdentityRQ) -> IdentityVerdict:
+        return await self.verifier(info, request)
+
+    def _stat(self) -> tuple[tuple[int, int, int] | None, ...]:
+        found: list[tuple[int, int, int] | None] = []
+        for path in self._paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                found.append(None)
+            else:
+                found.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(found)
+
+    def maybe_reload(self) -> bool:
+        """Reload if a file's (mtime, size, inode) changed; True when a new verifier is in force."""
+        signature = self._stat()
+        if signature == self._signature:
+            return False
+        self._signature = signature  # a bad file is reported once, not on every poll
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Read the files again (SIGHUP); on any error keep the previous verifier."""
+        try:
+            verifier = _make_verifier(*self._args)
+        except ConfigurationError as exc:
+            log.error("user identity files not reloaded, the previous ones stay in force: %s",
+                      exc)
+            return False
+        self._signature = self._stat()
+        self.verifier = verifier
+        log.info("user identity files reloaded: %s", ", ".join(map(str, self._paths)))
+        return True
+
+
+def build_verifier(
+    users: Path | None, jwt_key: Path | None, jwt_algorithm: str = "HS256", *,
+    jwt_audience: str | None = None, jwt_issuer: str | None = None,
+) -> IdentityFiles | None:
+    """`by_type` over a `PasswordVerifier` (--users) and a `JWTVerifier` (--jwt-key), as an
+    `IdentityFiles` that reloads them; None when neither is given."""
+    if users is None and jwt_key is None:
+        return None
+    return IdentityFiles(users, jwt_key, jwt_algorithm, jwt_audience=jwt_audience,
+                         jwt_issuer=jwt_issuer)
 
 
 def cmd_user_hash(args: argparse.Namespace) -> int:
