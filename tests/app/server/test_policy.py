@@ -132,7 +132,7 @@ def test_refusal_reasons() -> None:
 
 
 def test_patterns_are_case_sensitive_and_trimmed() -> None:
-    p = policy("[[rule]]\ncalling_ae = ['CT*']")
+    p = policy("[[rule]]\ncalling_ae = ['CT*']\nservices = ['storage']")
     assert p.decide(info(ident(), "CT01  ")).allowed
     assert not p.decide(info(ident(), "ct01")).allowed
 
@@ -151,8 +151,11 @@ def test_plain_associations() -> None:
     assert p.decide(info(None, "CT01")).reason == 3
     # a certificate never matches a plain = true rule
     assert not p.decide(info(ident("Unknown"), "MONITOR")).allowed
-    any_peer = policy("[[rule]]\ncalling_ae = ['A*']\n[[rule]]\nplain = false\n")
-    assert any_peer.decide(info(None, "AE1")).allowed
+    any_peer = policy("[[rule]]\ncalling_ae = ['A*']\nservices = ['storage']\n"
+                      "[[rule]]\nplain = false\nservices = ['verification']\n")
+    assert any_peer.decide(info(ident(), "AE1")).rule == 1
+    # fail closed: only a plain = true rule admits a peer without a certificate
+    assert not any_peer.decide(info(None, "AE1")).allowed
     assert not any_peer.decide(info(None, "B1")).allowed
     assert any_peer.decide(info(ident(), "B1")).rule == 2
     org_only = policy("default = 'allow'\n[[rule]]\norganization = 'X'\nservices = []")

@@ -10,7 +10,10 @@ Two checks use it: `make_authorizer` refuses an association no rule allows (A-AS
 before negotiation), and `make_request_filter` refuses a single request of a service the
 deciding rule does not list (status 0x0124, "Refused: not authorized"). Each denial logs one
 line that says why. `PolicyFile` reloads the file while the server runs and keeps the previous
-policy when the new file is bad.
+policy when the new file is bad (an error is logged; at start a bad file is an error).
+
+Fail closed: a rule grants only the services it lists (none without ``services``), and a peer
+without a certificate (the plain port) matches only rules with ``plain = true``.
 """
 
 from __future__ import annotations
@@ -104,19 +107,19 @@ class Rule:
     group: str | None = None
     """One of the certificate's subject OU values."""
     plain: bool | None = None
-    """True: only associations without a certificate; False: only with one; None: a rule with
-    no organization or group matches both, one with either matches certificates only."""
+    """True: only associations without a certificate (the plain port); False or None: only
+    with one. A plain-port peer is governed only by ``plain = true`` rules (fail closed: a
+    rule naming just calling AE titles never admits a peer without a certificate)."""
     calling_ae: tuple[str, ...] | None = None
     """fnmatch patterns (``*``, ``?``, ``[...]``, case-sensitive); None matches any."""
     called_ae: tuple[str, ...] | None = None
-    services: frozenset[str] = ALL_SERVICES
-    """Empty: a deny rule (matching associations are refused)."""
+    services: frozenset[str] = frozenset()
+    """What the rule grants. Empty (``services = []`` or no ``services`` key, as in a file
+    read half-written): a deny rule, matching associations are refused."""
 
     def matches_peer(self, identity: Any) -> bool:
         if identity is None:
-            return self.plain is True or (
-                self.plain is None and self.organization is None and self.group is None
-            )
+            return self.plain is True
         if self.plain is True:
             return False
         if self.organization is not None and identity.organization != self.organization:
@@ -265,7 +268,7 @@ def _parse_rule(table: Mapping[str, Any], index: int, source: str) -> Rule:
         values[key] = _patterns(table.get(key), key, where)
     services = table.get("services")
     if services is None:
-        values["services"] = ALL_SERVICES
+        values["services"] = frozenset()  # fail closed: a rule grants only what it lists
     else:
         if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
             raise ConfigurationError(
@@ -330,7 +333,7 @@ class PolicyFile:
         try:
             policy = AccessPolicy.load(self.path)
         except ConfigurationError as exc:
-            log.warning("policy not reloaded, the previous one stays in force: %s", exc)
+            log.error("policy not reloaded, the previous one stays in force: %s", exc)
             return False
         self._signature = self._stat()
         self.policy = policy
