@@ -53,3 +53,26 @@ def test_worker_config_non_bmp_path_and_quotes_round_trip(tmp_path: Path) -> Non
     assert back.storage == storage
     assert back.ae_title == "GW 1" and back.workers == 1
     assert dict(back.move_destinations) == {"DEST": "127.0.0.1:104"}
+
+
+def test_index_and_its_wal_shm_are_private(tmp_path: Path) -> None:
+    """index.sqlite holds patient names, IDs and birth dates: 0600, like the instances,
+    whatever the umask; an index left 0644 by an older version is tightened."""
+    import os
+    import stat
+
+    from aiodicom.app.archive.index import INDEX_NAME, Index
+
+    old = os.umask(0o022)
+    try:
+        index = Index.for_root(tmp_path)
+        index.query("PATIENT", {})
+        names = [INDEX_NAME, INDEX_NAME + "-wal", INDEX_NAME + "-shm"]
+        modes = {n: stat.S_IMODE((tmp_path / n).stat().st_mode) for n in names}
+        assert modes == dict.fromkeys(names, 0o600)
+        index.close()
+        (tmp_path / INDEX_NAME).chmod(0o644)
+        Index.for_root(tmp_path).close()
+        assert stat.S_IMODE((tmp_path / INDEX_NAME).stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

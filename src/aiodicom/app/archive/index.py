@@ -11,6 +11,7 @@ identified by PatientID alone. `Index.rebuild` recreates the rows from the files
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -141,12 +142,24 @@ def _condition(column: str, keyword: str, value: str) -> tuple[str, list[str]] |
     return f"{column} = ?", [value]
 
 
+def _private_files(path: Path) -> None:
+    """Create the database 0600 before SQLite opens it (it holds patient names, IDs and
+    birth dates); SQLite gives -wal and -shm the database's mode. Tighten older files."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(OSError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+
+
 class Index:
     """The index database; one connection, safe to share between threads and processes."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        _private_files(self.path)
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
