@@ -7,18 +7,25 @@ aborts what is left.
 
 A server is three groups of options: `Handlers` (what each DIMSE service does),
 `Admission` (who may associate and on what terms) and `AssociationSettings` (limits and
-timeouts), plus an optional observer and the C-MOVE destinations.
+timeouts), plus an optional observer, the C-MOVE destinations and `ConnectionLimits`.
+
+Unauthenticated work is capped (`aiodicom.aio._connection_caps`): a TLS listener accepts
+connections itself and starts each handshake only if the peer address and the server are
+under their pending-handshake caps; connections waiting for their A-ASSOCIATE-RQ are capped
+the same way, and that PDU is bounded (`ConnectionLimits.max_associate_length`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import socket
 import ssl
-import weakref
 from collections.abc import Mapping
 
+from aiodicom.aio._connection_caps import ConnectionLimits, PendingGate
 from aiodicom.aio.admission import Admission
 from aiodicom.aio.events import HandshakeFailed, Observer, ServerEvent
 from aiodicom.aio.protocol import DicomProtocol
@@ -31,7 +38,7 @@ from aiodicom.core.upper_layer import UpperLayer
 from aiodicom.errors import ConfigurationError
 from aiodicom.settings import AssociationSettings
 
-__all__ = ["Admission", "Handlers", "Server", "ServerAssociation"]
+__all__ = ["Admission", "ConnectionLimits", "Handlers", "Server", "ServerAssociation"]
 
 log = logging.getLogger("aiodicom.server")
 
@@ -52,6 +59,7 @@ class Server:
         settings: AssociationSettings | None = None,
         observer: Observer | None = None,
         move_destinations: Mapping[str, MoveDestination] | None = None,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
         if isinstance(admission, AcceptorPolicy):
             admission = Admission(policy=admission)
@@ -72,8 +80,19 @@ class Server:
         self._idle = asyncio.Event()
         self._servers: list[asyncio.base_events.Server] = []
         self._closing = False
+        caps = self.connection_limits = connection_limits or ConnectionLimits()
+        self.handshakes = PendingGate(total=caps.max_pending_handshakes,
+                                      per_peer=caps.max_pending_handshakes_per_peer,
+                                      what="TLS handshakes")
+        self.pre_association = PendingGate(total=caps.max_pre_association,
+                                           per_peer=caps.max_pre_association_per_peer,
+                                           what="connections awaiting A-ASSOCIATE-RQ")
+        self._listeners: list[socket.socket] = []
+        self._accepting: set[asyncio.Task[None]] = set()
+        self._handshaking: set[asyncio.Task[None]] = set()
 
     def check_limits(self, assoc: ServerAssociation) -> AAssociateRJ | None:
+        self.pre_association.release(assoc)  # its A-ASSOCIATE-RQ arrived whole
         if self._closing:
             return reject_local_limit_exceeded()
         if len(self.stats.active) > self.settings.limits.max_associations:
@@ -94,6 +113,7 @@ class Server:
                 log.exception("observer failed on %s", type(event).__name__)
 
     def forget(self, assoc: ServerAssociation) -> None:
+        self.pre_association.release(assoc)
         self.stats.active.discard(assoc)
         if not self.stats.active:
             self._idle.set()
@@ -106,26 +126,62 @@ class Server:
             max_pdu_length=self._receive_cap,
             artim_timeout=self.settings.timeouts.artim,
             staging_size=limits.receive_staging,
+            max_associate_length=self.connection_limits.max_associate_length,
         )
-        return DicomProtocol(ul, assoc.on_primitive, on_connection_made=assoc.connection_made)
+        return DicomProtocol(ul, assoc.on_primitive,
+                             on_connection_made=functools.partial(self._connected, assoc))
 
-    def _tls_factory(self) -> DicomProtocol:
-        """Like `_factory`, and counts a TLS handshake that never completes.
+    def _connected(self, assoc: ServerAssociation, protocol: DicomProtocol) -> None:
+        """Count the connection as awaiting its A-ASSOCIATE-RQ (per address, server-wide)."""
+        assoc.connection_made(protocol)
+        peer = assoc.peer[0] if assoc.peer else ""
+        if not self.pre_association.admit(assoc, peer, protocol.abort_transport):
+            protocol.abort_transport()
 
-        The loop builds our protocol at accept time and calls connection_made only after a
-        successful handshake; a failed or abandoned one is silent (asyncio logs SSL errors
-        only in debug mode). A protocol freed without connection_made is such a handshake.
+    def _handshake_ended(self) -> None:
+        self.stats.handshake_failures += 1
+        log.info("a TLS handshake failed or was abandoned (%d so far)",
+                 self.stats.handshake_failures)
+        self.notify(HandshakeFailed(count=self.stats.handshake_failures))
+
+    async def _accept_tls(self, sock: socket.socket, tls: ssl.SSLContext) -> None:
+        """Accept connections; start a handshake for each the caps allow (see module doc).
+
+        The loop's own TLS listener would start a handshake for every connection with no
+        way to refuse one, so a TLS listener accepts here and hands each admitted socket to
+        ``loop.connect_accepted_socket`` (asyncio and uvloop alike).
         """
-        protocol = self._factory()
-        weakref.finalize(protocol, self._handshake_ended, protocol.handshake_done)
-        return protocol
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE and kin: back off, keep listening
+                log.warning("accept on the TLS listener failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            peer = str(addr[0]) if isinstance(addr, tuple) else ""
+            drop = functools.partial(_shutdown, conn)
+            if not self.handshakes.admit(conn, peer, drop):
+                conn.close()
+                self._handshake_ended()
+                continue
+            task = loop.create_task(self._handshake(conn, tls))
+            self._handshaking.add(task)
+            task.add_done_callback(self._handshaking.discard)
+            await asyncio.sleep(0)  # let the handshake start before the next accept
 
-    def _handshake_ended(self, done: list[bool]) -> None:
-        if not done[0]:
-            self.stats.handshake_failures += 1
-            log.info("a TLS handshake failed or was abandoned (%d so far)",
-                     self.stats.handshake_failures)
-            self.notify(HandshakeFailed(count=self.stats.handshake_failures))
+    async def _handshake(self, conn: socket.socket, tls: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(
+                self._factory, conn, ssl=tls,
+                ssl_handshake_timeout=self.settings.timeouts.tls_handshake,
+            )
+        except Exception as exc:  # ssl.SSLError, resets, the timeout: the loop closed the socket
+            log.debug("TLS handshake failed: %r", exc)
+            self._handshake_ended()
+        finally:
+            self.handshakes.release(conn)
 
     async def listen(
         self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None,
@@ -135,10 +191,16 @@ class Server:
         if tls is not None and tls.verify_mode != ssl.CERT_REQUIRED:
             raise ConfigurationError("a TLS listener must require client certificates")
         loop = asyncio.get_running_loop()
+        if tls is not None:
+            sock = _listening_socket(host, port, reuse_port=reuse_port)
+            self._listeners.append(sock)
+            task = loop.create_task(self._accept_tls(sock, tls))
+            self._accepting.add(task)
+            task.add_done_callback(self._accepting.discard)
+            sockname = sock.getsockname()
+            return sockname[0], sockname[1]
         server = await loop.create_server(
-            self._factory if tls is None else self._tls_factory, host, port, ssl=tls,
-            ssl_handshake_timeout=self.settings.timeouts.tls_handshake if tls else None,
-            reuse_port=reuse_port or None, backlog=1024,
+            self._factory, host, port, reuse_port=reuse_port or None, backlog=1024,
         )
         self._servers.append(server)
         sockname = server.sockets[0].getsockname()
@@ -153,6 +215,15 @@ class Server:
         self._closing = True
         for server in self._servers:
             server.close()
+        for task in list(self._accepting):
+            task.cancel()
+        for sock in self._listeners:
+            sock.close()
+        self._listeners.clear()
+        self.handshakes.drop_all()  # a handshake in progress sees EOF and ends at once
+        pending = [*self._accepting, *self._handshaking]
+        if pending:
+            await asyncio.wait(pending, timeout=drain_timeout)
         if self.stats.active:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
@@ -172,3 +243,33 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _shutdown(conn: socket.socket) -> None:
+    """End a pending handshake: its reads see EOF and the loop closes the socket."""
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+
+
+def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket, as ``loop.create_server`` would make."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot listen on {host!r}: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

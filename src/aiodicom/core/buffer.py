@@ -222,6 +222,17 @@ class ReceiveBuffer:
         self._stream_offset = 0
 
     @property
+    def max_body(self) -> int:
+        """The largest PDU body accepted now; changing it applies to the next header."""
+        return self._max_body
+
+    @max_body.setter
+    def max_body(self, value: int) -> None:
+        if value < 4:
+            raise ValueError("max_body must be at least 4")
+        self._max_body = value
+
+    @property
     def buffered(self) -> int:
         """Bytes held that are not yet part of a complete PDU."""
         return self._stage_fill + self._body_fill

@@ -111,7 +111,10 @@ class UpperLayer:
     then `connection_made`; the acceptor calls `connection_made` and waits for an
     `AssociateIndication`. ``max_pdu_length`` is the largest PDU body (the header's length
     field) we accept; ``artim_timeout`` is ARTIM's duration in seconds (PS3.8 §9.1.5);
-    ``staging_size`` sizes the small reused receive buffer.
+    ``staging_size`` sizes the small reused receive buffer. ``max_associate_length``, if
+    given, bounds every PDU received before the association is established (Sta6), i.e. the
+    A-ASSOCIATE-RQ on the acceptor: a peer cannot make an unauthenticated connection hold a
+    PDU of ``max_pdu_length``; a longer one is a framing error (A-ABORT, Evt19).
     """
 
     __slots__ = (
@@ -121,6 +124,7 @@ class UpperLayer:
         "_desync",
         "_events",
         "_finished",
+        "_max_pdu_length",
         "_out",
         "_rq",
         "_rx",
@@ -136,11 +140,16 @@ class UpperLayer:
         max_pdu_length: int = 1 << 20,
         artim_timeout: float = 30.0,
         staging_size: int = 4096,
+        max_associate_length: int | None = None,
     ) -> None:
         self.requestor = requestor
         """True on the association-requestor (it decides AR-8 in a release collision)."""
         self._state = State.STA1
-        self._rx = ReceiveBuffer(max_pdu_length, staging_size)
+        self._max_pdu_length = max_pdu_length
+        first = max_pdu_length
+        if max_associate_length is not None:
+            first = min(max_pdu_length, max_associate_length)
+        self._rx = ReceiveBuffer(first, staging_size)
         self._scratch = memoryview(bytearray(0))
         self._events: deque[Primitive] = deque()
         self._out: list[ReadableBuffer] = []
@@ -353,6 +362,8 @@ class UpperLayer:
         if fx.transport is Transport.CLOSE:
             self._close_requested = True
         self._state = nxt
+        if nxt is State.STA6 and state is not State.STA6:
+            self._rx.max_body = self._max_pdu_length
         if nxt is State.STA1 and state is not State.STA1:
             self._finished = True
             self._deadline = None
