@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from aiodicom.core.ae_titles import validate_ae_title as core_validate_ae_title
 from aiodicom.errors import ConfigurationError
+
+log = logging.getLogger("aiodicom.tls")
 
 __all__ = [
     "AE_URI_SCHEME",
@@ -58,6 +61,9 @@ class PeerIdentity:
     """The certificate serial number."""
     not_after: datetime
     """End of validity, timezone-aware UTC."""
+    is_ca: bool = False
+    """basicConstraints says CA: such a certificate is never accepted as a peer's identity
+    (`ae_title_allowed` refuses it), whatever its key usage allowed in the handshake."""
 
 
 def validate_ae_title(ae_title: str) -> str:
@@ -112,7 +118,15 @@ def identity_from_certificate(cert: x509.Certificate) -> PeerIdentity:
         fingerprint_sha256=hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
         serial=cert.serial_number,
         not_after=cert.not_valid_after_utc,
+        is_ca=_is_ca(cert),
     )
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 @functools.lru_cache(maxsize=1024)
@@ -146,8 +160,13 @@ def ae_title_allowed(identity: PeerIdentity, calling_ae: str, *, require_binding
 
     A certificate that names AE titles binds the caller to them (compared without leading
     and trailing spaces, case-sensitively as PS3.8 compares AE titles). A certificate that
-    names none is allowed any calling AE title unless `require_binding` is set.
+    names none is allowed any calling AE title unless `require_binding` is set. A CA
+    certificate (basicConstraints CA=true) presented as a client certificate is refused.
     """
+    if identity.is_ca:
+        log.warning("refused a CA certificate presented as a client certificate: %s "
+                    "(sha256 %s)", identity.subject, identity.fingerprint_sha256)
+        return False
     if not identity.ae_titles:
         return not require_binding
     return calling_ae.strip(" ") in identity.ae_titles

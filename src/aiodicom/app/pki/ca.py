@@ -166,8 +166,11 @@ def _ca_certificate(
 
 
 def _key_usage(*, ca: bool, rsa_key: bool) -> x509.KeyUsage:
+    """A CA certificate signs certificates and CRLs only (keyCertSign, cRLSign): without
+    digitalSignature OpenSSL refuses it as a TLS client or server certificate, so a CA key
+    cannot stand in for an end entity (issue 17 item 9)."""
     return x509.KeyUsage(
-        digital_signature=True,
+        digital_signature=not ca,
         content_commitment=False,
         key_encipherment=rsa_key and not ca,
         data_encipherment=False,
