@@ -48,6 +48,8 @@ def test_findscu_study_and_image_levels(run: Any, tmp_path: Path) -> None:
                                    "127.0.0.1", str(port))
             image = await run_tool(dcmtk("findscu"), "-v", "-P", "-aec", "AIODICOM",
                                    "-k", "QueryRetrieveLevel=IMAGE", "-k", "PatientID=PID-1",
+                                   "-k", "StudyInstanceUID=1.2.3.4.5",
+                                   "-k", "SeriesInstanceUID=1.2.3.4.5.6",
                                    "-k", "SOPInstanceUID", "127.0.0.1", str(port))
         finally:
             await server.close()
@@ -102,6 +104,36 @@ def test_movescu_to_itself(run: Any, tmp_path: Path) -> None:
     code, out, uids = run(main())
     assert code == 0, out
     assert _received(out_dir) == uids
+
+
+def test_movescu_without_a_unique_key_moves_nothing(run: Any, tmp_path: Path) -> None:
+    """PS3.4 C.4.2.2.1: a C-MOVE names its unique keys; a wildcard or a non-unique key is
+    refused (0xA900) rather than moving whatever matches."""
+    out_dir = tmp_path / "moved"
+    out_dir.mkdir()
+    dest_port = free_port()
+
+    async def main() -> list[tuple[int, str]]:
+        server, port, _ = await _filled_server(
+            tmp_path, move_destinations={"MOVESCU": f"127.0.0.1:{dest_port}"})
+        results = []
+        try:
+            for keys in (["-k", "StudyInstanceUID=*"], ["-k", "PatientName=Doe*"],
+                         ["-k", "QueryRetrieveLevel=SERIES",
+                          "-k", "SeriesInstanceUID=1.2.3.4.5.6"]):
+                level = [] if "QueryRetrieveLevel=SERIES" in keys else [
+                    "-k", "QueryRetrieveLevel=STUDY"]
+                results.append(await run_tool(
+                    dcmtk("movescu"), "-v", "-S", "-aet", "MOVESCU", "-aem", "MOVESCU",
+                    "-aec", "AIODICOM", "--port", str(dest_port), *level, *keys,
+                    "-od", str(out_dir), "127.0.0.1", str(port)))
+        finally:
+            await server.close()
+        return results
+
+    for _, out in run(main()):
+        assert "Final Move Response (Error: DataSetDoesNotMatchSOPClass)" in out, out
+    assert _received(out_dir) == []
 
 
 def test_pynetdicom_find_scu(run: Any, tmp_path: Path) -> None:

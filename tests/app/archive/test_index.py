@@ -128,13 +128,14 @@ def test_upsert_is_idempotent(filled: Index, storage: Storage) -> None:
         ("PATIENT", {"PatientID": "p1"}, "PatientID", []),  # LO: case-sensitive
         ("PATIENT", {"PatientName": "O[Brien]*"}, "PatientID", ["P3"]),  # '[' is literal
         ("PATIENT", {"PatientName": "*", "PatientID": ""}, "PatientID", ["P1", "P2", "P3"]),
-        ("STUDY", {"StudyDate": "20240101-20240131"}, "AccessionNumber", ["ACC1"]),
-        ("STUDY", {"StudyDate": "20240110"}, "AccessionNumber", ["ACC1"]),
-        ("STUDY", {"StudyDate": "-20231231"}, "AccessionNumber", ["ACC3"]),
-        ("STUDY", {"StudyDate": "20240111-"}, "AccessionNumber", ["ACC2"]),
-        ("STUDY", {"StudyDate": "20230101-20241231"}, "AccessionNumber", ["ACC1", "ACC2", "ACC3"]),
-        ("STUDY", {"StudyTime": "1200-1200"}, "AccessionNumber", ["ACC2"]),  # 12:00:30 in 12:00
-        ("STUDY", {"StudyTime": "-0900"}, "AccessionNumber", ["ACC1"]),
+        ("STUDY", {"StudyDate": "20240101-20240131"}, "AccessionNumber", ["ACC1", "ACC4"]),
+        ("STUDY", {"StudyDate": "20240110"}, "AccessionNumber", ["ACC1", "ACC4"]),
+        ("STUDY", {"StudyDate": "-20231231"}, "AccessionNumber", ["ACC3", "ACC4"]),
+        ("STUDY", {"StudyDate": "20240111-"}, "AccessionNumber", ["ACC2", "ACC4"]),
+        ("STUDY", {"StudyDate": "20230101-20241231"}, "AccessionNumber",
+         ["ACC1", "ACC2", "ACC3", "ACC4"]),  # ACC4 has no date: unknown matches (C.2.2.1.1)
+        ("STUDY", {"StudyTime": "1200-1200"}, "AccessionNumber", ["ACC2", "ACC4"]),  # 12:00:30
+        ("STUDY", {"StudyTime": "-0900"}, "AccessionNumber", ["ACC1", "ACC4"]),
         ("STUDY", {"PatientID": "P1", "StudyDate": "2024*"}, "AccessionNumber", []),  # DA: no *
         ("STUDY", {"PatientID": "P1", "AccessionNumber": "A*"}, "StudyID", ["", ""]),
         (

@@ -45,14 +45,28 @@ def test_find_and_get_against_serve(tmp_path: Path) -> None:
         assert len(series.stdout.splitlines()) == 2
 
         images = cli("find", "127.0.0.1", port, "--model", "patient", "--level", "IMAGE",
-                     "-k", "PatientID=PID-1", "-k", "SeriesInstanceUID=1.2.3.4.5.6")
+                     "-k", "PatientID=PID-1", "-k", "StudyInstanceUID=1.2.3.4.5",
+                     "-k", "SeriesInstanceUID=1.2.3.4.5.6")
         assert images.returncode == 0, images.stderr
         assert len(images.stdout.splitlines()) == 2
 
         none = cli("find", "127.0.0.1", port, "-k", "PatientName=Nobody")
         assert none.returncode == 0 and none.stdout == ""
 
+        # no StudyInstanceUID above a Study Root SERIES query: refused, not "every series"
+        broad = cli("find", "127.0.0.1", port, "--level", "SERIES", "-k", "Modality=")
+        assert broad.returncode == 1 and broad.stdout == "" and "0xA900" in broad.stderr
+
+        # a retrieve without its unique key: the CLI does not send it; forced, A900
         out = tmp_path / "got"
+        refused = cli("get", "127.0.0.1", port, "-k", "PatientName=Doe*", "--out", out)
+        assert refused.returncode == 1 and "not sent" in refused.stderr
+        assert "--allow-broad" in refused.stderr
+        forced = cli("get", "127.0.0.1", port, "-k", "PatientName=Doe*", "--out", out,
+                     "--allow-broad")
+        assert forced.returncode == 1 and "0xA900" in forced.stdout
+        assert not out.exists() or not any(p.is_file() for p in out.rglob("*.dcm"))
+
         got = cli("get", "127.0.0.1", port, "-k", "StudyInstanceUID=1.2.3.4.5", "--out", out)
         assert got.returncode == 0, got.stdout + got.stderr
         assert "completed 3, failed 0" in got.stdout
@@ -77,13 +91,17 @@ def test_move_between_two_servers(tmp_path: Path) -> None:
             moved = cli("move", "127.0.0.1", port, "DEST", "-k", "StudyInstanceUID=1.2.3.4.5")
             assert moved.returncode == 0, moved.stdout + moved.stderr
             assert "completed 1, failed 0" in moved.stdout
-            unknown = cli("move", "127.0.0.1", port, "ELSEWHERE", "-k", "PatientID=PID-1")
+            everything = cli("move", "127.0.0.1", port, "DEST")
+            assert everything.returncode == 1 and "not sent" in everything.stderr
+            unknown = cli("move", "127.0.0.1", port, "ELSEWHERE", "-k",
+                          "StudyInstanceUID=1.2.3.4.5")
             assert unknown.returncode == 1 and "0xA801" in unknown.stdout
         finally:
             assert source.stop() == 0
-        found = cli("find", "127.0.0.1", str(dest.ports["dicom"]), "--level", "IMAGE",
-                    "-k", "SOPInstanceUID=")
+        found = cli("find", "127.0.0.1", str(dest.ports["dicom"]), "-k",
+                    "NumberOfStudyRelatedInstances=")
         assert found.returncode == 0 and len(found.stdout.splitlines()) == 1
+        assert "NumberOfStudyRelatedInstances=1" in found.stdout
     finally:
         assert dest.stop() == 0
 
@@ -95,6 +113,22 @@ def test_build_identifier() -> None:
     assert ds.StudyDate == "20260101-" and "StudyInstanceUID" in ds
     with pytest.raises(DicomError, match="neither a DICOM keyword"):
         build_identifier(["NotAKeyword=1"], "STUDY")
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("SeriesNumber=1*", "SeriesNumber is a number"),
+    ("SliceThickness=?.5", "SliceThickness is a number"),
+    ("SeriesNumber=one", "not a valid IS value"),
+])
+def test_build_identifier_refuses_what_the_vr_cannot_hold(key: str, message: str) -> None:
+    with pytest.raises(DicomError, match=message):
+        build_identifier([key], "SERIES")
+
+
+def test_find_with_a_wildcard_number_is_a_clear_error() -> None:
+    result = cli("find", "127.0.0.1", "9", "--level", "SERIES", "-k", "SeriesNumber=1*")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "wildcards do not apply" in result.stderr
 
 
 def test_move_destinations_config(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from aiodicom.app.archive.matching import Query, build_query, fold
 from aiodicom.app.archive.storage import (
     HeaderError,
     StorageError,
@@ -67,19 +68,10 @@ LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 _ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _PARENT_KEY = {"study": "PatientID", "series": "StudyInstanceUID", "instance": "SeriesInstanceUID"}
+_SEARCHED = (("study", "StudyDate"), ("study", "AccessionNumber"), ("patient", "PatientName"))
+PAGE_SIZE = 512
+"""Rows read per page of a query: memory per query is bounded by this, not by the result."""
 _FILE_COLUMNS = ("path", "size", "source_ae_title", "received_at")
-_VR = {
-    "StudyInstanceUID": "UI",
-    "SeriesInstanceUID": "UI",
-    "SOPInstanceUID": "UI",
-    "SOPClassUID": "UI",
-    "TransferSyntaxUID": "UI",
-    "StudyDate": "DA",
-    "PatientBirthDate": "DA",
-    "StudyTime": "TM",
-    "PatientName": "PN",
-    "ReferringPhysicianName": "PN",
-}
 
 
 def _schema() -> list[str]:
@@ -103,43 +95,10 @@ def _schema() -> list[str]:
             tables.append(
                 f"CREATE INDEX IF NOT EXISTS {table}_parent ON {table}(\"{_PARENT_KEY[table]}\")"
             )
+    # the keys C-FIND at STUDY level filters on most (PatientID is the patient's key)
+    tables += [f'CREATE INDEX IF NOT EXISTS {table}_{column} ON {table}("{column}")'
+               for table, column in _SEARCHED]
     return tables
-
-
-def _fold(value: str | None) -> str | None:
-    """Case folding for PN matching (SQLite's lower() knows ASCII only)."""
-    return None if value is None else value.casefold()
-
-
-def _glob(pattern: str) -> str:
-    """A DICOM wildcard pattern as an SQLite GLOB ('[' is GLOB syntax, made literal)."""
-    return pattern.replace("[", "[[]")
-
-
-def _condition(column: str, keyword: str, value: str) -> tuple[str, list[str]] | None:
-    """The SQL for one matching key (PS3.4 §C.2.2.2), or None for universal matching."""
-    vr = _VR.get(keyword, "")
-    if value in ("", "*"):
-        return None
-    if vr == "UI":
-        uids = value.split("\\")
-        return f"{column} IN ({', '.join('?' * len(uids))})", uids
-    if vr in ("DA", "TM") and "-" in value:
-        low, _, high = value.partition("-")
-        parts, args = [f"{column} != ''"], []
-        if low:
-            parts.append(f"{column} >= ?")
-            args.append(low)
-        if high:
-            parts.append(f"{column} <= ?")
-            # A partial time bound covers its whole span: 1200 includes 12:00:59.
-            args.append(high + "\U0010ffff" if vr == "TM" else high)
-        return " AND ".join(parts), args
-    if vr == "PN":
-        column, value = f"dicom_fold({column})", value.casefold()
-    if vr not in ("DA", "TM") and ("*" in value or "?" in value):
-        return f"{column} GLOB ?", [_glob(value)]
-    return f"{column} = ?", [value]
 
 
 def _private_files(path: Path) -> None:
@@ -164,7 +123,7 @@ class Index:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
-            self._db.create_function("dicom_fold", 1, _fold, deterministic=True)
+            self._db.create_function("dicom_fold", 1, fold, deterministic=True)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
@@ -245,50 +204,45 @@ class Index:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM instance").fetchone()[0])
 
-    def query(self, level: str, filters: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    def query(self, level: str, filters: Mapping[str, str] | None = None,
+              computed: tuple[str, ...] = ()) -> list[dict[str, str]]:
         """Match `filters` (DICOM keyword -> key value) at a Query/Retrieve level.
 
         `level` is PATIENT, STUDY, SERIES or IMAGE. Keys may belong to the level or
         any level above it (PS3.4 §C.4.1.2.1). Each result holds every keyword of the
         level and the levels above, plus path, size, source_ae_title and received_at
-        (ISO 8601, UTC) at IMAGE level; absent values are "".
+        (ISO 8601, UTC) at IMAGE level, plus the `computed` keys (matching.COMPUTED);
+        absent values are "". All rows in memory: `pages` streams them.
         """
+        return [row for page in self.pages(level, filters, computed) for row in page]
+
+    def pages(self, level: str, filters: Mapping[str, str] | None = None,
+              computed: tuple[str, ...] = (), *, size: int = PAGE_SIZE,
+              ) -> Iterator[list[dict[str, str]]]:
+        """`query`'s rows a page at a time (each page a separate, short read under the lock,
+        so writers are never held off for a whole result). Raises ValueError at once for a
+        bad level or key."""
         name = level.upper()
         if name not in LEVELS:
             raise ValueError(f"unknown query level {level!r}: use one of {', '.join(_ORDER)}")
-        included = _ORDER[: _ORDER.index(name) + 1]
-        columns: dict[str, str] = {}
-        for each in included:
-            table, keywords = LEVELS[each]
-            columns.update({k: f'{table}."{k}"' for k in keywords})
-        joins = ["patient"]
-        for parent, each in zip(included, included[1:], strict=False):
-            table = LEVELS[each][0]
-            key = _PARENT_KEY[table]
-            joins.append(f'JOIN {table} ON {table}."{key}" = {LEVELS[parent][0]}."{key}"')
-        where, args = [], []
-        for keyword, value in (filters or {}).items():
-            if keyword not in columns:
-                raise ValueError(
-                    f"{keyword!r} is not a key at the {name} level: use one of "
-                    f"{', '.join(columns)}"
-                )
-            condition = _condition(columns[keyword], keyword, str(value))
-            if condition is not None:
-                where.append(condition[0])
-                args += condition[1]
-        selected = list(columns.values())
-        if name == "IMAGE":
-            selected += [f"instance.{c}" for c in _FILE_COLUMNS]
-        order = ", ".join(columns[LEVELS[each][1][0]] for each in included)
-        sql = (
-            f"SELECT {', '.join(selected)} FROM {' '.join(joins)}"
-            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order}"
-        )
-        names = list(columns) + (list(_FILE_COLUMNS) if name == "IMAGE" else [])
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        return [dict(zip(names, map(_as_text, row), strict=True)) for row in rows]
+        query = build_query(
+            name, filters or {}, {k: v[0] for k, v in LEVELS.items()},
+            {k: v[1] for k, v in LEVELS.items()}, _PARENT_KEY,
+            extra=_FILE_COLUMNS if name == "IMAGE" else (), computed=computed)
+        return self._pages(query, size)
+
+    def _pages(self, query: Query, size: int) -> Iterator[list[dict[str, str]]]:
+        after: list[str] | None = None
+        while True:
+            sql, args = query.page(after, size)
+            with self._lock:
+                rows = self._db.execute(sql, args).fetchall()
+            if not rows:
+                return
+            yield [dict(zip(query.names, map(_as_text, row), strict=True)) for row in rows]
+            if len(rows) < size:
+                return
+            after = [rows[-1][i] for i in query.key_positions]
 
     def rebuild(self, root: Path) -> int:
         """Re-index every stored file under `root`; returns how many were indexed.

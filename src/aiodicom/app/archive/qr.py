@@ -1,11 +1,14 @@
 """The bundled server's query/retrieve over its SQLite index (PS3.4 Annex C).
 
-C-FIND matches the identifier's keys at its Query/Retrieve Level (PATIENT, STUDY, SERIES or
-IMAGE) with `Index.query` and answers each match with the keys that were asked for (keys the
-index does not hold come back empty, as PS3.4 C.2.2.1.2 allows). C-GET and C-MOVE run the
-same match at IMAGE level and hand the stored files to the server, which streams them as
-C-STORE sub-operations. SQLite calls run in a worker thread so the event loop never waits
-on the disk.
+C-FIND checks the identifier against its information model (qr_keys: the levels, the
+unique keys above the Query/Retrieve Level), matches its keys with the index a page at a
+time (matching), and answers each match with the keys asked for, the unique keys of its
+level and the levels above, Retrieve AE Title and a Specific Character Set that holds the
+text; keys the index neither holds nor computes come back empty with 0xFF01. C-GET and
+C-MOVE match only the unique keys (a retrieve without them is refused, 0xA900) and hand
+the stored files to the server, which streams them as C-STORE sub-operations. SQLite calls
+run in a worker thread so the event loop never waits on the disk. docs/conformance.md
+("Query/Retrieve") states all of it for users.
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ from typing import Any
 from aiodicom.aio.client import RemoteAE
 from aiodicom.aio.requests import FindRequest, GetRequest, MoveRequest
 from aiodicom.app.archive.index import LEVELS, Index
+from aiodicom.app.archive.matching import COMPUTED
+from aiodicom.app.archive.qr_keys import (
+    UNIQUE_KEYS,
+    IdentifierRefused,
+    QueryKeys,
+    check_query,
+    check_retrieve,
+    levels_of,
+    read_keys,
+    response_charset,
+)
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import RoleSupport
 from aiodicom.core.qr import qr_contexts
@@ -35,7 +49,6 @@ __all__ = [
 log = logging.getLogger("aiodicom.qr_scp")
 
 _ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-_SKIP = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet"})
 _IDENTIFIER_MISMATCH = Status.DATASET_MISMATCH
 
 
@@ -78,26 +91,22 @@ def parse_move_destinations(table: Mapping[str, Any]) -> dict[str, RemoteAE]:
     return found
 
 
-def _key_text(value: Any) -> str:
-    """A key's value as index.query takes it; a multi-valued UID list is joined with "\\"
-    (PS3.4 C.2.2.2.2)."""
-    from pydicom.multival import MultiValue
-
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace").strip()
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+def _modalities(text: str) -> list[str]:
+    return sorted({m for m in text.split(",") if m})
 
 
 class QueryRetrieve:
-    """C-FIND, C-GET and C-MOVE handlers over one storage root's index."""
+    """C-FIND, C-GET and C-MOVE handlers over one storage root's index.
 
-    def __init__(self, root: Path, index: Index | None = None) -> None:
+    ``ae_title`` is returned as Retrieve AE Title (0008,0054); by default the AE title the
+    requestor called us by.
+    """
+
+    def __init__(self, root: Path, index: Index | None = None, *,
+                 ae_title: str | None = None) -> None:
         self.root = Path(root)
         self._index = index
+        self.ae_title = ae_title
 
     @property
     def index(self) -> Index:
@@ -107,72 +116,92 @@ class QueryRetrieve:
             self._index = Index.for_root(self.root)
         return self._index
 
-    def _filters(self, identifier: Any, level: str) -> tuple[dict[str, str], list[Any]]:
-        """The matching keys the index holds at or above ``level``, and every requested
-        element (to echo back)."""
-        known = {k for each in _ORDER[: _ORDER.index(level) + 1] for k in LEVELS[each][1]}
-        filters: dict[str, str] = {}
-        requested = []
-        for elem in identifier:
-            keyword = elem.keyword
-            if keyword in _SKIP or elem.tag.group == 0x0002:
-                continue
-            requested.append(elem)
-            if keyword in known and elem.VR != "SQ":
-                filters[keyword] = _key_text(elem.value)
-        return filters, requested
+    async def find(self, request: FindRequest) -> AsyncIterator[Any]:
+        """C-FIND: one pending response per match, with the requested keys (PS3.4 C.4.1).
 
-    async def _match(self, identifier: Any, level: str,
-                     rows_at: str | None = None) -> list[dict[str, str]] | Status:
-        """Rows matching the keys of ``level`` (listed at ``rows_at``, default ``level``)."""
-        if level not in LEVELS:
-            log.warning("C-FIND/GET/MOVE with Query/Retrieve Level %r", level)
-            return _IDENTIFIER_MISMATCH
-        filters, _ = self._filters(identifier, level)
+        0xFF01 when a key could not be matched or returned (C.2.2.1.2); 0xA900 for a level
+        the model lacks or a missing unique key above the level (C.4.1.2.1).
+        """
+        level, model = request.level, request.model
         try:
-            return await asyncio.to_thread(self.index.query, rows_at or level, filters)
+            keys = read_keys(request.identifier)
+            levels = levels_of(model, level)
+            check_query(keys.texts, model, level)
+        except IdentifierRefused as exc:
+            log.warning("C-FIND refused: %s", exc)
+            yield _IDENTIFIER_MISMATCH, None
+            return
+        included = _ORDER[: _ORDER.index(level) + 1]
+        held = {k for each in included for k in LEVELS[each][1]}
+        computable = {k for each in included for k in COMPUTED[each]}
+        filters = {k: v for k, v in keys.texts.items() if k in held or (
+            k == "ModalitiesInStudy" and k in computable)}
+        computed = tuple(k for k in keys.texts if k in computable)
+        unmatched = [k for k, v in keys.texts.items()
+                     if k != "RetrieveAETitle" and (k not in held | computable or (
+                         v and k in computable and k not in filters))]
+        if unmatched:
+            log.info("C-FIND: keys not matched or not held, answered 0xFF01: %s",
+                     ", ".join(unmatched))
+        status = Status.PENDING_WARNING if unmatched else Status.PENDING
+        retrieve_ae = self.ae_title or request.association.called_ae_title
+        try:
+            pages = await asyncio.to_thread(self.index.pages, level, filters, computed)
         except ValueError as exc:
             log.warning("query refused: %s", exc)
-            return _IDENTIFIER_MISMATCH
-
-    async def find(self, request: FindRequest) -> AsyncIterator[Any]:
-        """C-FIND: one pending response per match, with the requested keys."""
-        from pydicom.dataset import Dataset
-
-        level = request.level
-        rows = await self._match(request.identifier, level)
-        if isinstance(rows, Status):
-            yield rows, None
+            yield _IDENTIFIER_MISMATCH, None
             return
-        _, requested = self._filters(request.identifier, level)
-        charset = request.identifier.get("SpecificCharacterSet")
-        key = LEVELS[level][1][0]
-        for row in rows:
-            ds = Dataset()
-            if charset:
-                ds.SpecificCharacterSet = charset
-            ds.QueryRetrieveLevel = level
-            for elem in requested:
-                if elem.keyword in row:
-                    setattr(ds, elem.keyword, row[elem.keyword])
-                else:
-                    ds.add_new(elem.tag, elem.VR, [] if elem.VR == "SQ" else None)
-            setattr(ds, key, row[key])
-            yield ds
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for row in page:
+                yield status, _response(row, keys, level, levels, retrieve_ae)
 
-    async def _files(self, identifier: Any, level: str) -> AsyncIterator[Any]:
-        rows = await self._match(identifier, level, rows_at="IMAGE")
-        if isinstance(rows, Status):
-            yield rows
+    async def _files(self, request: GetRequest | MoveRequest) -> AsyncIterator[Any]:
+        """The stored files a retrieve names by its unique keys (PS3.4 C.4.2.2.1), else
+        0xA900: without one, a retrieve would move whatever matched, or all."""
+        level, model = request.level, request.model
+        try:
+            keys = read_keys(request.identifier)
+            filters = check_retrieve(keys.texts, model, level)
+        except IdentifierRefused as exc:
+            log.warning("C-%s refused: %s", "MOVE" if isinstance(request, MoveRequest)
+                        else "GET", exc)
+            yield _IDENTIFIER_MISMATCH
             return
-        for row in rows:
-            path = Path(row["path"])
-            yield path if path.is_absolute() else self.root / path
+        pages = await asyncio.to_thread(self.index.pages, "IMAGE", filters)
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for row in page:
+                path = Path(row["path"])
+                yield path if path.is_absolute() else self.root / path
 
     def get(self, request: GetRequest) -> AsyncIterator[Any]:
         """C-GET: the stored files that match, sent back on the same association."""
-        return self._files(request.identifier, request.level)
+        return self._files(request)
 
     def move(self, request: MoveRequest) -> AsyncIterator[Any]:
         """C-MOVE: the stored files that match, sent to the destination."""
-        return self._files(request.identifier, request.level)
+        return self._files(request)
+
+
+def _response(row: Mapping[str, str], keys: QueryKeys, level: str, levels: tuple[str, ...],
+              retrieve_ae: str) -> Any:
+    """One C-FIND match: the requested keys, the unique keys of its level and the levels
+    above (C.4.1.2.1), Retrieve AE Title, and a character set that holds the text."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for elem in keys.requested:
+        keyword = elem.keyword
+        if keyword == "ModalitiesInStudy" and keyword in row:
+            ds.ModalitiesInStudy = _modalities(row[keyword])
+        elif keyword in row and row[keyword] != "":
+            setattr(ds, keyword, row[keyword])
+        elif keyword != "RetrieveAETitle":
+            ds.add_new(elem.tag, elem.VR, [] if elem.VR == "SQ" else None)
+    for each in levels:
+        setattr(ds, UNIQUE_KEYS[each], row[UNIQUE_KEYS[each]])
+    ds.RetrieveAETitle = retrieve_ae
+    charset = response_charset(v for v in row.values())
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    return ds

@@ -235,9 +235,15 @@ def build_identifier(keys: list[str], level: str) -> Any:
             vr = dictionary_VR(tag)
         except KeyError:
             raise DicomError(f"-k {item}: unknown attribute {name}") from None
+        if vr in ("IS", "DS") and ("*" in value or "?" in value):
+            raise DicomError(f"-k {item}: {name} is a number ({vr}): wildcards do not apply "
+                             "to it (PS3.4 C.2.2.2.4); give a value, or none to return it")
         with warnings.catch_warnings():  # wildcards and ranges are not valid VR values
             warnings.simplefilter("ignore")
-            ds.add_new(tag, vr, [] if vr == "SQ" else (value or None))
+            try:
+                ds.add_new(tag, vr, [] if vr == "SQ" else (value or None))
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise DicomError(f"-k {item}: not a valid {vr} value: {exc}") from None
     if "QueryRetrieveLevel" in ds:
         level = str(ds.QueryRetrieveLevel).upper()
     unique = _LEVEL_KEYS.get(level)
@@ -262,6 +268,8 @@ def qr_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     from aiodicom.core.qr import qr_contexts, retrieve_contexts
 
     identifier = build_identifier(args.keys, args.level)
+    if args.command in ("get", "move") and not args.allow_broad:
+        _check_unique_keys(identifier, args.model)
     roles: Any = ()
     contexts: Any = qr_contexts()
     if args.command == "get":
@@ -305,6 +313,20 @@ def qr_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     except AssociationRejected as exc:
         print(f"aiodicom {args.command}: error: {_explain(exc, args)}", file=sys.stderr)
         return 1
+
+
+def _check_unique_keys(identifier: Any, model: str) -> None:
+    """Refuse to send a retrieve that does not name its unique keys (PS3.4 C.4.2.2.1):
+    a peer may answer it by sending every match, or everything it holds."""
+    from aiodicom.app.archive.qr_keys import IdentifierRefused, check_retrieve, read_keys
+
+    level = str(identifier.get("QueryRetrieveLevel", "")).upper()
+    try:
+        check_retrieve(read_keys(identifier).texts, model, level)
+    except IdentifierRefused as exc:
+        raise DicomError(f"not sent: {exc}. Name the unique key(s) with -k, e.g. -k "
+                         "StudyInstanceUID=1.2.3, or pass --allow-broad to send it anyway") \
+            from None
 
 
 def _saver(out: Path) -> Any:

@@ -218,6 +218,12 @@ def _add_qr_parsers(sub: Any) -> None:
         if name == "get":
             p.add_argument("--out", "-od", type=Path, required=True, metavar="DIR",
                            help="where retrieved files go")
+        if name in ("get", "move"):
+            p.add_argument("--allow-broad", action="store_true",
+                           help="send the retrieve even if it does not name its unique keys "
+                           "(PatientID at PATIENT, StudyInstanceUID at STUDY, plus those of "
+                           "the levels above, one value each; PS3.4 C.4.2.2.1): without "
+                           "them a peer may send every match, or its whole archive")
         _add_ae_flags(p)
         _add_tls_client_flags(p)
         p.set_defaults(func=_cmd_qr)
