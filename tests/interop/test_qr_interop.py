@@ -136,6 +136,37 @@ def test_movescu_without_a_unique_key_moves_nothing(run: Any, tmp_path: Path) ->
     assert _received(out_dir) == []
 
 
+def test_move_to_a_destination_that_is_down_names_the_failed_instances(
+        run: Any, tmp_path: Path) -> None:
+    """A702 carries the Failed SOP Instance UID List (PS3.4 C.4.2.1.5), and Retrieve AE
+    Title in C-FIND answers is ours (C.4.1.1.3.2)."""
+    from pydicom.dataset import Dataset
+
+    from aiodicom.core.qr import qr_contexts
+
+    async def main() -> tuple[Any, list[str], list[str]]:
+        server, port, uids = await _filled_server(
+            tmp_path, move_destinations={"DOWN": f"127.0.0.1:{free_port()}"})
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = "1.2.3.4.5"
+        try:
+            async with connect("127.0.0.1", port, called_ae_title="AIODICOM",
+                               contexts=qr_contexts()) as assoc:
+                result = await assoc.move(ds, "DOWN")
+                ds.RetrieveAETitle = ""
+                async with assoc.find(ds) as matches:
+                    titles = [str(match.RetrieveAETitle) async for match in matches]
+        finally:
+            await server.close()
+        return result, uids, titles
+
+    result, uids, titles = run(main())
+    assert result.status == Status.SUBOPERATIONS_FAILED and result.failed == len(uids)
+    assert sorted(result.failed_sop_instances) == uids
+    assert titles == ["AIODICOM"]
+
+
 def test_pynetdicom_find_scu(run: Any, tmp_path: Path) -> None:
     import asyncio
 

@@ -213,8 +213,10 @@ class QRService:
                 log.warning("association %d: C-MOVE destination %r unreachable: %s",
                             assoc.id, destination[0], exc)
                 counts["failed"] = len(collected)
-                return rsp_type(status=Status.SUBOPERATIONS_FAILED, **_counts(counts, None),
-                                **base), None
+                # A702 names what was not sent (PS3.4 C.4.2.1.5); reading UIDs is file I/O
+                not_sent = await asyncio.to_thread(
+                    lambda: [uid for item in collected if (uid := _uid_of(item)) is not None])
+                return _final(counts, not_sent, len(collected), False, ts, base, rsp_type)
         failed: list[str] = []
         try:
             for index, item in enumerate(collected):
@@ -238,18 +240,24 @@ class QRService:
     async def _open_destination(self, destination: tuple[str, MoveDestination],
                                 items: list[Any]) -> SubAssociation:
         """A new association to the C-MOVE destination proposing the items' SOP classes."""
-        wanted: dict[str, list[str]] = {}
-        for item in items:
-            sop_class, _, ts = _sop_of(item)
-            syntaxes = wanted.setdefault(sop_class, [])
-            for each in (ts, *UNCOMPRESSED_SYNTAXES):
-                if each not in syntaxes:
-                    syntaxes.append(each)
+        wanted = await asyncio.to_thread(_wanted_contexts, items)  # reads Part 10 headers
         title, remote = destination
         settings = AssociationSettings(ae_title=self.settings.ae_title,
                                        timeouts=self.settings.timeouts)
         return await remote.open(called_ae_title=title, contexts=list(wanted.items())[:128],
                                  settings=settings)
+
+
+def _wanted_contexts(items: list[Any]) -> dict[str, list[str]]:
+    """SOP class -> transfer syntaxes to propose for ``items`` (their own, then uncompressed)."""
+    wanted: dict[str, list[str]] = {}
+    for item in items:
+        sop_class, _, ts = _sop_of(item)
+        syntaxes = wanted.setdefault(sop_class, [])
+        for each in (ts, *UNCOMPRESSED_SYNTAXES):
+            if each not in syntaxes:
+                syntaxes.append(each)
+    return wanted
 
 
 async def _find(assoc: QRPeer, op: Operation, matches: Any, context_id: int, ts: str,
