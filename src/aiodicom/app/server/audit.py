@@ -10,8 +10,14 @@ Messages (PS3.15 A.5.3, codes from PS3.16 CID 400-404):
   Node Authentication (110126) when the refusal is about who the peer is (calling AE title
   not recognized, certificate/AE binding, or an authorizer's "no reason given");
 - association ended: User Authentication / Logout (110123), outcome 0 released, 4 aborted;
-- each C-STORE: DICOM Instances Transferred (110104), action C, outcome 0 for success and
-  warning statuses, 8 for failures (the instance was not stored);
+- C-STOREs received: DICOM Instances Transferred (110104), action C, one message per study
+  and association listing its instances (flushed when the association ends); outcome 0 when
+  every instance was stored (warnings included), 8 when any failed;
+- each C-FIND: Query (110112), the identifier base64 in ParticipantObjectQuery (A.5.3.10);
+- each C-GET/C-MOVE: DICOM Instances Transferred, action R, one message per study sent,
+  the peer (C-GET) or the move destination as Destination, us as Source;
+- every message about an association names its user identity (username, JWT ``sub``) as a
+  second requesting ActiveParticipant;
 - application start/stop: Application Activity (110100) / 110120, 110121.
 """
 
@@ -26,6 +32,7 @@ import os
 import re
 import socket
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiodicom.aio.association import AssociationInfo
@@ -48,6 +55,7 @@ Code = tuple[str, str, str]
 
 APPLICATION_ACTIVITY: Code = ("110100", "DCM", "Application Activity")
 INSTANCES_TRANSFERRED: Code = ("110104", "DCM", "DICOM Instances Transferred")
+QUERY: Code = ("110112", "DCM", "Query")
 SECURITY_ALERT: Code = ("110113", "DCM", "Security Alert")
 USER_AUTHENTICATION: Code = ("110114", "DCM", "User Authentication")
 APPLICATION_START: Code = ("110120", "DCM", "Application Start")
@@ -60,6 +68,7 @@ ROLE_LAUNCHER: Code = ("110151", "DCM", "Application Launcher")
 ROLE_DESTINATION: Code = ("110152", "DCM", "Destination Role ID")
 ROLE_SOURCE: Code = ("110153", "DCM", "Source Role ID")
 STUDY_INSTANCE_UID: Code = ("110180", "DCM", "Study Instance UID")
+SOP_CLASS_UID: Code = ("110181", "DCM", "SOP Class UID")
 NODE_ID: Code = ("110182", "DCM", "Node ID")
 
 _SECURITY_REFUSALS = {(1, 1), (1, 3)}
@@ -98,6 +107,15 @@ def _store_outcome(status: int) -> tuple[str, str]:
     return Outcome.SERIOUS_FAILURE, f"not stored: 0x{status:04X} {code.description}"
 
 
+@dataclass(slots=True)
+class _Transfer:
+    """Instances of one study in one transfer, by SOP class, and the worst outcome."""
+
+    instances: dict[str, list[str]] = field(default_factory=dict)
+    outcome: str = Outcome.SUCCESS
+    failures: list[str] = field(default_factory=list)
+
+
 class AuditTrail:
     """Writes PS3.15 A.5 audit messages for server events to ``path`` (and to syslog).
 
@@ -119,6 +137,12 @@ class AuditTrail:
         if syslog is not None:
             self._syslog = _open_syslog(syslog)
         self._failed = False
+        self._studies: dict[int, dict[str, _Transfer]] = {}
+        """Received instances per association id and Study Instance UID, until it ends."""
+        self._sent: dict[int, list[tuple[str, dict[str, _Transfer]]]] = {}
+        """C-GET/C-MOVE transfers whose files were all handed out, awaiting the final status."""
+        self._study_of: dict[tuple[int, str], str] = {}
+        """(association id, SOP Instance UID) -> Study Instance UID, from the store handler."""
 
     # -- sinks --------------------------------------------------------------------------------
 
@@ -183,7 +207,7 @@ class AuditTrail:
             "originalText": "Application Server Process"})
         return root
 
-    def _peer(self, root: ET.Element, info: AssociationInfo) -> None:
+    def _peer(self, root: ET.Element, info: AssociationInfo, role: Code = ROLE_SOURCE) -> None:
         """The requesting peer: certificate subject (or AE title), its AE title and address."""
         identity = info.identity
         subject = getattr(identity, "subject", "") if identity is not None else ""
@@ -198,7 +222,16 @@ class AuditTrail:
         if info.peer_address is not None:
             attrs["NetworkAccessPointID"] = info.peer_address[0]
             attrs["NetworkAccessPointTypeCode"] = "2"
-        _coded(ET.SubElement(root, "ActiveParticipant", attrs), "RoleIDCode", ROLE_SOURCE)
+        _coded(ET.SubElement(root, "ActiveParticipant", attrs), "RoleIDCode", role)
+        self._user(root, info)
+
+    @staticmethod
+    def _user(root: ET.Element, info: AssociationInfo) -> None:
+        """The association's user identity (PS3.7 D.3.3.7: username or JWT subject), if any."""
+        user = getattr(info, "user", None)
+        if user:
+            ET.SubElement(root, "ActiveParticipant", {
+                "UserID": _clean(str(user)), "UserIsRequestor": "true"})
 
     def _us(self, root: ET.Element, info: AssociationInfo | None, role: Code) -> None:
         ae = self.ae_title or (info.called_ae_title if info is not None else self.source_id)
@@ -216,8 +249,15 @@ class AuditTrail:
     def __call__(self, event: ServerEvent) -> None:
         if isinstance(event, RequestCompleted):
             if event.service == "C-STORE":
-                self.instance_received(event.info, event.sop_class_uid,
-                                       event.sop_instance_uid or "", event.status)
+                uid = event.sop_instance_uid or ""
+                study = self._study_of.pop((event.info.id, uid), "")
+                self._collect(self._studies.setdefault(event.info.id, {}), study,
+                              event.sop_class_uid, uid, event.status)
+            elif event.service in ("C-GET", "C-MOVE"):
+                pending = self._sent.get(event.info.id)
+                if pending:
+                    destination, studies = pending.pop(0)
+                    self._transferred_out(event.info, destination, studies, event.status)
         elif isinstance(event, AssociationAccepted):
             self.authentication(event.info, LOGIN, Outcome.SUCCESS)
         elif isinstance(event, AssociationRefused):
@@ -226,6 +266,7 @@ class AuditTrail:
             if (rj.source, rj.reason) in _SECURITY_REFUSALS:
                 self.security_alert(event.info, event.why)
         elif isinstance(event, AssociationEnded) and event.info is not None:
+            self.flush(event.info)
             self.authentication(event.info, LOGOUT,
                                 Outcome.MINOR_FAILURE if event.aborted else Outcome.SUCCESS,
                                 event.reason if event.aborted else "")
@@ -280,6 +321,106 @@ class AuditTrail:
         sop_class = ET.SubElement(study, "SOPClass", {
             "UID": _clean(sop_class_uid), "NumberOfInstances": "1"})
         ET.SubElement(sop_class, "Instance", {"UID": _clean(sop_instance_uid)})
+        self.write(root)
+
+    # -- transfers and queries ---------------------------------------------------------------
+
+    def note_stored(self, info: AssociationInfo, sop_instance_uid: str, study_uid: str) -> None:
+        """The store handler tells us the study of an instance it stored (the C-STORE
+        command names only the instance)."""
+        self._study_of[(info.id, sop_instance_uid)] = study_uid
+
+    @staticmethod
+    def _collect(studies: dict[str, _Transfer], study: str, sop_class_uid: str,
+                 sop_instance_uid: str, status: int) -> None:
+        transfer = studies.setdefault(study, _Transfer())
+        transfer.instances.setdefault(sop_class_uid, []).append(sop_instance_uid)
+        outcome, description = _store_outcome(status)
+        if outcome != Outcome.SUCCESS:
+            transfer.outcome = outcome
+        if description:
+            transfer.failures.append(f"{sop_instance_uid[:64]} {description}")
+
+    def flush(self, info: AssociationInfo) -> None:
+        """One Instances Transferred message per study received on ``info``'s association."""
+        for key in [k for k in self._study_of if k[0] == info.id]:
+            del self._study_of[key]
+        self._sent.pop(info.id, None)
+        for study, transfer in self._studies.pop(info.id, {}).items():
+            root = self._message(INSTANCES_TRANSFERRED, "C", transfer.outcome, None,
+                                 "; ".join(transfer.failures[:5]))
+            self._peer(root, info)
+            self._us(root, info, ROLE_DESTINATION)
+            self._finish(root)
+            self._study(root, study, transfer)
+            self.write(root)
+
+    def instances_sent(self, info: AssociationInfo, destination: str,
+                       files: list[tuple[str, str, str]]) -> None:
+        """A C-GET (``destination`` "") or C-MOVE handed out ``files`` (study, SOP class,
+        SOP instance); the message goes out with the request's final status."""
+        studies: dict[str, _Transfer] = {}
+        for study, sop_class, sop_instance in files:
+            transfer = studies.setdefault(study, _Transfer())
+            transfer.instances.setdefault(sop_class, []).append(sop_instance)
+        self._sent.setdefault(info.id, []).append((destination, studies))
+
+    def _transferred_out(self, info: AssociationInfo, destination: str,
+                         studies: dict[str, _Transfer], status: int) -> None:
+        outcome, description = _store_outcome(status)
+        for study, transfer in studies.items():
+            root = self._message(INSTANCES_TRANSFERRED, "R", outcome, None,
+                                 description.replace("not stored", "not all sent"))
+            ae = self.ae_title or info.called_ae_title
+            source = ET.SubElement(root, "ActiveParticipant", {
+                "UserID": _clean(ae), "AlternativeUserID": _clean(f"AETITLES={ae}"),
+                "UserIsRequestor": "false", "NetworkAccessPointID": self.hostname,
+                "NetworkAccessPointTypeCode": "1"})
+            _coded(source, "RoleIDCode", ROLE_SOURCE)
+            if destination:  # C-MOVE: the peer asked, the destination received
+                self._peer(root, info, ROLE_APPLICATION)
+                dest = ET.SubElement(root, "ActiveParticipant", {
+                    "UserID": _clean(destination),
+                    "AlternativeUserID": _clean(f"AETITLES={destination}"),
+                    "UserIsRequestor": "false"})
+                _coded(dest, "RoleIDCode", ROLE_DESTINATION)
+            else:  # C-GET: the peer asked and received
+                self._peer(root, info, ROLE_DESTINATION)
+            self._finish(root)
+            self._study(root, study, transfer)
+            self.write(root)
+
+    @staticmethod
+    def _study(root: ET.Element, study_uid: str, transfer: _Transfer) -> None:
+        study = ET.SubElement(root, "ParticipantObjectIdentification", {
+            "ParticipantObjectID": _clean(study_uid),
+            "ParticipantObjectTypeCode": "2",
+            "ParticipantObjectTypeCodeRole": "3",
+        })
+        _coded(study, "ParticipantObjectIDTypeCode", STUDY_INSTANCE_UID)
+        for sop_class_uid, instances in transfer.instances.items():
+            sop_class = ET.SubElement(study, "SOPClass", {
+                "UID": _clean(sop_class_uid), "NumberOfInstances": str(len(instances))})
+            for uid in instances:
+                ET.SubElement(sop_class, "Instance", {"UID": _clean(uid)})
+
+    def query(self, info: AssociationInfo, sop_class_uid: str, identifier: bytes) -> None:
+        """Query (A.5.3.10) for one C-FIND: the identifier, base64, as the query."""
+        root = self._message(QUERY, "E", Outcome.SUCCESS, None)
+        self._peer(root, info)
+        self._us(root, info, ROLE_DESTINATION)
+        self._finish(root)
+        obj = ET.SubElement(root, "ParticipantObjectIdentification", {
+            "ParticipantObjectID": _clean(sop_class_uid),
+            "ParticipantObjectTypeCode": "2",
+            "ParticipantObjectTypeCodeRole": "3",
+        })
+        _coded(obj, "ParticipantObjectIDTypeCode", SOP_CLASS_UID)
+        ET.SubElement(obj, "ParticipantObjectQuery").text = base64.b64encode(
+            identifier).decode("ascii")
+        ET.SubElement(obj, "ParticipantObjectDetail", {
+            "type": "TransferSyntax",
+            "value": base64.b64encode(b"1.2.840.10008.1.2.1").decode("ascii")})
         self.write(root)
 
     def application_started(self) -> None:

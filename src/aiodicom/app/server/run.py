@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ __all__ = ["configure_logging", "run_server", "serve_main"]
 log = logging.getLogger("aiodicom.serve")
 
 
-def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
+def make_store_handler(options: ServeOptions,
+                       audit: AuditTrail | None = None) -> Callable[[StoreRequest], Any]:
     """The default C-STORE handler: Part 10 files under the storage root, then indexed."""
     from aiodicom.app.archive.index import Index
     from aiodicom.app.archive.storage import (
@@ -80,6 +81,8 @@ def make_store_handler(options: ServeOptions) -> Callable[[StoreRequest], Any]:
         # The file is renamed into place (durable) before we answer; the index is derived
         # from it, so it is updated just after the response goes out, off the round trip.
         asyncio.get_running_loop().call_soon(add_to_index, stored, info)
+        if audit is not None:
+            audit.note_stored(info, stored.sop_instance_uid, stored.study_instance_uid)
         log.info(
             "association %d: stored %s from %r (%d bytes)",
             info.id, stored.sop_instance_uid, info.calling_ae_title, stored.size,
@@ -143,7 +146,8 @@ def build_observers(
     return observe, metrics, audit
 
 
-def build_server(options: ServeOptions, observer: Observer | None = None) -> tuple[Server, Any]:
+def build_server(options: ServeOptions, observer: Observer | None = None,
+                 audit: AuditTrail | None = None) -> tuple[Server, Any]:
     """The Server and, when TLS is on, the reloading TLS context (for SIGHUP)."""
     settings = AssociationSettings(
         ae_title=options.ae_title,
@@ -195,13 +199,67 @@ def build_server(options: ServeOptions, observer: Observer | None = None) -> tup
             verify_identity=verify_identity,
             require_user_identity=options.require_user_identity,
         ),
-        handlers=Handlers(store=make_store_handler(options), find=qr.find, get=qr.get,
-                          move=qr.move),
+        handlers=_handlers(options, qr, audit),
         settings=settings,
         observer=observer,
         move_destinations=parse_move_destinations(options.move_destinations),
     )
     return server, reloading
+
+
+def _handlers(options: ServeOptions, qr: Any, audit: AuditTrail | None) -> Handlers:
+    """Store and Q/R handlers; with an audit trail, C-FIND is audited as a Query and the
+    files C-GET/C-MOVE hand out as Instances Transferred (PS3.15 A.5.3)."""
+    store = make_store_handler(options, audit)
+    if audit is None:
+        return Handlers(store=store, find=qr.find, get=qr.get, move=qr.move)
+    trail = audit
+
+    async def find(request: Any) -> AsyncIterator[Any]:
+        trail.query(request.association, request.command.affected_sop_class_uid,
+                    _identifier_bytes(request.identifier))
+        async for item in qr.find(request):
+            yield item
+
+    def retrieve(inner: Callable[[Any], AsyncIterator[Any]], move: bool) -> Any:
+        async def handler(request: Any) -> AsyncIterator[Any]:
+            files: list[tuple[str, str, str]] = []
+            async for item in inner(request):
+                if isinstance(item, Path):
+                    files.append(_file_ids(item))
+                yield item
+            trail.instances_sent(request.association, request.destination if move else "",
+                                 files)
+
+        return handler
+
+    return Handlers(store=store, find=find, get=retrieve(qr.get, False),
+                    move=retrieve(qr.move, True))
+
+
+def _identifier_bytes(identifier: Any) -> bytes:
+    """The C-FIND identifier, Explicit VR Little Endian, for the audit's query element."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    try:
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_dataset(fp, identifier)
+        return fp.getvalue()
+    except Exception:  # an identifier pydicom cannot re-encode: audit the query anyway
+        return b""
+
+
+def _file_ids(path: Path) -> tuple[str, str, str]:
+    """(study, SOP class, SOP instance) of a stored file: ROOT/study/series/instance.dcm."""
+    from aiodicom.core.part10 import read_part10_info
+
+    try:
+        sop_class = read_part10_info(path).sop_class_uid
+    except Exception:
+        sop_class = ""
+    return path.parent.parent.name, sop_class, path.stem
 
 
 async def run_server(
@@ -212,7 +270,7 @@ async def run_server(
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``), then drain; SIGHUP reloads trust files."""
     observer, metrics, audit = build_observers(options)
-    server, reloading = build_server(options, observer)
+    server, reloading = build_server(options, observer, audit)
     bound: list[tuple[str, str, int]] = []
     supervisor = os.environ.get("AIODICOM_WORKER", "")
     reuse = supervisor.isdigit()  # a worker of `serve --workers N`: the supervisor's pid
