@@ -42,6 +42,17 @@ BASE = {"aiodicom.errors", "aiodicom.settings"}
 LAYER_RANK = {"core": 0, "aio": 1, "app": 2}
 
 
+def _facade_homes() -> dict[str, str]:
+    """The facade's lazy names -> their home modules, so that `from aiodicom import Server`
+    counts as importing aiodicom.aio.server (importing the facade itself loads nothing)."""
+    import aiodicom
+
+    return dict(aiodicom._LAZY)
+
+
+_FACADE_HOMES = _facade_homes()
+
+
 def _module_name(path: Path) -> str:
     parts = ["aiodicom", *path.relative_to(SRC).with_suffix("").parts]
     if parts[-1] == "__init__":
@@ -129,7 +140,13 @@ def _imports_in(source: str, module: str, is_package: bool) -> list[Import]:
         base = _resolve_from(module, is_package, node)
         for alias in node.names:
             sub = f"{base}.{alias.name}"
-            found.append(Import(sub if sub in MODULES else base, node.lineno, where))
+            if sub in MODULES:
+                target = sub
+            elif base == "aiodicom" and alias.name in _FACADE_HOMES:
+                target = _FACADE_HOMES[alias.name]  # a lazy re-export: count its home
+            else:
+                target = base
+            found.append(Import(target, node.lineno, where))
     return sorted(found, key=lambda imp: imp.line)
 
 
@@ -162,6 +179,11 @@ def test_imports_are_found_everywhere_and_resolved() -> None:
     }
     in_package = _imports_in("from .buffer import Reader\n", "aiodicom.core", True)
     assert [imp.target for imp in in_package] == ["aiodicom.core.buffer"]
+    # The facade's lazy names count as imports of their homes: `from aiodicom import Server`
+    # in the core runs up to aio as surely as `from aiodicom.aio.server import Server`.
+    via_facade = _imports_in("from aiodicom import Server, __version__\n", "aiodicom.core.fsm",
+                             False)
+    assert [imp.target for imp in via_facade] == ["aiodicom.aio.server", "aiodicom"]
 
 
 def _rel(path: Path) -> str:
