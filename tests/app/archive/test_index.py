@@ -278,3 +278,27 @@ def test_read_stored_file_matches_commit(storage: Storage) -> None:
 def test_unreadable_index_path(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open the index"):
         Index(tmp_path / "missing-dir" / INDEX_NAME)
+
+
+def test_query_reads_in_bounded_pages(filled: Index) -> None:
+    """Keyset pages (issue 16 item 9): every row once, in order, never more than a page."""
+    pages = list(filled.pages("IMAGE", {}, size=2))
+    assert [len(page) for page in pages] == [2, 2, 2, 2, 1]
+    rows = [row["SOPInstanceUID"] for page in pages for row in page]
+    assert rows == [row["SOPInstanceUID"] for row in filled.query("IMAGE")]
+    assert len(set(rows)) == 9
+    studies = [row["StudyInstanceUID"] for page in filled.pages("STUDY", size=1)
+               for row in page]
+    assert studies == sorted(studies) and len(studies) == 4
+    with pytest.raises(ValueError, match="'Modality' is not a key"):
+        filled.pages("STUDY", {"Modality": "CT"})  # refused at once, not on first page
+
+
+def test_search_indexes_exist(filled: Index) -> None:
+    db = sqlite3.connect(filled.path)
+    try:
+        names = {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        db.close()
+    assert {"study_StudyDate", "study_AccessionNumber", "patient_PatientName"} <= names
