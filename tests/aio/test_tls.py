@@ -466,9 +466,10 @@ def test_crl_signed_by_another_ca_refused(p: PKI, tmp_path: Path) -> None:
     other = tmp_path / "other"
     pki.init_ca(other)
     crl = pki.write_crl(other)
-    # Same issuer name as our root, different key: forge by copying the other CA's CRL under a
-    # CA file that claims its subject is absent -> accepted as unknown; with its own CA -> fine.
-    tls.server_context(cert=p.server.cert, key=p.server.key, ca=p.ca, crl=crl)
+    # A CRL file with only another CA's CRL: our root has none there -> an error (issue 17).
+    with pytest.raises(ConfigurationError, match="no CRL from CA"):
+        tls.server_context(cert=p.server.cert, key=p.server.key, ca=p.ca, crl=crl)
+    # A CA file whose root has the other CA's name but another key: the CRL is forged for it.
     forged = tmp_path / "forged-ca.pem"
     root_other = x509.load_pem_x509_certificate((other / "ca.crt").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())

@@ -18,9 +18,12 @@ a session after the trust files are reloaded.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import ssl
-from datetime import UTC, datetime
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -143,9 +146,48 @@ def load_pem_crls(data: bytes) -> list[x509.CertificateRevocationList]:
     return [x509.load_pem_x509_crl(block) for block in _CRL_RE.findall(data)]
 
 
-def _check_crl(crl: Path, ca_certs: list[x509.Certificate]) -> bool:
-    """Validate the CRL file; return whether every root in `ca_certs` has a CRL there
-    (then the whole chain can be checked: VERIFY_CRL_CHECK_CHAIN)."""
+CRL_EXPIRY_WARNING = timedelta(days=7)
+"""A CRL whose next update is closer than this is reported when loaded (and periodically by
+`ReloadingServerContext`): after it, OpenSSL refuses every client certificate it covers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrlValidity:
+    """The validity window the loaded CRLs share: what is checked for expiry and exported as
+    metrics (the earliest next update governs: past it, some clients are refused)."""
+
+    issuers: tuple[str, ...]
+    last_update: datetime
+    """The newest thisUpdate (lastUpdate) of the CRLs."""
+    next_update: datetime | None
+    """The earliest nextUpdate, or None if no CRL has one."""
+
+
+def _is_ca_certificate(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return cert.subject == cert.issuer
+
+
+def crl_validity(crls: list[x509.CertificateRevocationList]) -> CrlValidity:
+    """Summarize `crls` (from `load_pem_crls`); `crls` must not be empty."""
+    nexts = [c.next_update_utc for c in crls if c.next_update_utc is not None]
+    return CrlValidity(
+        issuers=tuple(c.issuer.rfc4514_string() for c in crls),
+        last_update=max(c.last_update_utc for c in crls),
+        next_update=min(nexts) if nexts else None,
+    )
+
+
+def _check_crl(crl: Path, ca_certs: list[x509.Certificate]) -> list[x509.CertificateRevocationList]:
+    """Validate the CRL file against the CA file and return its CRLs.
+
+    Every CA certificate in `ca_certs` must have its CRL in the file: revocation is checked
+    along the whole chain (VERIFY_CRL_CHECK_CHAIN), so a CA without a CRL would fail every
+    client below it, and before this rule a root without one silently turned chain checking
+    off (a revoked intermediate then still connected, issue 17 item 1).
+    """
     try:
         crls = load_pem_crls(crl.read_bytes())
     except FileNotFoundError:
@@ -159,6 +201,17 @@ def _check_crl(crl: Path, ca_certs: list[x509.Certificate]) -> bool:
         )
     by_subject = {c.subject: c for c in ca_certs}
     now = datetime.now(UTC)
+    crl_issuers = {item.issuer for item in crls}
+    missing = [c for c in ca_certs if _is_ca_certificate(c) and c.subject not in crl_issuers]
+    if missing:
+        names = "; ".join(repr(c.subject.rfc4514_string()) for c in missing)
+        raise ConfigurationError(
+            f"CRL file {crl} has no CRL from CA {names}, which the CA file lists: revocation "
+            "is checked along the whole chain, so every client certificate below it would be "
+            "refused. Add that CA's CRL to the file (during a CA rotation, concatenate the "
+            "crl.pem of both CA directories, e.g. `cat old/crl.pem new/crl.pem > crl.pem`) "
+            "or remove the CA from the CA file"
+        )
     for item in crls:
         issuer = by_subject.get(item.issuer)
         if issuer is not None and not item.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
@@ -172,9 +225,26 @@ def _check_crl(crl: Path, ca_certs: list[x509.Certificate]) -> bool:
                 "it covers will be refused until a new CRL is published (`aiodicom pki crl`)",
                 crl, item.issuer.rfc4514_string(), item.next_update_utc,
             )
-    roots = [c for c in ca_certs if c.subject == c.issuer]
-    crl_issuers = {item.issuer for item in crls}
-    return bool(roots) and all(r.subject in crl_issuers for r in roots)
+        elif item.next_update_utc is not None and item.next_update_utc - now < CRL_EXPIRY_WARNING:
+            log.warning(
+                "CRL in %s (issuer %s) expires at %s, in %s: publish a new one before then "
+                "(`aiodicom pki crl DIR`) or every client certificate it covers is refused",
+                crl, item.issuer.rfc4514_string(), item.next_update_utc,
+                item.next_update_utc - now,
+            )
+        if item.last_update_utc > now:
+            log.warning(
+                "CRL in %s (issuer %s) is not valid before %s (%s from now: the CA's clock is "
+                "ahead?): until then OpenSSL refuses every client certificate it covers; "
+                "`aiodicom pki crl` backdates CRLs by 5 minutes",
+                crl, item.issuer.rfc4514_string(), item.last_update_utc,
+                item.last_update_utc - now,
+            )
+    return crls
+
+
+CRL_VERIFY_FLAGS = ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_CRL_CHECK_CHAIN
+"""Verify flags of a server context given a CRL file (always the whole chain)."""
 
 
 def _base_context(purpose: int, profile: str) -> ssl.SSLContext:
@@ -199,6 +269,23 @@ def _load_identity(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
         ) from exc
 
 
+def warn_if_key_exposed(key: Path) -> bool:
+    """Log a warning (and return True) when the private key file is readable or writable by
+    group or others: the key is the server's identity (issue 17 item 11)."""
+    try:
+        mode = os.stat(key).st_mode
+    except OSError:
+        return False
+    if stat.S_IMODE(mode) & 0o077:
+        log.warning(
+            "TLS private key %s has mode %04o: group or others can read it; anyone who can "
+            "read it can impersonate this server. Run `chmod 600 %s`",
+            key, stat.S_IMODE(mode), key,
+        )
+        return True
+    return False
+
+
 def _load_trust(ctx: ssl.SSLContext, ca: Path) -> list[x509.Certificate]:
     certs = _read_pem_certs(ca, "CA certificate file")
     try:
@@ -213,25 +300,24 @@ def server_context(
 ) -> ssl.SSLContext:
     """A mutual-TLS server context: client certificates required and verified against `ca`.
 
-    With `crl`, revoked client certificates are refused: the leaf is always checked
-    (VERIFY_CRL_CHECK_LEAF) and the whole chain too (VERIFY_CRL_CHECK_CHAIN) when the file has
-    a CRL from every root in `ca`, as DIR/crl.pem from `aiodicom pki crl` does. Raises
-    ConfigurationError naming the file when anything cannot be used.
+    With `crl`, revoked client certificates are refused along the whole chain
+    (VERIFY_CRL_CHECK_LEAF | VERIFY_CRL_CHECK_CHAIN): the file must hold a CRL from every CA
+    in `ca`, as DIR/crl.pem from `aiodicom pki crl` does. Raises ConfigurationError naming
+    the file when anything cannot be used.
     """
     ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, profile)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_TICKET
     ctx.num_tickets = 0
     _load_identity(ctx, Path(cert), Path(key))
+    warn_if_key_exposed(Path(key))
     ca_certs = _load_trust(ctx, Path(ca))
     if crl is not None:
-        chain = _check_crl(Path(crl), ca_certs)
+        _check_crl(Path(crl), ca_certs)
         try:
             ctx.load_verify_locations(cafile=crl)
         except ssl.SSLError as exc:
             raise ConfigurationError(f"cannot load CRL file {crl}: {exc}") from exc
-        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-        if chain:
-            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
+        ctx.verify_flags |= CRL_VERIFY_FLAGS
     gaps = profile_gaps(ctx, profile)
     if gaps:
         log.warning(

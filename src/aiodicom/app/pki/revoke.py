@@ -116,11 +116,18 @@ def revoke(directory: Path, certfile: Path, *, when: datetime | None = None) -> 
     return record
 
 
+CRL_BACKDATE = timedelta(minutes=5)
+"""How far a CRL's lastUpdate is set in the past (the certificates' clock-skew margin)."""
+
+
 def write_crl(directory: Path, *, days: int = CRL_DAYS, now: datetime | None = None) -> Path:
     """Write DIR/crl.pem: a CRL signed by each CA of the directory, valid for `days`.
 
     Servers refuse every client once a CRL's next_update has passed, so publish a new one
     well before (a daily `aiodicom pki crl DIR` from cron; servers reload it within seconds).
+    lastUpdate is backdated by `CRL_BACKDATE` as certificates are: a CA whose clock runs
+    ahead of a server's would otherwise publish a CRL "not yet valid", which OpenSSL answers
+    by refusing every client.
     """
     if days < 1:
         raise ConfigurationError(f"CRL validity must be at least 1 day, not {days}")
@@ -135,7 +142,7 @@ def write_crl(directory: Path, *, days: int = CRL_DAYS, now: datetime | None = N
             builder = (
                 x509.CertificateRevocationListBuilder()
                 .issuer_name(ca_cert.subject)
-                .last_update(now)
+                .last_update(now - CRL_BACKDATE)
                 .next_update(now + timedelta(days=days))
                 .add_extension(x509.CRLNumber(index.crl_number), critical=False)
                 .add_extension(

@@ -14,7 +14,9 @@ import contextlib
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from aiodicom.aio.events import (
     AssociationAccepted,
@@ -35,6 +37,7 @@ __all__ = [
     "Metrics",
     "MetricsObserver",
     "parse_listen_address",
+    "register_crl_metrics",
     "serve_metrics",
 ]
 
@@ -275,6 +278,29 @@ def register_process_metrics(metrics: Metrics) -> None:
                   function=_max_fds)
     metrics.counter("process_cpu_seconds_total", "Total user and system CPU time in seconds.",
                     function=_cpu_seconds)
+
+
+def register_crl_metrics(metrics: Metrics, tls_context: Any) -> None:
+    """CRL freshness gauges read at scrape time from a `ReloadingServerContext` (its
+    ``crl_validity``): alert on ``aiodicom_tls_crl_next_update_timestamp_seconds - time()``
+    falling under a few days, since past it every client the CRL covers is refused."""
+
+    def validity() -> Any:
+        return getattr(tls_context, "crl_validity", None)
+
+    def next_update() -> float | None:
+        v = validity()
+        return None if v is None or v.next_update is None else float(v.next_update.timestamp())
+
+    def age() -> float | None:
+        v = validity()
+        return None if v is None else time.time() - v.last_update.timestamp()
+
+    metrics.gauge("aiodicom_tls_crl_next_update_timestamp_seconds",
+                  "Earliest nextUpdate of the CRLs in use (Unix time); past it, clients are "
+                  "refused.", function=next_update)
+    metrics.gauge("aiodicom_tls_crl_age_seconds",
+                  "Seconds since the newest lastUpdate of the CRLs in use.", function=age)
 
 
 # -- the observer --------------------------------------------------------------------------------
