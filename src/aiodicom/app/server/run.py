@@ -23,7 +23,12 @@ from aiodicom.app.server.logs import (
     configure_logging,
     installed_context,
 )
-from aiodicom.app.server.metrics import MetricsObserver, parse_listen_address, serve_metrics
+from aiodicom.app.server.metrics import (
+    MetricsObserver,
+    parse_listen_address,
+    register_crl_metrics,
+    serve_metrics,
+)
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import VERIFICATION_SOP_CLASS, AcceptorPolicy
 from aiodicom.errors import ConfigurationError
@@ -271,6 +276,8 @@ async def run_server(
     """Run until SIGTERM/SIGINT (or ``stop``), then drain; SIGHUP reloads trust files."""
     observer, metrics, audit = build_observers(options)
     server, reloading = build_server(options, observer, audit)
+    if metrics is not None and reloading is not None:  # CRL age / next update gauges
+        register_crl_metrics(metrics.metrics, getattr(reloading, "tls", reloading))
     bound: list[tuple[str, str, int]] = []
     supervisor = os.environ.get("AIODICOM_WORKER", "")
     reuse = supervisor.isdigit()  # a worker of `serve --workers N`: the supervisor's pid
