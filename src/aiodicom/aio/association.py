@@ -38,6 +38,7 @@ from aiodicom.core.dimse import (
     encode_message,
     fragment_command,
     fragment_dataset,
+    message_name,
 )
 from aiodicom.core.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -251,7 +252,7 @@ class Association:
         self.info: AssociationInfo | None = None
         self._assembler = MessageAssembler()
         self._send_lock = asyncio.Lock()
-        self._message_ids = itertools.count(1)
+        self._message_ids = itertools.cycle(range(1, 0x10000))
         self._pending: dict[int, _Responses] = {}
         self._incoming: IncomingData | None = None
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -351,6 +352,10 @@ class Association:
         if self._incoming is not None:
             self._incoming.fail(exc)
             self._incoming = None
+        if self.protocol is not None:
+            # Whatever a slow consumer had paused: read on, so the peer's close is seen
+            # (Sta13 drops what arrives) instead of holding the socket until ARTIM.
+            self.protocol.resume_reading()
         if not self._released.done():
             self._released.set_exception(exc)
             self._released.exception()  # consumed: nobody may be waiting
@@ -389,22 +394,31 @@ class Association:
             raise self.abort_reason or AssociationError("the association is not established")
         command = encode_message(msg)
         max_pdu = self._peer_max_pdu()
+        pdus = fragment_dataset(context_id, dataset, max_pdu) if dataset is not None else None
         async with self._send_lock:
             for pdu in fragment_command(context_id, command, max_pdu):
                 self._check_open()
                 protocol.send(pdu)
-            if dataset is not None:
-                for pdu in fragment_dataset(context_id, dataset, max_pdu):
-                    self._check_open()
-                    protocol.send(pdu)
-                    await protocol.drain()
+            if pdus is not None:
+                try:
+                    for pdu in pdus:
+                        self._check_open()
+                        protocol.send(pdu)
+                        await protocol.drain()
+                except (DimseError, OSError) as exc:
+                    # The command is on the wire: a half message would corrupt the next one
+                    # (PS3.8 Annex E.1 forbids interleaving), so the association cannot go on.
+                    log.warning("association %d: %s failed after its command went out, "
+                                "aborting: %s", self.id, message_name(msg), exc)
+                    self.abort()
+                    raise
             await protocol.drain()
 
     def send_pdu_now(self, pdu: bytes) -> bool:
         """Send one prebuilt P-DATA-TF synchronously if no other message is being sent."""
         protocol = self.protocol
-        if protocol is None or self._ended or self._send_lock.locked():
-            return False
+        if protocol is None or self._ended or self._send_lock.locked() or not protocol.can_send:
+            return False  # not can_send: an A-ABORT read with the request already ended it
         protocol.send((pdu,))
         return True
 
@@ -413,7 +427,12 @@ class Association:
             raise self.abort_reason or AssociationError("the association ended")
 
     def next_message_id(self) -> int:
-        return next(self._message_ids) & 0xFFFF or next(self._message_ids)
+        """1-65535, wrapping to 1 (never 0: PS3.7 E.1 MessageID is a non-zero US), skipping
+        an ID whose request is still outstanding, so a long association never reuses one."""
+        mid = next(self._message_ids)
+        while mid in self._pending:
+            mid = next(self._message_ids)
+        return mid
 
     async def request(
         self,
@@ -497,6 +516,10 @@ class Association:
         negotiated = self.require_established()
         if isinstance(source, str | Path):
             info = read_part10_info(Path(source))
+            if info.dataset_length % 2:
+                raise DimseError(
+                    f"{info.path}: data set of odd length {info.dataset_length}; DICOM data "
+                    "sets have even length (PS3.5 §7.1), nothing sent")
             try:
                 ctx = find_context(negotiated, info.sop_class_uid, info.transfer_syntax_uid)
             except NoPresentationContext:

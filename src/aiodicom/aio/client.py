@@ -97,7 +97,14 @@ class ClientAssociation(Association):
         if isinstance(answer, AssociateRejected):
             rj = answer.response
             raise AssociationRejected(rj.result, rj.source, rj.reason)
-        negotiated = conclude_as_requestor(rq, answer.response)
+        try:
+            negotiated = conclude_as_requestor(rq, answer.response)
+        except Exception:
+            # We cannot use what the peer accepted (a transfer syntax we never proposed...):
+            # abort (AA-1) and close at once, rather than leave Sta6 and the socket behind.
+            self.abort()
+            protocol.close_transport()
+            raise
         self.negotiated = negotiated
         self.info = AssociationInfo(
             id=self.id,
@@ -278,7 +285,9 @@ async def open_association(
         called_ae=called_ae_title,
         calling_ae=settings.ae_title,
         contexts=list(contexts or [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]),
-        max_pdu_length=limits.max_pdu_length,
+        # 0 would promise "no limit", but we never buffer more than the hard cap: advertise
+        # the cap itself, so a peer that takes us at our word is never aborted (PS3.8 D.1).
+        max_pdu_length=limits.max_pdu_length or limits.hard_max_pdu_length,
         user_identity=user_identity,
         role_selections=role_selections,
     )

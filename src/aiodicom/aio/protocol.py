@@ -26,12 +26,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiodicom.core.buffer import ReadableBuffer
+from aiodicom.core.fsm import State
 from aiodicom.core.pdu import AAssociateAC, AAssociateRJ
 from aiodicom.core.primitives import Primitive
 from aiodicom.core.upper_layer import UpperLayer
 from aiodicom.errors import AssociationAborted, LocalProtocolError
 
 __all__ = ["DicomProtocol"]
+
+_SENDING_STATES = frozenset({State.STA6, State.STA8})
+"""Where a P-DATA request is allowed (DT-1, AR-7; PS3.8 Table 9-10). Primitives are queued
+while a read is processed, so an owner handling a P-DATA indication may find that a later
+PDU of the same read (an A-ABORT) already moved the state machine on."""
 
 log = logging.getLogger("aiodicom.transport")
 
@@ -146,6 +152,17 @@ class DicomProtocol(asyncio.BufferedProtocol):
         """Queue already-framed P-DATA-TF bytes (header and views) through the state machine."""
         self.ul.send_data(buffers)
         self._pump()
+
+    @property
+    def can_send(self) -> bool:
+        """True while the state machine takes a P-DATA request (Sta6, Sta8): false once a
+        received A-ABORT or A-RELEASE has moved it on, even before the owner hears of it."""
+        return self.ul.state in _SENDING_STATES
+
+    def close_transport(self) -> None:
+        """Close after what is queued is written (an A-ABORT we just sent, say)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     async def drain(self) -> None:
         """Wait until the transport takes more; raises if the connection is gone."""

@@ -55,7 +55,11 @@ from aiodicom.core.primitives import AssociateIndication
 from aiodicom.errors import AssociationAborted, describe_reject
 from aiodicom.settings import AssociationSettings
 
-__all__ = ["AcceptingServer", "ServerAssociation", "ServerStats"]
+__all__ = ["STRAY_DATASET_LIMIT", "AcceptingServer", "ServerAssociation", "ServerStats"]
+
+STRAY_DATASET_LIMIT = 64 * 1024
+"""Largest data set we read and drop after a C-ECHO-RQ or C-CANCEL-RQ announcing one (they
+carry none); past it the association is aborted."""
 
 log = logging.getLogger("aiodicom.server")
 
@@ -201,6 +205,12 @@ class ServerAssociation(Association):
                 why=describe_reject(answer.result, answer.source, answer.reason),
             ))
             return
+        ui = answer.user_information
+        if ui.maximum_length == 0:
+            # We never buffer more than the hard cap, so promising "no limit" would be a lie
+            # a peer could take us at (PS3.8 D.1): advertise the cap we really receive.
+            answer = dataclasses.replace(answer, user_information=dataclasses.replace(
+                ui, maximum_length=self.settings.limits.hard_max_pdu_length))
         self.negotiated = conclude_as_acceptor(rq, answer)
         self.info = dataclasses.replace(info, negotiated=self.negotiated, user=decision.user)
         self._window = asyncio.Semaphore(max(1, self.negotiated.max_operations_performed or 1))
@@ -218,10 +228,17 @@ class ServerAssociation(Association):
                         self.id, context_id)
             self.abort()
             return
+        if data is not None and isinstance(msg, CCancelRQ | CEchoRQ):
+            # Neither carries a data set (PS3.7 9.3.2.3, 9.3.5): read and drop a stray one,
+            # bounded, so it never pins the receive buffer while we answer.
+            self._spawn(self._drop_stray_dataset(msg, data))
+            data = None
         if isinstance(msg, CCancelRQ):  # outside the operations window: it has no response
             QRService.cancel(self, msg)
             return
-        status = self._filter(msg)
+        status = self._check_context(context_id, msg)
+        if status is None:
+            status = self._filter(msg)
         if status is not None:
             self._spawn(self._refuse_request(context_id, msg, data, status))
             return
@@ -234,6 +251,33 @@ class ServerAssociation(Association):
         ):
             return
         self._spawn(self._run_request(context_id, msg, data))
+
+    def _check_context(self, context_id: int, msg: Message) -> Status | None:
+        """The one rule for "may this request use this context": its SOP class must be the
+        context's abstract syntax (else 0x0122, SOP class not supported) and we must hold
+        the SCP role on it (else 0x0124, not authorized; PS3.7 D.3.3.4). The access policy
+        grants services by SOP class at negotiation, so this keeps a request inside them."""
+        assert self.negotiated is not None
+        ctx = self.negotiated.contexts[context_id]
+        sop_class = getattr(msg, "affected_sop_class_uid", None) or getattr(
+            msg, "requested_sop_class_uid", None)
+        if sop_class is not None and sop_class != ctx.abstract_syntax:
+            log.warning("association %d: %s of SOP class %s on context %d (%s): refused",
+                        self.id, message_name(msg), sop_class, context_id, ctx.abstract_syntax)
+            return Status.SOP_CLASS_NOT_SUPPORTED
+        if not ctx.scp_role:
+            log.warning("association %d: %s on context %d, where we are not the SCP: refused",
+                        self.id, message_name(msg), context_id)
+            return Status.NOT_AUTHORIZED
+        return None
+
+    async def _drop_stray_dataset(self, msg: Message, data: IncomingData) -> None:
+        async for _batch in data.chunks():  # dropped as it arrives: nothing is kept
+            if data.total > STRAY_DATASET_LIMIT:
+                log.warning("association %d: %s carried a data set over %d bytes, aborting",
+                            self.id, message_name(msg), STRAY_DATASET_LIMIT)
+                self.abort()
+                return
 
     def _echo_now(self, context_id: int, msg: CEchoRQ) -> bool:
         """Answer a C-ECHO inline (the default handler always succeeds): no task per echo."""
