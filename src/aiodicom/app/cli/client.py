@@ -114,11 +114,14 @@ class _Progress:
 def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
+    named = {p for p in args.paths if not p.is_dir()}
+    refused_named = False  # a file named on the command line that is not DICOM: exit 1
     for path in iter_files(args.paths):
         try:
             read_part10_info(path)
         except (NotPart10Error, OSError) as exc:
             skipped.append((path, str(exc)))
+            refused_named = refused_named or path in named
             continue
         files.append(path)
     if not files:
@@ -182,7 +185,9 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         print(f"  FAILED {path}: {why}")
     for error in errors:
         print(f"  association error: {_explain(error, args)}", file=sys.stderr)
-    ok = not progress.failed and not errors and progress.sent == len(files)
+    # Like storescu: a file named on the command line that could not be sent is a failure,
+    # so a script deleting what it stored never deletes it; files under folders are skipped.
+    ok = not progress.failed and not errors and progress.sent == len(files) and not refused_named
     return 0 if ok else 1
 
 
