@@ -7,7 +7,11 @@ Properties:
   decoder produced; see `sendable` for the one exception), decode back to an equal PDU, and
   encode again to the same bytes;
 - `decode_pdu(type, body)` on a view of a bytearray (what `ReceiveBuffer` yields) agrees
-  with `decode_pdu_bytes`.
+  with `decode_pdu_bytes`;
+- the lenient rules (issue 13): an item of an unrecognized type appended to an
+  A-ASSOCIATE-RQ/AC is skipped (PS3.8 §9.3.1), and reserved bits 2-7 set in every PDV
+  message control header are not tested (Annex E.2): both decode to the same PDU, whose
+  canonical encoding drops them.
 
 Run: ``python fuzz/fuzz_pdu.py [libFuzzer flags] fuzz/corpus/fuzz_pdu``
 (``-dict=fuzz/dicom.dict`` helps). Replay: ``fuzz_pdu.one_input(data)``.
@@ -21,7 +25,15 @@ import sys
 from fuzz_reader import instrumented, run_fuzzer
 
 with instrumented():
-    from aiodicom.core.pdu import PDU, AAssociateAC, decode_pdu, decode_pdu_bytes, encode_pdu
+    from aiodicom.core.pdu import (
+        PDU,
+        AAssociateAC,
+        AAssociateRQ,
+        PDataTF,
+        decode_pdu,
+        decode_pdu_bytes,
+        encode_pdu,
+    )
     from aiodicom.errors import InvalidPDU
 
 
@@ -48,6 +60,24 @@ def sendable(pdu: PDU) -> PDU:
     return pdu
 
 
+_UNKNOWN_ITEM = b"\x7f\x00\x00\x03abc"
+
+
+def lenient(data: bytes, pdu: PDU) -> None:
+    """What the lenient rules add to bytes that decode must decode to the same PDU."""
+    if isinstance(pdu, AAssociateRQ | AAssociateAC) and len(data) - 6 + 7 <= 0xFFFFFFFF:
+        grown = bytearray(data[: 6 + int.from_bytes(data[2:6], "big")] + _UNKNOWN_ITEM)
+        grown[2:6] = (len(grown) - 6).to_bytes(4, "big")
+        assert decode_pdu_bytes(bytes(grown)) == pdu
+    elif isinstance(pdu, PDataTF):
+        marked = bytearray(data[: 6 + int.from_bytes(data[2:6], "big")])
+        pos = 6
+        while pos < len(marked):
+            marked[pos + 5] |= 0xFC
+            pos += 4 + int.from_bytes(marked[pos : pos + 4], "big")
+        assert decode_pdu_bytes(bytes(marked)) == pdu
+
+
 def one_input(data: bytes) -> None:
     """One fuzz case; raises AssertionError (or anything unexpected) on a bug."""
     pdu = decode_or_none(data)
@@ -61,6 +91,7 @@ def one_input(data: bytes) -> None:
             assert direct == pdu, (direct, pdu)
     if pdu is None:
         return
+    lenient(data, pdu)
     pdu = sendable(pdu)
     encoded = encode_pdu(pdu)  # a ValueError here: the decoder accepted what cannot be sent
     again = decode_pdu_bytes(encoded)
