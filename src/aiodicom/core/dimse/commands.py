@@ -232,7 +232,8 @@ def decode_command_set(
 
     The group length is required first; its value is not checked (the PDV framing ends
     the command set) and not returned. Tags may arrive in any order (PS3.7 asks for
-    ascending order; order carries no meaning) but at most once. Raises `DimseError` on anything malformed.
+    ascending order; order carries no meaning) but at most once. Raises `DimseError` on
+    anything malformed.
     """
     view = data if isinstance(data, memoryview) else memoryview(data)
     if view.ndim != 1 or view.format != "B":
