@@ -114,3 +114,21 @@ def test_admission_is_frozen() -> None:
     admission: Any = Admission(policy=POLICY)
     with pytest.raises(AttributeError):
         admission.require_ae_binding = True
+
+
+def test_server_refuses_a_move_destination_it_cannot_open() -> None:
+    from aiodicom.aio.client import RemoteAE
+    from aiodicom.aio.server import Server
+
+    async def main() -> None:
+        with pytest.raises(ConfigurationError, match="RemoteAE"):
+            Server(admission=POLICY, move_destinations={"DEST": ("127.0.0.1", 104)})  # type: ignore[dict-item]
+        Server(admission=POLICY, move_destinations={"DEST": RemoteAE("127.0.0.1", 104)})
+
+    asyncio.run(main())
+
+
+def test_handlers_echo_none_means_the_default() -> None:
+    from aiodicom.aio.requests import Handlers, async_echo_success
+
+    assert Handlers(echo=None).echo is async_echo_success  # type: ignore[arg-type]

@@ -375,3 +375,44 @@ def test_concurrent_gets_each_reach_their_own_handler(run: Any, tmp_path: Path) 
 
     got = run(main())
     assert got == {uid: [uid] * 3 for uid in studies}
+
+
+def test_a_cancelled_get_never_feeds_the_next_gets_handler(run: Any, tmp_path: Path) -> None:
+    """A caller gives up on a C-GET (wait_for times out): its C-GET is cancelled on the wire,
+    and the sub-operations still in flight are refused, not handed to the next C-GET's
+    handler (they would deliver another study's instances to the wrong caller)."""
+    studies = {uid: [write_ct(tmp_path / f"{uid}-{i}.dcm", study_uid=uid) for i in range(6)]
+               for uid in ("1.2.3.1", "1.2.3.2")}
+
+    async def on_get(request: GetRequest) -> AsyncIterator[Any]:
+        for path in studies[str(request.identifier.StudyInstanceUID)]:
+            yield path
+
+    async def main() -> tuple[list[str], Any]:
+        got_b: list[str] = []
+
+        async def slow_a(request: StoreRequest) -> Status:
+            await request.dataset()
+            await asyncio.sleep(0.1)
+            return Status.SUCCESS
+
+        async def on_store_b(request: StoreRequest) -> Status:
+            got_b.append(str((await request.dataset()).StudyInstanceUID))
+            return Status.SUCCESS
+
+        contexts, roles = retrieve_contexts([CT])
+        async with Server(admission=_policy(), handlers=Handlers(get=on_get)) as server:
+            host, port = await server.listen()
+            async with connect(host, port, contexts=contexts, role_selections=roles) as assoc:
+                try:
+                    await asyncio.wait_for(
+                        assoc.get(_query(StudyInstanceUID="1.2.3.1"), on_store=slow_a), 0.25)
+                except TimeoutError:
+                    pass
+                result = await assoc.get(_query(StudyInstanceUID="1.2.3.2"),
+                                         on_store=on_store_b)
+        return got_b, result
+
+    got_b, result = run(main())
+    assert result.status == Status.SUCCESS and result.completed == 6
+    assert got_b == ["1.2.3.2"] * 6

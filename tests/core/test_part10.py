@@ -487,3 +487,31 @@ def test_round_trip_every_native_syntax(ds: Dataset, ts: str, split: int) -> Non
     assert encode_dataset(back, ts) == data
     assert encode_dataset(back, EXPLICIT) == encode_dataset(ds, EXPLICIT)
     assert str(back.PatientName) == str(ds.PatientName) and back.Rows == ds.Rows
+
+
+def test_a_compressed_files_header_encodes_under_any_syntax() -> None:
+    """A header read with stop_before_pixels from a JPEG file (a C-FIND answer, a query)
+    has no pixel data to mislabel: it may go out as Explicit VR Little Endian."""
+    ds = Dataset()
+    ds.PatientName = "Doe^John"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(JPEG)
+    assert decode_dataset(encode_dataset(ds, EXPLICIT), EXPLICIT).PatientName == "Doe^John"
+
+
+def test_a_standard_syntax_newer_than_pydicom_is_encapsulated_explicit_le() -> None:
+    jpeg_xl = "1.2.840.10008.1.2.4.110"  # not in pydicom 3.0's dictionary
+    ds = Dataset()
+    ds.PatientName = "Doe^John"
+    raw = encode_dataset(ds, jpeg_xl)
+    assert raw == encode_dataset(ds, EXPLICIT)
+    assert decode_dataset(raw, jpeg_xl).PatientName == "Doe^John"
+
+
+def test_jpip_htj2k_referenced_deflate_is_deflated() -> None:
+    uid = "1.2.840.10008.1.2.4.205"
+    ds = Dataset()
+    ds.PatientName = "Doe^John"
+    raw = encode_dataset(ds, uid)
+    assert raw != encode_dataset(ds, EXPLICIT)  # deflated
+    assert decode_dataset(raw, uid).PatientName == "Doe^John"

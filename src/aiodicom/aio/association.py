@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from aiodicom.aio.incoming import RESPONSE_QUEUE_LIMIT, IncomingData, _Response, _Responses
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.core.buffer import ReadableBuffer
 from aiodicom.core.dimse import (
@@ -79,15 +78,12 @@ __all__ = ["Association", "AssociationInfo", "IncomingData"]
 
 log = logging.getLogger("aiodicom.association")
 
-_Response = tuple[Message, "IncomingData | None"]
 _CONVERTIBLE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
                 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
 """Native syntaxes a data set can be converted between without loss (PS3.5 A.1-A.5)."""
 
 _assoc_ids = itertools.count(1)
 
-RESPONSE_QUEUE_LIMIT = 16
-"""Responses queued for one request before the transport stops reading."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,142 +101,6 @@ class AssociationInfo:
     """The user verified by user identity negotiation (PS3.7 D.3.3.7), None without one."""
 
 
-class IncomingData:
-    """A data set arriving as memoryview fragments, consumed by one reader.
-
-    Fragments are queued as they arrive; past `high_water` queued bytes the transport stops
-    reading until the consumer catches up, so memory stays bounded by a few PDUs.
-    """
-
-    __slots__ = (
-        "_bytes",
-        "_done",
-        "_error",
-        "_frags",
-        "_protocol",
-        "_waiter",
-        "high_water",
-        "total",
-    )
-
-    def __init__(self, protocol: DicomProtocol, high_water: int) -> None:
-        self._protocol = protocol
-        self._frags: list[memoryview] = []
-        self._bytes = 0
-        self._done = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self.high_water = high_water
-        self.total = 0
-
-    @property
-    def complete(self) -> bool:
-        return self._done
-
-    def push(self, data: memoryview, last: bool) -> None:
-        self._frags.append(data)
-        self._bytes += len(data)
-        self.total += len(data)
-        if last:
-            self._done = True
-        if self._bytes > self.high_water:
-            self._protocol.pause_reading()
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        if not self._done:
-            self._error = exc
-            self._done = True
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def chunks(self) -> AsyncIterator[list[memoryview]]:
-        """Batches of fragments in arrival order; ends when the last one is in."""
-        while True:
-            if self._frags:
-                batch, self._frags, self._bytes = self._frags, [], 0
-                self._protocol.resume_reading()
-                yield batch
-                continue
-            if self._error is not None:
-                raise self._error
-            if self._done:
-                return
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    async def __aiter__(self) -> AsyncIterator[memoryview]:
-        async for batch in self.chunks():
-            for view in batch:
-                yield view
-
-    async def discard(self) -> None:
-        async for _ in self.chunks():
-            pass
-
-    async def read_bounded(self, limit: int) -> bytes:
-        """The whole data set as bytes, for what is small by nature (an identifier, an
-        N-ACTION's references); past ``limit`` bytes the rest is read and dropped and
-        `DimseError` is raised, so a peer's claim never becomes our allocation."""
-        buf = BytesIO()
-        async for batch in self.chunks():
-            for view in batch:
-                if buf.tell() + len(view) > limit:
-                    await self.discard()
-                    raise DimseError(f"data set larger than {limit} bytes")
-                buf.write(view)
-        return buf.getvalue()
-
-
-class _Responses:
-    """The responses to one request, in arrival order, consumed by its requester.
-
-    Past `limit` queued responses the transport stops reading until the requester takes
-    some: memory stays bounded whatever number of pending C-FIND responses a peer sends.
-    """
-
-    __slots__ = ("_items", "_protocol", "_waiter", "limit")
-
-    def __init__(self, protocol: DicomProtocol | None, limit: int) -> None:
-        self._items: deque[_Response | AssociationAborted] = deque()
-        self._protocol = protocol
-        self._waiter: asyncio.Future[None] | None = None
-        self.limit = limit
-
-    def put(self, item: _Response | AssociationAborted) -> None:
-        self._items.append(item)
-        if len(self._items) > self.limit and self._protocol is not None:
-            self._protocol.pause_reading()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def get(self) -> _Response | AssociationAborted:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        item = self._items.popleft()
-        if len(self._items) == self.limit and self._protocol is not None:
-            self._protocol.resume_reading()
-        return item
-
-    def close(self) -> None:
-        """The requester is done: drop what is left and let the transport read again."""
-        if len(self._items) > self.limit and self._protocol is not None:
-            self._protocol.resume_reading()
-        self._items.clear()
-
-
 class Association:
     """The shared machinery of both roles; see `ClientAssociation` and the server."""
 
@@ -254,6 +114,7 @@ class Association:
         self._send_lock = asyncio.Lock()
         self._message_ids = itertools.cycle(range(1, 0x10000))
         self._pending: dict[int, _Responses] = {}
+        self._input_waiters = 0
         self._incoming: IncomingData | None = None
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ended = False
@@ -305,7 +166,7 @@ class Association:
         incoming: IncomingData | None = None
         if msg.has_dataset:
             assert self.protocol is not None
-            incoming = IncomingData(self.protocol, high_water=self._high_water())
+            incoming = IncomingData(self.protocol, high_water=self._high_water(), owner=self)
             self._incoming = incoming
         responding_to = getattr(msg, "message_id_being_responded_to", None)
         if responding_to is not None and type(msg).__name__.endswith("RSP"):
@@ -355,7 +216,7 @@ class Association:
         if self.protocol is not None:
             # Whatever a slow consumer had paused: read on, so the peer's close is seen
             # (Sta13 drops what arrives) instead of holding the socket until ARTIM.
-            self.protocol.resume_reading()
+            self.protocol.resume_all()
         if not self._released.done():
             self._released.set_exception(exc)
             self._released.exception()  # consumed: nobody may be waiting
@@ -478,8 +339,22 @@ class Association:
             self._pending.pop(message_id, None)
             queue.close()
 
+    @property
+    def waiting_for_input(self) -> bool:
+        """Someone awaits what only more input can bring (a response, data, the release)."""
+        return self._input_waiters > 0
+
+    def input_wait_begins(self) -> None:
+        """A waiter for input: response queues over their bound stop holding reading."""
+        self._input_waiters += 1
+        for queue in self._pending.values():
+            queue.release_hold()
+
+    def input_wait_ends(self) -> None:
+        self._input_waiters -= 1
+
     def _expect_responses(self, message_id: int) -> _Responses:
-        queue = _Responses(self.protocol, RESPONSE_QUEUE_LIMIT)
+        queue = _Responses(self, RESPONSE_QUEUE_LIMIT)
         self._pending[message_id] = queue
         return queue
 

@@ -14,8 +14,8 @@ from typing import Any
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
 from aiodicom.aio.client_qr import FindQuery, RetrieveResult, answer_store, retrieve
 from aiodicom.aio.protocol import DicomProtocol
-from aiodicom.aio.requests import StoreHandler
-from aiodicom.core.dimse import CEchoRQ, CEchoRSP, CStoreRQ, Message, Status
+from aiodicom.aio.requests import StoreHandler, StoreRequest
+from aiodicom.core.dimse import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ, Message, Status
 from aiodicom.core.negotiation import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     VERIFICATION_SOP_CLASS,
@@ -37,6 +37,7 @@ from aiodicom.errors import (
     CertificateRejected,
     ConnectError,
     DimseError,
+    DimseTimeout,
     NetworkTimeout,
     TLSError,
 )
@@ -152,14 +153,37 @@ class ClientAssociation(Association):
         for their classes.
 
         A C-STORE sub-operation does not say which C-GET it serves, so the C-GETs of one
-        association run one at a time, each with its own handler.
+        association run one at a time, each with its own handler. A C-GET whose caller is
+        cancelled is cancelled on the wire too (C-CANCEL-RQ); until its final response the
+        next C-GET waits and stray sub-operations are refused, never handed to another
+        caller's handler. No response within the DIMSE timeout aborts the association: what
+        the peer is still sending is unknown.
         """
-        async with self._get_lock:
-            self._get_handler = on_store
-            try:
-                return await retrieve(self, identifier, model=model, priority=priority)
-            finally:
-                self._get_handler = None
+        await self._get_lock.acquire()
+        started: list[tuple[int, int]] = []
+        self._get_handler = on_store
+        task = asyncio.ensure_future(retrieve(self, identifier, model=model, priority=priority,
+                                              started=started.append))
+
+        def done(_: object) -> None:
+            self._get_handler = None
+            self._get_lock.release()
+
+        task.add_done_callback(done)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._get_handler = _refuse_store
+            if not task.done() and started and self.is_established:
+                context_id, message_id = started[0]
+                cancel = asyncio.ensure_future(self.send_message(
+                    context_id, CCancelRQ(message_id_being_responded_to=message_id)))
+                cancel.add_done_callback(_consume)
+            task.add_done_callback(_consume)
+            raise
+        except DimseTimeout:
+            self.abort()
+            raise
 
     async def move(
         self, identifier: Any, destination_ae: str, *, model: QRModel = "study",
@@ -187,7 +211,11 @@ class ClientAssociation(Association):
         protocol.release_request()
         timeout = self.settings.timeouts.acse
         try:
-            await asyncio.wait_for(asyncio.shield(self._released), timeout)
+            self.input_wait_begins()  # an unfinished C-FIND's queue must not hold the RP back
+            try:
+                await asyncio.wait_for(asyncio.shield(self._released), timeout)
+            finally:
+                self.input_wait_ends()
         except TimeoutError:
             self.abort()
             raise AcseTimeout(f"no A-RELEASE-RP within {timeout} s; aborted") from None
@@ -212,6 +240,16 @@ class RemoteAE:
                    settings: AssociationSettings) -> ClientAssociation:
         return await open_association(self.host, self.port, called_ae_title=called_ae_title,
                                       contexts=contexts, settings=settings, tls=self.tls)
+
+
+async def _refuse_store(request: StoreRequest) -> Status:
+    """C-STORE sub-operations of a C-GET nobody waits for any more: refused."""
+    return Status.OUT_OF_RESOURCES
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def storage_contexts_for(paths: Sequence[Path]) -> list[tuple[str, list[str]]]:

@@ -9,7 +9,7 @@ sub-operations of a C-GET arrive on the same association and are answered by
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,8 +114,12 @@ class RetrieveResult:
 
 
 async def retrieve(assoc: Association, identifier: Any, *, model: QRModel, priority: int = 0,
-                   destination: str | None = None) -> RetrieveResult:
-    """C-GET (``destination`` None) or C-MOVE to ``destination``; waits for the final status."""
+                   destination: str | None = None,
+                   started: Callable[[tuple[int, int]], None] | None = None) -> RetrieveResult:
+    """C-GET (``destination`` None) or C-MOVE to ``destination``; waits for the final status.
+
+    ``started`` is told (context ID, message ID) once the request is on its way, so a
+    caller can cancel it (C-CANCEL-RQ)."""
     m = MODELS[model]
     sop = m.get if destination is None else m.move
     ctx = find_context(assoc.require_established(), sop)
@@ -127,6 +131,8 @@ async def retrieve(assoc: Association, identifier: Any, *, model: QRModel, prior
                 move_destination=destination)
     )
     body = encode_identifier(identifier, ctx.transfer_syntax)
+    if started is not None:
+        started((ctx.context_id, mid))
     last: Any = None
     raw = b""
     async for rsp, data in assoc.request_responses(ctx.context_id, rq, body, message_id=mid):

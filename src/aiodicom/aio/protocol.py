@@ -66,6 +66,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._reading_paused = False
+        self._pause_holders: set[object] = set()
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.close_error: BaseException | None = None
         self.last_activity = self._loop.time()
@@ -171,13 +172,26 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self.closed.done():
             raise AssociationAborted(2, 0, "the connection closed while sending")
 
-    def pause_reading(self) -> None:
+    def pause_reading(self, holder: object) -> None:
+        """Stop reading until ``holder`` (and every other holder) resumes: each consumer
+        that is behind holds its own pause, so one catching up never unpauses another."""
+        self._pause_holders.add(holder)
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             with contextlib.suppress(RuntimeError):
                 self.transport.pause_reading()
 
-    def resume_reading(self) -> None:
+    def resume_reading(self, holder: object) -> None:
+        self._pause_holders.discard(holder)
+        if not self._pause_holders:
+            self._resume()
+
+    def resume_all(self) -> None:
+        """Read on whatever was held (the association ended: see the peer's close)."""
+        self._pause_holders.clear()
+        self._resume()
+
+    def _resume(self) -> None:
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             with contextlib.suppress(RuntimeError):

@@ -248,10 +248,15 @@ class Handlers:
     """A server's handler per DIMSE service; a service without one is refused (0x0122)."""
 
     echo: EchoHandler = async_echo_success
+    """None, like the default, means the Verification service always succeeds."""
     store: StoreHandler | None = None
     find: FindHandler | None = None
     get: GetHandler | None = None
     move: MoveHandler | None = None
+
+    def __post_init__(self) -> None:
+        if self.echo is None:
+            object.__setattr__(self, "echo", async_echo_success)
 
 
 Authorizer = Callable[[AssociationInfo, AAssociateRQ], Awaitable[AAssociateRJ | None]]

@@ -67,9 +67,15 @@ class Server:
         self.handlers = handlers or Handlers()
         self.settings = settings or AssociationSettings()
         self.observer = observer
+        destinations = dict(move_destinations or {})
+        for title, destination in destinations.items():
+            if not callable(getattr(destination, "open", None)):
+                raise ConfigurationError(
+                    f"move_destinations[{title!r}] is {destination!r}: give an object that "
+                    "opens the sub-association, e.g. aiodicom.aio.client.RemoteAE(host, port)")
         self.qr = QRService(
             find=self.handlers.find, get=self.handlers.get, move=self.handlers.move,
-            destinations=dict(move_destinations or {}), settings=self.settings,
+            destinations=destinations, settings=self.settings,
         )
         # Receive what we advertise: the policy's Maximum Length (0 = "no limit", which
         # still stops at the hard cap), never less than the settings' own receive cap.

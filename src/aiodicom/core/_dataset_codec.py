@@ -55,7 +55,12 @@ _IMPLICIT_LE: Final = "1.2.840.10008.1.2"
 _EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
 _DEFLATED_LE: Final = "1.2.840.10008.1.2.1.99"
 _EXPLICIT_BE: Final = "1.2.840.10008.1.2.2"
-_JPIP_DEFLATED: Final = "1.2.840.10008.1.2.4.95"
+_DEFLATED_ENCAPSULATED: Final = frozenset({
+    "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
+    "1.2.840.10008.1.2.4.205",  # JPIP HTJ2K Referenced Deflate
+})
+_TS_ARC: Final = "1.2.840.10008.1.2."
+"""PS3.6 Annex A: every standard transfer syntax sits under this arc, nothing else does."""
 _NATIVE: Final = frozenset({_IMPLICIT_LE, _EXPLICIT_LE, _DEFLATED_LE, _EXPLICIT_BE})
 _WORD_SIZES: Final = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _PIXEL_DATA: Final = 0x7FE00010
@@ -90,12 +95,14 @@ def _syntax(uid: str, whose: str) -> _Syntax:
     """How data sets are encoded under transfer syntax `uid` (PS3.5 §10, Annex A)."""
     if uid in _NATIVE:
         return _Syntax(uid, uid == _IMPLICIT_LE, uid != _EXPLICIT_BE, uid == _DEFLATED_LE, False)
-    if not (is_uid_syntax(uid) and not UID(uid).is_private and UID(uid).is_transfer_syntax):
+    known = is_uid_syntax(uid) and not UID(uid).is_private and UID(uid).is_transfer_syntax
+    # A standard syntax newer than pydicom (JPEG XL, ...) is encapsulated too (PS3.5 A.4).
+    if not (known or (is_uid_syntax(uid) and uid.startswith(_TS_ARC))):
         raise DatasetCodecError(
             f"{whose} {uid!r} is not a transfer syntax aiodicom knows; use a standard one "
             "(PS3.6 Annex A)"
         )
-    return _Syntax(uid, False, True, uid == _JPIP_DEFLATED, True)
+    return _Syntax(uid, False, True, uid in _DEFLATED_ENCAPSULATED, True)
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -282,7 +289,8 @@ def _check_labels(ds: Dataset, target: _Syntax) -> None:
     has_pixels = any(tag in ds for tag in _ANY_PIXEL_DATA)
     if own_uid is not None:
         own = _syntax(own_uid, "the data set's file_meta.TransferSyntaxUID")
-        if own.encapsulated and own.uid != target.uid:
+        # Without pixel data (a header, an identifier) there is nothing to mislabel.
+        if own.encapsulated and own.uid != target.uid and has_pixels:
             raise TransferSyntaxMismatch(
                 f"the data set is encoded as {own.name}; sending it as {target.name} would "
                 "mislabel its compressed pixel data: use a presentation context with its own "
