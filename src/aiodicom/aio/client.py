@@ -230,16 +230,22 @@ class ClientAssociation(Association):
 @dataclass(frozen=True, slots=True)
 class RemoteAE:
     """A peer we can open associations to: its address and, for mutual TLS, our client
-    context. As a C-MOVE destination of a `Server`, it opens the sub-association."""
+    context. As a C-MOVE destination of a `Server`, it opens the sub-association.
+
+    ``server_hostname`` is the name its certificate must carry (and the TLS SNI) when it is
+    not ``host``, e.g. a destination dialled by IP address whose certificate names its host.
+    """
 
     host: str
     port: int
     tls: ssl.SSLContext | None = None
+    server_hostname: str | None = None
 
     async def open(self, *, called_ae_title: str, contexts: Contexts,
                    settings: AssociationSettings) -> ClientAssociation:
         return await open_association(self.host, self.port, called_ae_title=called_ae_title,
-                                      contexts=contexts, settings=settings, tls=self.tls)
+                                      contexts=contexts, settings=settings, tls=self.tls,
+                                      server_hostname=self.server_hostname)
 
 
 async def _refuse_store(request: StoreRequest) -> Status:

@@ -9,9 +9,9 @@ import pydicom
 import pytest
 
 from aiodicom.aio.client import RemoteAE
-from aiodicom.app.archive.qr import parse_move_destinations
 from aiodicom.app.cli.client import build_identifier
 from aiodicom.app.server.config import ServeOptions, load_config
+from aiodicom.app.server.destinations import parse_move_destinations
 from aiodicom.errors import ConfigurationError, DicomError
 from tests.app.server.test_serve_cli import ServeProcess, cli
 from tests.conftest import write_ct

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from aiodicom.aio.client import RemoteAE
 from aiodicom.aio.requests import FindRequest, GetRequest, MoveRequest
 from aiodicom.app.archive.index import LEVELS, Index
+from aiodicom.app.archive.index_writer import settled
 from aiodicom.app.archive.matching import COMPUTED
 from aiodicom.app.archive.qr_keys import (
     UNIQUE_KEYS,
@@ -36,11 +36,9 @@ from aiodicom.app.archive.qr_keys import (
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import RoleSupport
 from aiodicom.core.qr import qr_contexts
-from aiodicom.errors import ConfigurationError
 
 __all__ = [
     "QueryRetrieve",
-    "parse_move_destinations",
     "qr_role_selection",
     "qr_sop_classes",
     "storage_sop_classes",
@@ -70,25 +68,6 @@ def qr_role_selection() -> dict[str, RoleSupport]:
     """Let a C-GET requestor be SCP for every storage class (we then send it the C-STOREs)."""
     return {uid: RoleSupport(requestor_scu=True, requestor_scp=True)
             for uid in storage_sop_classes()}
-
-
-def parse_move_destinations(table: Mapping[str, Any]) -> dict[str, RemoteAE]:
-    """``{"DEST": "host:port"}`` (TOML ``move_destinations``) as a `RemoteAE` by AE title."""
-    from aiodicom.core._negotiation_model import check_ae_title
-
-    found: dict[str, RemoteAE] = {}
-    for title, address in table.items():
-        name = check_ae_title(title, "move_destinations key")
-        if not isinstance(address, str):
-            raise ConfigurationError(
-                f"move_destinations[{title!r}] must be \"host:port\", got {address!r}")
-        host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-            raise ConfigurationError(
-                f"move_destinations[{title!r}] must be \"host:port\" with a port 1-65535, "
-                f"got {address!r}")
-        found[name] = RemoteAE(host.strip("[]"), int(port))
-    return found
 
 
 def _modalities(text: str) -> list[str]:
@@ -145,6 +124,7 @@ class QueryRetrieve:
                      ", ".join(unmatched))
         status = Status.PENDING_WARNING if unmatched else Status.PENDING
         retrieve_ae = self.ae_title or request.association.called_ae_title
+        await settled(self.index.path)  # the stores already answered are in the index
         try:
             pages = await asyncio.to_thread(self.index.pages, level, filters, computed)
         except ValueError as exc:
@@ -167,6 +147,7 @@ class QueryRetrieve:
                         else "GET", exc)
             yield _IDENTIFIER_MISMATCH
             return
+        await settled(self.index.path)
         pages = await asyncio.to_thread(self.index.pages, "IMAGE", filters)
         while (page := await asyncio.to_thread(next, pages, None)) is not None:
             for row in page:

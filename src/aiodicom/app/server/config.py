@@ -11,9 +11,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiodicom.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from aiodicom.app.server.destinations import TLSFiles
 
 __all__ = ["ServeOptions", "load_config"]
 
@@ -74,8 +77,18 @@ class ServeOptions:
     """Required ``iss`` of a JWT (the IdP)."""
     require_user_identity: bool = False
 
-    move_destinations: Mapping[str, str] = field(default_factory=dict)
-    """C-MOVE destinations: TOML table ``[move_destinations] DEST = "host:port"``."""
+    move_destinations: Mapping[str, Any] = field(default_factory=dict)
+    """C-MOVE destinations: ``[move_destinations] DEST = "host:port"`` (plain TCP), or a
+    table ``[move_destinations.DEST]`` with ``address``, ``tls`` ("listener" or
+    ``{ ca, cert, key }``) and ``server_name`` (mutual TLS; see app/server/destinations.py)."""
+
+    def listener_files(self) -> TLSFiles | None:
+        """The listener's --cert/--key/--ca, what a destination's ``tls = "listener"`` uses."""
+        from aiodicom.app.server.destinations import TLSFiles
+
+        if self.cert is None or self.key is None or self.ca is None:
+            return None
+        return TLSFiles(cert=Path(self.cert), key=Path(self.key), ca=Path(self.ca))
 
     def check(self) -> ServeOptions:
         """Cross-field rules; returns self so it chains."""
@@ -130,9 +143,10 @@ class ServeOptions:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         if self.workers < 1:
             raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
-        from aiodicom.app.archive.qr import parse_move_destinations
+        from aiodicom.app.server.destinations import parse_move_destinations
 
-        parse_move_destinations(self.move_destinations)
+        parse_move_destinations(self.move_destinations, listener=self.listener_files(),
+                                profile=self.tls_profile)
         if self.duplicates not in ("overwrite", "keep", "reject"):
             raise ConfigurationError(
                 f"duplicates must be 'overwrite', 'keep' or 'reject', got {self.duplicates!r}"
@@ -171,7 +185,8 @@ def load_config(path: Path) -> dict[str, Any]:
         if key == "move_destinations":
             if not isinstance(value, dict):
                 raise ConfigurationError(
-                    f'{path}: move_destinations must be a table of AE = "host:port", got '
+                    f'{path}: move_destinations must be a table of AE = "host:port" (or of '
+                    f"tables with address and tls), got "
                     f"{type(value).__name__} {value!r}")
             values[key] = value
             continue

@@ -30,7 +30,7 @@ from aiodicom.app.server.metrics import (
     serve_metrics,
 )
 from aiodicom.core.dimse import Status
-from aiodicom.core.negotiation import VERIFICATION_SOP_CLASS, AcceptorPolicy
+from aiodicom.core.negotiation import VERIFICATION_SOP_CLASS, AcceptorPolicy, RoleSupport
 from aiodicom.errors import ConfigurationError
 from aiodicom.settings import AssociationSettings, Limits, Timeouts
 
@@ -41,8 +41,15 @@ log = logging.getLogger("aiodicom.serve")
 
 def make_store_handler(options: ServeOptions,
                        audit: AuditTrail | None = None) -> Callable[[StoreRequest], Any]:
-    """The default C-STORE handler: Part 10 files under the storage root, then indexed."""
-    from aiodicom.app.archive.index import Index
+    """The default C-STORE handler: Part 10 files under the storage root, then indexed.
+
+    Success is answered once the file is renamed into place (fsynced when configured): the
+    file is the durable record, the index is derived from it (`aiodicom index rebuild`).
+    The index update is queued just after, to a writer thread (`index_writer`), so an
+    SQLite write or a busy wait never stalls the event loop; a C-FIND or retrieve in this
+    process waits for the updates queued before it.
+    """
+    from aiodicom.app.archive.index_writer import writer_for
     from aiodicom.app.archive.storage import (
         DuplicatePolicy,
         Storage,
@@ -58,7 +65,7 @@ def make_store_handler(options: ServeOptions,
             duplicates=DuplicatePolicy[options.duplicates.upper()],
         )
     )
-    index = Index.for_root(Path(options.storage))
+    index = writer_for(Path(options.storage))
     purged = storage.purge_incoming(older_than=3600.0)
     if purged:
         log.info("removed %d unfinished transfer(s) left by an earlier run", purged)
@@ -67,12 +74,6 @@ def make_store_handler(options: ServeOptions,
         StorageFailure.OUT_OF_RESOURCES: Status.OUT_OF_RESOURCES,
     }
 
-    def add_to_index(stored: Any, info: Any) -> None:
-        try:
-            index.add(stored)
-        except Exception:  # the file is safe on disk; `aiodicom index rebuild` repairs the index
-            log.exception("association %d: index update failed for %s", info.id, stored.path,
-                          extra=association_fields(info))
 
     async def handle_store(request: StoreRequest) -> Status:
         info = request.association
@@ -84,8 +85,12 @@ def make_store_handler(options: ServeOptions,
                         extra=association_fields(info))
             return statuses.get(exc.failure, Status.CANNOT_UNDERSTAND)
         # The file is renamed into place (durable) before we answer; the index is derived
-        # from it, so it is updated just after the response goes out, off the round trip.
-        asyncio.get_running_loop().call_soon(add_to_index, stored, info)
+        # from it, so it is updated in the writer thread, off the loop and the round trip.
+        def failed(stored: Any, exc: BaseException) -> None:  # the file is safe on disk
+            log.error("association %d: index update failed for %s: %s", info.id, stored.path,
+                      exc, extra=association_fields(info))
+
+        index.submit(stored, failed)
         if audit is not None:
             audit.note_stored(info, stored.sop_instance_uid, stored.study_instance_uid)
         log.info(
@@ -113,15 +118,19 @@ def storage_acceptor_policy(ae_title: str, *, max_pdu_length: int) -> AcceptorPo
         n.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, n.EXPLICIT_VR_BIG_ENDIAN,
         *n.COMPRESSED_TRANSFER_SYNTAXES,
     )
+    from aiodicom.aio.commitment import STORAGE_COMMITMENT_PUSH_MODEL
     from aiodicom.app.archive.qr import qr_role_selection, qr_sop_classes
 
     native = (n.EXPLICIT_VR_LITTLE_ENDIAN, n.IMPLICIT_VR_LITTLE_ENDIAN)
+    # Storage commitment: the requestor may take the SCP role too (the report comes back).
+    commit_roles = {STORAGE_COMMITMENT_PUSH_MODEL: RoleSupport(requestor_scp=True)}
     return AcceptorPolicy(
         ae_title=None,
         abstract_syntaxes={VERIFICATION_SOP_CLASS: (n.IMPLICIT_VR_LITTLE_ENDIAN,
                                                     n.EXPLICIT_VR_LITTLE_ENDIAN),
+                           STORAGE_COMMITMENT_PUSH_MODEL: native,
                            **{uid: native for uid in qr_sop_classes()}},
-        role_selection=qr_role_selection(),
+        role_selection={**qr_role_selection(), **commit_roles},
         accept_any_abstract_syntax=True,
         default_transfer_syntaxes=tuple(dict.fromkeys(common)),
         max_pdu_length=max_pdu_length,
@@ -191,7 +200,8 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
                                      jwt_issuer=options.jwt_issuer)
     if verify_identity is not None:
         reloading = _Reloaders(reloading, verify_identity)
-    from aiodicom.app.archive.qr import QueryRetrieve, parse_move_destinations
+    from aiodicom.app.archive.qr import QueryRetrieve
+    from aiodicom.app.server.destinations import parse_move_destinations
 
     qr = QueryRetrieve(Path(options.storage))
     server = Server(
@@ -207,7 +217,9 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
         handlers=_handlers(options, qr, audit),
         settings=settings,
         observer=observer,
-        move_destinations=parse_move_destinations(options.move_destinations),
+        move_destinations=parse_move_destinations(
+            options.move_destinations, listener=options.listener_files(),
+            profile=options.tls_profile),
     )
     return server, reloading
 
@@ -215,9 +227,12 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
 def _handlers(options: ServeOptions, qr: Any, audit: AuditTrail | None) -> Handlers:
     """Store and Q/R handlers; with an audit trail, C-FIND is audited as a Query and the
     files C-GET/C-MOVE hand out as Instances Transferred (PS3.15 A.5.3)."""
+    from aiodicom.app.archive.commitment import make_commit_handler
+
     store = make_store_handler(options, audit)
+    commit = make_commit_handler(Path(options.storage), lambda: qr.index)
     if audit is None:
-        return Handlers(store=store, find=qr.find, get=qr.get, move=qr.move)
+        return Handlers(store=store, find=qr.find, get=qr.get, move=qr.move, commit=commit)
     trail = audit
 
     async def find(request: Any) -> AsyncIterator[Any]:
@@ -239,7 +254,7 @@ def _handlers(options: ServeOptions, qr: Any, audit: AuditTrail | None) -> Handl
         return handler
 
     return Handlers(store=store, find=find, get=retrieve(qr.get, False),
-                    move=retrieve(qr.move, True))
+                    move=retrieve(qr.move, True), commit=commit)
 
 
 def _identifier_bytes(identifier: Any) -> bytes:
