@@ -81,6 +81,14 @@ def _build_parser() -> argparse.ArgumentParser:
                            help=f"{what} (default {default})")
     serve.add_argument("--max-associations", type=int, help="per worker (default 10000)")
     serve.add_argument("--max-pdu-length", type=int, help="largest PDU we receive (default 1 MiB)")
+    for name, what in (
+        ("pending-handshakes", "TLS handshakes in progress, the oldest dropped (default 256)"),
+        ("pending-handshakes-per-peer", "TLS handshakes in progress per address (default 64)"),
+        ("pre-association", "connections awaiting their A-ASSOCIATE-RQ (default 1024)"),
+        ("pre-association-per-peer", "the same, per address (default 64)"),
+        ("associate-length", "longest PDU before association, bytes (default 131072)"),
+    ):
+        serve.add_argument(f"--max-{name}", type=int, metavar="N", help=what)
     serve.add_argument("--tls-profile", metavar="PROFILE",
                        help="PS3.15 profile: bcp195 (B.12, default) or bcp195-modified (B.13)")
     serve.add_argument("--users", type=Path, metavar="FILE",
@@ -150,7 +158,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                   "tls_profile", "users", "jwt_key", "jwt_algorithm", "jwt_audience",
                   "jwt_issuer", "require_user_identity",
                   "idle_timeout", "acse_timeout", "dimse_timeout", "artim_timeout",
-                  "tls_handshake_timeout")
+                  "tls_handshake_timeout", "max_pending_handshakes",
+                  "max_pending_handshakes_per_peer", "max_pre_association",
+                  "max_pre_association_per_peer", "max_associate_length")
     }
     options = merge(config, flags)
     if options.workers > 1:

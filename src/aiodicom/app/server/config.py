@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiodicom.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from aiodicom.aio.server import ConnectionLimits
     from aiodicom.app.server.destinations import TLSFiles
 
 __all__ = ["ServeOptions", "load_config"]
@@ -76,11 +77,27 @@ class ServeOptions:
     jwt_issuer: str | None = None
     """Required ``iss`` of a JWT (the IdP)."""
     require_user_identity: bool = False
+    max_pending_handshakes: int | None = None
+    max_pending_handshakes_per_peer: int | None = None
+    max_pre_association: int | None = None
+    max_pre_association_per_peer: int | None = None
+    max_associate_length: int | None = None
+    """Caps on unauthenticated work (`aiodicom.aio.server.ConnectionLimits`, whose defaults
+    apply when unset: 256, 64, 1024, 64, 128 KiB; docs/security.md, threat model)."""
 
     move_destinations: Mapping[str, Any] = field(default_factory=dict)
     """C-MOVE destinations: ``[move_destinations] DEST = "host:port"`` (plain TCP), or a
     table ``[move_destinations.DEST]`` with ``address``, ``tls`` ("listener" or
     ``{ ca, cert, key }``) and ``server_name`` (mutual TLS; see app/server/destinations.py)."""
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The ``max_pending_*``/``max_pre_association*``/``max_associate_length`` options."""
+        from aiodicom.aio.server import ConnectionLimits
+
+        names = ("max_pending_handshakes", "max_pending_handshakes_per_peer",
+                 "max_pre_association", "max_pre_association_per_peer", "max_associate_length")
+        given = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return ConnectionLimits(**given)
 
     def listener_files(self) -> TLSFiles | None:
         """The listener's --cert/--key/--ca, what a destination's ``tls = "listener"`` uses."""
@@ -143,6 +160,7 @@ class ServeOptions:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         if self.workers < 1:
             raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
+        self.connection_limits()  # ConfigurationError naming the key below its floor
         from aiodicom.app.server.destinations import parse_move_destinations
 
         parse_move_destinations(self.move_destinations, listener=self.listener_files(),

@@ -217,6 +217,7 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
         handlers=_handlers(options, qr, audit),
         settings=settings,
         observer=observer,
+        connection_limits=options.connection_limits(),
         move_destinations=parse_move_destinations(
             options.move_destinations, listener=options.listener_files(),
             profile=options.tls_profile),
