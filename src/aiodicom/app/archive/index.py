@@ -174,12 +174,20 @@ class Index:
         A KEPT_EXISTING outcome means the file on disk is the earlier one: the index
         keeps its row, or learns that file's own attributes if it had none.
         """
-        if stored.outcome is StoreOutcome.KEPT_EXISTING:
-            if self.locate(stored.sop_instance_uid) is not None:
-                return
-            stored = read_stored_file(stored.path)
+        self.add_many([stored])
+
+    def add_many(self, instances: list[StoredInstance]) -> None:
+        """`add` each, in one transaction (all or none)."""
+        rows = [stored if stored.outcome is not StoreOutcome.KEPT_EXISTING
+                else read_stored_file(stored.path) for stored in instances
+                if stored.outcome is not StoreOutcome.KEPT_EXISTING
+                or self.locate(stored.sop_instance_uid) is None]
+        if not rows:
+            return
         with self._transaction() as db:
-            _upsert(db, stored, time.time())
+            now = time.time()
+            for stored in rows:
+                _upsert(db, stored, now)
 
     def remove(self, sop_instance_uid: str) -> bool:
         """Forget an instance (and any series, study or patient left empty)."""

@@ -1,0 +1,150 @@
+"""Index updates off the event loop: one writer thread per index file and process.
+
+The bundled server answers C-STORE success once the Part 10 file is renamed into place
+(and fsynced when configured): the file is the record, and the index is derived from the
+files (`aiodicom index rebuild` recreates it). The index row is written just after, here,
+so an SQLite write (up to the busy timeout when several workers share the file) never
+stalls the associations of the event loop. What is queued together is written in one
+transaction. Queries of the same index in this process first wait for the writes queued
+before them (`settled`), so a C-FIND after a C-STORE success sees the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from aiodicom.app.archive.index import INDEX_NAME, Index
+from aiodicom.app.archive.storage import StoredInstance
+
+__all__ = ["IndexWriter", "settled", "writer_for"]
+
+logger = logging.getLogger(__name__)
+
+OnError = Callable[[StoredInstance, BaseException], None]
+_Item = tuple[StoredInstance, OnError | None] | concurrent.futures.Future[None]
+
+BATCH = 128
+"""Instances written per transaction at most (only what is already queued is batched)."""
+
+IDLE_EXIT = 1.0
+"""Seconds the thread waits for work before it ends (the next write starts another)."""
+
+SETTLE_TIMEOUT = 5.0
+"""How long a query waits for earlier writes (another process holding the index's write
+lock can delay them up to the busy timeout); after that it reads what is committed."""
+
+
+class IndexWriter:
+    """A queue of index updates and the one thread that applies them.
+
+    The `Index` connection is used only by that thread once writes begin. The thread is
+    not a daemon: at interpreter exit, the writes already queued are committed first
+    (it ends after `IDLE_EXIT` seconds without work).
+    """
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, stored: StoredInstance, on_error: OnError | None = None) -> None:
+        """Queue an instance for the index; returns at once. ``on_error`` is called (in the
+        writer thread) if its update fails; the file stays stored."""
+        self._put((stored, on_error))
+
+    def settle(self) -> concurrent.futures.Future[None]:
+        """A future done once every update queued before this call is committed (or
+        failed)."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._put(done)
+        return done
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until the updates queued so far are applied (tests, shutdown)."""
+        self.settle().result(timeout)
+
+    def _put(self, item: _Item) -> None:
+        with self._lock:
+            self._queue.put(item)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="aiodicom-index-writer")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():  # nothing slipped in: a later _put starts anew
+                        self._thread = None
+                        return
+                continue
+            items = [first]
+            while len(items) < BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._apply(items)
+
+    def _apply(self, items: list[_Item]) -> None:
+        batch = [item for item in items if isinstance(item, tuple)]
+        if batch:
+            try:
+                self.index.add_many([stored for stored, _ in batch])
+            except Exception:  # one bad instance spoils the transaction: try them one by one
+                for stored, on_error in batch:
+                    try:
+                        self.index.add(stored)
+                    except Exception as exc:
+                        _report(stored, on_error, exc)
+        for item in items:
+            if not isinstance(item, tuple) and item.set_running_or_notify_cancel():
+                item.set_result(None)
+
+
+def _report(stored: StoredInstance, on_error: OnError | None, exc: BaseException) -> None:
+    if on_error is None:
+        logger.error("index update failed for %s: %s", stored.path, exc)
+        return
+    try:
+        on_error(stored, exc)
+    except Exception:
+        logger.exception("index update failed for %s", stored.path)
+
+
+_writers: dict[Path, IndexWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(root: Path) -> IndexWriter:
+    """The writer of the index of the storage tree at ``root`` in this process (opened, so
+    a bad index fails now, at start, not at the first store)."""
+    path = (Path(root) / INDEX_NAME).resolve()
+    with _writers_lock:
+        writer = _writers.get(path)
+        if writer is None:
+            writer = _writers[path] = IndexWriter(Index(path))
+        return writer
+
+
+async def settled(path: Path) -> None:
+    """Wait (at most `SETTLE_TIMEOUT` s) until the index updates this process queued for
+    the index file ``path`` before now are committed; at once if there are none."""
+    writer = _writers.get(Path(path).resolve())
+    if writer is None:
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(writer.settle())),
+                               SETTLE_TIMEOUT)
+    except TimeoutError:
+        logger.warning("index updates still pending after %.0f s: querying without them",
+                       SETTLE_TIMEOUT)
