@@ -89,6 +89,9 @@ class ClientAssociation(Association):
         timeout = self.settings.timeouts.acse
         try:
             answer = await asyncio.wait_for(asyncio.shield(self._answer), timeout)
+        except asyncio.CancelledError:  # the caller gave up (a C-MOVE's C-CANCEL): no leak
+            self.abort()
+            raise
         except TimeoutError:
             self.abort()
             raise AcseTimeout(

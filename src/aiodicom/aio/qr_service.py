@@ -207,8 +207,8 @@ class QRService:
         if destination is not None:
             assert assoc.info is not None
             originator = (assoc.info.calling_ae_title, base["message_id_being_responded_to"])
-            try:
-                target = await self._open_destination(destination, collected)
+            try:  # under the Operation: a C-CANCEL does not wait for the destination
+                opened = await op.run(self._open_destination(destination, collected))
             except (DicomError, OSError, ValueError) as exc:
                 log.warning("association %d: C-MOVE destination %r unreachable: %s",
                             assoc.id, destination[0], exc)
@@ -217,6 +217,9 @@ class QRService:
                 not_sent = await asyncio.to_thread(
                     lambda: [uid for item in collected if (uid := _uid_of(item)) is not None])
                 return _final(counts, not_sent, len(collected), False, ts, base, rsp_type)
+            if isinstance(opened, Status):  # cancelled while connecting: nothing was sent
+                return _final(counts, [], len(collected), True, ts, base, rsp_type)
+            target = opened
         failed: list[str] = []
         try:
             for index, item in enumerate(collected):
