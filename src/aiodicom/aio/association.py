@@ -15,6 +15,7 @@ transport reading, so a peer cannot pile responses in front of a slow consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncGenerator, Iterable
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiodicom.aio._window import OperationsWindow
 from aiodicom.aio.incoming import RESPONSE_QUEUE_LIMIT, IncomingData, _Response, _Responses
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.core.buffer import ReadableBuffer
@@ -114,6 +116,9 @@ class Association:
         self._send_lock = asyncio.Lock()
         self._message_ids = itertools.cycle(range(1, 0x10000))
         self._pending: dict[int, _Responses] = {}
+        self._invoked: OperationsWindow | None = None
+        """Bounds the requests we have outstanding as invoker (PS3.7 D.3.3.3); None: no bound.
+        The requestor sets it from the negotiated window; C-CANCEL-RQ (no response) is outside."""
         self._input_waiters = 0
         self._incoming: IncomingData | None = None
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -303,14 +308,17 @@ class Association:
         *,
         message_id: int,
     ) -> tuple[Message, IncomingData | None]:
-        """Send a request and wait for its (first) response within the DIMSE timeout."""
-        queue = self._expect_responses(message_id)
-        try:
-            await self.send_message(context_id, msg, dataset)
-            return await self._next_response(queue, message_id)
-        finally:
-            self._pending.pop(message_id, None)
-            queue.close()
+        """Send a request and wait for its (first) response within the DIMSE timeout.
+
+        Waits first for a place in the operations window, if one is set."""
+        async with self._invoked.place() if self._invoked else contextlib.nullcontext():
+            queue = self._expect_responses(message_id)
+            try:
+                await self.send_message(context_id, msg, dataset)
+                return await self._next_response(queue, message_id)
+            finally:
+                self._pending.pop(message_id, None)
+                queue.close()
 
     async def request_responses(
         self,
@@ -323,21 +331,23 @@ class Association:
         """Send a request and yield its responses in order, the final (non-pending) one last.
 
         For C-FIND/GET/MOVE (PS3.7 §9.3.2-9.3.4); the DIMSE timeout applies between
-        responses. A consumer that stops early leaves later responses to be dropped.
+        responses. A consumer that stops early leaves later responses to be dropped. The
+        request holds its place in the operations window until its final response.
         """
-        queue = self._expect_responses(message_id)
-        try:
-            await self.send_message(context_id, msg, dataset)
-            while True:
-                rsp, data = await self._next_response(queue, message_id)
-                status = getattr(rsp, "status", Status.SUCCESS)
-                final = Status(int(status)).category is not StatusCategory.PENDING
-                yield rsp, data
-                if final:
-                    return
-        finally:
-            self._pending.pop(message_id, None)
-            queue.close()
+        async with self._invoked.place() if self._invoked else contextlib.nullcontext():
+            queue = self._expect_responses(message_id)
+            try:
+                await self.send_message(context_id, msg, dataset)
+                while True:
+                    rsp, data = await self._next_response(queue, message_id)
+                    status = getattr(rsp, "status", Status.SUCCESS)
+                    final = Status(int(status)).category is not StatusCategory.PENDING
+                    yield rsp, data
+                    if final:
+                        return
+            finally:
+                self._pending.pop(message_id, None)
+                queue.close()
 
     @property
     def waiting_for_input(self) -> bool:

@@ -11,11 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiodicom.aio._window import OperationsWindow
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
 from aiodicom.aio.client_qr import FindQuery, RetrieveResult, answer_store, retrieve
+from aiodicom.aio.commitment import CommitResult, CommitWaiters, Reference, request_commitment
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.aio.requests import StoreHandler, StoreRequest
-from aiodicom.core.dimse import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ, Message, Status
+from aiodicom.core.dimse import (
+    CCancelRQ,
+    CEchoRQ,
+    CEchoRSP,
+    CStoreRQ,
+    Message,
+    NEventReportRQ,
+    Status,
+)
 from aiodicom.core.negotiation import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     VERIFICATION_SOP_CLASS,
@@ -35,6 +45,7 @@ from aiodicom.errors import (
     AssociationAborted,
     AssociationRejected,
     CertificateRejected,
+    ConfigurationError,
     ConnectError,
     DimseError,
     DimseTimeout,
@@ -62,6 +73,7 @@ class ClientAssociation(Association):
         self._answer: asyncio.Future[AssociateAccepted | AssociateRejected]
         self._answer = asyncio.get_running_loop().create_future()
         self.request_pdu: AAssociateRQ | None = None
+        self._commit_waiters = CommitWaiters()
 
     def _on_associate_answer(self, primitive: AssociateAccepted | AssociateRejected) -> None:
         if not self._answer.done():
@@ -76,6 +88,7 @@ class ClientAssociation(Association):
     def _on_end(self, exc: AssociationAborted) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self._commit_waiters.fail(exc)
         if not self._answer.done():
             self._answer.set_exception(exc)
             self._answer.exception()
@@ -110,6 +123,8 @@ class ClientAssociation(Association):
             protocol.close_transport()
             raise
         self.negotiated = negotiated
+        window = negotiated.max_operations_invoked  # PS3.7 D.3.3.3: 0 = unlimited
+        self._invoked = OperationsWindow(window) if window > 0 else None
         self.info = AssociationInfo(
             id=self.id,
             calling_ae_title=rq.calling_ae_title,
@@ -136,6 +151,14 @@ class ClientAssociation(Association):
     async def store(self, source: Path | str | Any, *, priority: int = 0) -> Status:
         """C-STORE a Part 10 file (streamed, never loaded whole) or a pydicom Dataset."""
         return await self.send_store(source, priority=priority)
+
+    async def commit(self, references: Sequence[Reference], *, timeout: float | None = None,
+                     transaction_uid: str | None = None) -> CommitResult:
+        """Storage commitment (PS3.4 J): N-ACTION-RQ, then the SCP's N-EVENT-REPORT on this
+        association within ``timeout`` (default: the DIMSE timeout). Propose
+        `aiodicom.aio.commitment.commitment_context()` and `commitment_role()`."""
+        return await request_commitment(self, self._commit_waiters, references,
+                                        transaction_uid=transaction_uid, timeout=timeout)
 
     # -- query/retrieve (PS3.4 Annex C): see aiodicom.aio.client_qr ---------------------------
 
@@ -201,6 +224,11 @@ class ClientAssociation(Association):
             task = asyncio.get_running_loop().create_task(
                 answer_store(self, self._get_handler or self.store_handler, context_id, msg,
                              data))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        if isinstance(msg, NEventReportRQ):  # a storage commitment report (PS3.4 J.3.3)
+            task = self._commit_waiters.answer(self, context_id, msg, data)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
@@ -286,6 +314,7 @@ async def connect(
     server_hostname: str | None = None,
     user_identity: UserIdentityRQ | None = None,
     role_selections: Sequence[RoleSelection] = (),
+    max_operations_invoked: int | None = None,
 ) -> AsyncIterator[ClientAssociation]:
     """Open a connection, negotiate, and yield the association; released on exit.
 
@@ -293,6 +322,12 @@ async def connect(
     ``user_identity`` sends a user identity sub-item (PS3.7 D.3.3.7); the server's answer
     is ``assoc.negotiated.user_identity_response``. ``role_selections`` propose roles per
     SOP class (PS3.7 D.3.3.4), e.g. the SCP role for the storage classes of a C-GET.
+    ``max_operations_invoked`` (1-65535) proposes an asynchronous operations window of that
+    many outstanding requests we invoke, one we perform (PS3.7 D.3.3.3); None proposes none
+    (synchronous). Either way the association never has more requests outstanding than
+    ``assoc.negotiated.max_operations_invoked``: concurrent calls wait for a place, except
+    a request made by a task that already has one outstanding (a request inside a C-FIND
+    loop), which goes out rather than wait for itself (see `aiodicom.aio._window`).
     """
     assoc = await open_association(
         host,
@@ -304,6 +339,7 @@ async def connect(
         server_hostname=server_hostname,
         user_identity=user_identity,
         role_selections=role_selections,
+        max_operations_invoked=max_operations_invoked,
     )
     try:
         yield assoc
@@ -324,8 +360,13 @@ async def open_association(
     server_hostname: str | None = None,
     user_identity: UserIdentityRQ | None = None,
     role_selections: Sequence[RoleSelection] = (),
+    max_operations_invoked: int | None = None,
 ) -> ClientAssociation:
     """Like `connect` without the context manager: the caller must release or abort."""
+    if max_operations_invoked is not None and not 1 <= max_operations_invoked <= 0xFFFF:
+        raise ConfigurationError(
+            f"max_operations_invoked must be 1-65535 (None: synchronous), got "
+            f"{max_operations_invoked!r}")
     settings = settings or AssociationSettings()
     limits = settings.limits
     rq = build_request(
@@ -337,6 +378,7 @@ async def open_association(
         max_pdu_length=limits.max_pdu_length or limits.hard_max_pdu_length,
         user_identity=user_identity,
         role_selections=role_selections,
+        async_ops=None if max_operations_invoked is None else (max_operations_invoked, 1),
     )
     loop = asyncio.get_running_loop()
     assoc = ClientAssociation(settings)
