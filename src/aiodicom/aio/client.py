@@ -14,9 +14,18 @@ from typing import Any
 from aiodicom.aio._window import OperationsWindow
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
 from aiodicom.aio.client_qr import FindQuery, RetrieveResult, answer_store, retrieve
+from aiodicom.aio.commitment import CommitResult, CommitWaiters, Reference, request_commitment
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.aio.requests import StoreHandler, StoreRequest
-from aiodicom.core.dimse import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ, Message, Status
+from aiodicom.core.dimse import (
+    CCancelRQ,
+    CEchoRQ,
+    CEchoRSP,
+    CStoreRQ,
+    Message,
+    NEventReportRQ,
+    Status,
+)
 from aiodicom.core.negotiation import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     VERIFICATION_SOP_CLASS,
@@ -64,6 +73,7 @@ class ClientAssociation(Association):
         self._answer: asyncio.Future[AssociateAccepted | AssociateRejected]
         self._answer = asyncio.get_running_loop().create_future()
         self.request_pdu: AAssociateRQ | None = None
+        self._commit_waiters = CommitWaiters()
 
     def _on_associate_answer(self, primitive: AssociateAccepted | AssociateRejected) -> None:
         if not self._answer.done():
@@ -78,6 +88,7 @@ class ClientAssociation(Association):
     def _on_end(self, exc: AssociationAborted) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self._commit_waiters.fail(exc)
         if not self._answer.done():
             self._answer.set_exception(exc)
             self._answer.exception()
@@ -140,6 +151,14 @@ class ClientAssociation(Association):
     async def store(self, source: Path | str | Any, *, priority: int = 0) -> Status:
         """C-STORE a Part 10 file (streamed, never loaded whole) or a pydicom Dataset."""
         return await self.send_store(source, priority=priority)
+
+    async def commit(self, references: Sequence[Reference], *, timeout: float | None = None,
+                     transaction_uid: str | None = None) -> CommitResult:
+        """Storage commitment (PS3.4 J): N-ACTION-RQ, then the SCP's N-EVENT-REPORT on this
+        association within ``timeout`` (default: the DIMSE timeout). Propose
+        `aiodicom.aio.commitment.commitment_context()` and `commitment_role()`."""
+        return await request_commitment(self, self._commit_waiters, references,
+                                        transaction_uid=transaction_uid, timeout=timeout)
 
     # -- query/retrieve (PS3.4 Annex C): see aiodicom.aio.client_qr ---------------------------
 
@@ -205,6 +224,11 @@ class ClientAssociation(Association):
             task = asyncio.get_running_loop().create_task(
                 answer_store(self, self._get_handler or self.store_handler, context_id, msg,
                              data))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        if isinstance(msg, NEventReportRQ):  # a storage commitment report (PS3.4 J.3.3)
+            task = self._commit_waiters.answer(self, context_id, msg, data)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from aiodicom.aio.association import AssociationInfo, IncomingData
+from aiodicom.aio.commitment import CommitHandler
 from aiodicom.core.dimse import CEchoRQ, CFindRQ, CGetRQ, CMoveRQ, CStoreRQ, Message, Status
 from aiodicom.core.part10 import decode_dataset
 from aiodicom.core.pdu import AAssociateRJ, AAssociateRQ
@@ -253,6 +254,8 @@ class Handlers:
     find: FindHandler | None = None
     get: GetHandler | None = None
     move: MoveHandler | None = None
+    commit: CommitHandler | None = None
+    """Storage commitment (PS3.4 J, `aiodicom.aio.commitment`): N-ACTION-RQ."""
 
     def __post_init__(self) -> None:
         if self.echo is None:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from aiodicom.aio.admission import Admission, Decision
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
+from aiodicom.aio.commitment import serve_commitment
 from aiodicom.aio.events import (
     AssociationAccepted,
     AssociationEnded,
@@ -25,6 +26,7 @@ from aiodicom.aio.events import (
     RequestCompleted,
     ServerEvent,
 )
+from aiodicom.aio.incoming import _Responses
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.aio.qr_service import Operation, QRService
 from aiodicom.aio.requests import (
@@ -45,6 +47,7 @@ from aiodicom.core.dimse import (
     CStoreRQ,
     CStoreRSP,
     Message,
+    NActionRQ,
     Status,
     message_name,
 )
@@ -52,7 +55,7 @@ from aiodicom.core.dimse._templates import echo_response_pdu
 from aiodicom.core.negotiation import conclude_as_acceptor
 from aiodicom.core.pdu import AAssociateRJ, AAssociateRQ
 from aiodicom.core.primitives import AssociateIndication
-from aiodicom.errors import AssociationAborted, describe_reject
+from aiodicom.errors import AbortSource, AssociationAborted, describe_reject
 from aiodicom.settings import AssociationSettings
 
 __all__ = ["STRAY_DATASET_LIMIT", "AcceptingServer", "ServerAssociation", "ServerStats"]
@@ -326,6 +329,7 @@ class ServerAssociation(Association):
             started = loop.time()
             response: Message | None
             body: bytes | None = None
+            then: Callable[[], Any] | None = None
             if isinstance(msg, CEchoRQ):
                 status = Status(int(await run_handler(
                     self.server.handlers.echo(EchoRequest(association=self.info, command=msg)),
@@ -339,6 +343,9 @@ class ServerAssociation(Association):
                 response = await self._run_store(context_id, msg, data)
             elif isinstance(msg, CFindRQ | CGetRQ | CMoveRQ):
                 response, body = await self.server.qr.perform(self, context_id, msg, data)
+            elif isinstance(msg, NActionRQ):  # storage commitment (PS3.4 J): report after
+                response, then = await serve_commitment(
+                    self, context_id, msg, data, self.server.handlers.commit, run_handler)
             else:
                 log.warning("association %d: %s is not supported here", self.id,
                             type(msg).__name__)
@@ -358,6 +365,8 @@ class ServerAssociation(Association):
                 bytes=data.total if data is not None else 0,
                 duration=loop.time() - started,
             ))
+            if then is not None and self.is_established and not self._releasing:
+                self._spawn(then())  # outside the window: it waits for the peer's answer
 
     async def _run_store(self, context_id: int, msg: CStoreRQ, data: IncomingData) -> Message:
         assert self.info is not None and self.negotiated is not None
@@ -408,8 +417,18 @@ class ServerAssociation(Association):
             self.abort()
             return
         self._releasing = True
+        # The peer may send no P-DATA after its A-RELEASE-RQ (PS3.8 Sta7): a request we sent
+        # it (a storage commitment report) will never be answered.
+        for queue in self._pending.values():
+            queue.put(_released_before_answer())
         if not self._tasks:
             self._finish_release()
+
+    def _expect_responses(self, message_id: int) -> _Responses:
+        queue = super()._expect_responses(message_id)
+        if self._releasing:  # sent after the peer's A-RELEASE-RQ: it can never answer
+            queue.put(_released_before_answer())
+        return queue
 
     def _finish_release(self) -> None:
         protocol = self.protocol
@@ -437,6 +456,11 @@ class ServerAssociation(Association):
             duration=asyncio.get_running_loop().time() - self._started,
         ))
         server.forget(self)
+
+
+def _released_before_answer() -> AssociationAborted:
+    return AssociationAborted(AbortSource.SERVICE_USER, 0,
+                              "the peer released the association before answering")
 
 
 def _refusal(msg: Message, status: Status) -> Message | None:

@@ -1,0 +1,109 @@
+"""Storage commitment for the bundled server: answered from the files it really holds.
+
+An instance is committed when its Part 10 file is under the storage root with the SOP
+class the requester names; otherwise it fails with 0x0112 (no such object instance) or
+0x0119 (class/instance conflict; PS3.4 J.3.3.1.1). The index finds the file; an instance
+it does not list (yet: its row is written just after the C-STORE success) is looked for
+in the tree itself, ROOT/{Study}/{Series}/{SOP}.dcm, so what was stored is never reported
+as missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from aiodicom.aio.commitment import (
+    CommitFailure,
+    CommitHandler,
+    CommitRequest,
+    CommitResult,
+    FailureReason,
+    Reference,
+)
+from aiodicom.app.archive.index import Index
+from aiodicom.core.part10 import NotPart10Error, read_part10_info
+
+__all__ = ["check_references", "make_commit_handler"]
+
+
+def make_commit_handler(root: Path, index: Callable[[], Index]) -> CommitHandler:
+    """The bundled server's commitment handler over ``root`` and its index (opened lazily
+    by ``index()``); the disk work runs in a thread."""
+
+    async def commit(request: CommitRequest) -> CommitResult:
+        committed, failed = await asyncio.to_thread(
+            check_references, Path(root), index(), request.references)
+        return CommitResult(transaction_uid=request.transaction_uid,
+                            committed=tuple(committed), failed=tuple(failed))
+
+    return commit
+
+
+def check_references(
+    root: Path, index: Index | None, references: Iterable[Reference],
+) -> tuple[list[Reference], list[CommitFailure]]:
+    """(committed, failed) for ``references``, from the files under ``root``."""
+    refs = list(references)
+    paths: dict[str, Path] = {}
+    if index is not None:
+        for ref in refs:
+            found = index.locate(ref.sop_instance_uid)
+            if found is not None:
+                paths[ref.sop_instance_uid] = found if found.is_absolute() else root / found
+    missing = {r.sop_instance_uid for r in refs if r.sop_instance_uid not in paths}
+    if missing:
+        paths.update(_scan(root, missing))
+    committed: list[Reference] = []
+    failed: list[CommitFailure] = []
+    for ref in refs:
+        reason = _check(paths.get(ref.sop_instance_uid), ref)
+        if reason is None:
+            committed.append(ref)
+        else:
+            failed.append(CommitFailure(reference=ref, reason=reason))
+    return committed, failed
+
+
+def _check(path: Path | None, ref: Reference) -> FailureReason | None:
+    if path is None:
+        return FailureReason.NO_SUCH_OBJECT_INSTANCE
+    try:
+        info = read_part10_info(path)
+    except (NotPart10Error, OSError):
+        return FailureReason.NO_SUCH_OBJECT_INSTANCE
+    if info.sop_instance_uid != ref.sop_instance_uid:
+        return FailureReason.NO_SUCH_OBJECT_INSTANCE
+    if info.sop_class_uid != ref.sop_class_uid:
+        return FailureReason.CLASS_INSTANCE_CONFLICT
+    return None
+
+
+def _scan(root: Path, wanted: set[str]) -> dict[str, Path]:
+    """Files named {SOP Instance UID}.dcm two levels under ``root``, for the UIDs wanted.
+    Names come from the directory listing, never from the peer's UIDs."""
+    names = {f"{uid}.dcm": uid for uid in wanted}
+    found: dict[str, Path] = {}
+    try:
+        studies = [e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
+    except OSError:
+        return found
+    for study in studies:
+        try:
+            series_dirs = [e for e in os.scandir(study.path) if e.is_dir()]
+        except OSError:
+            continue
+        for series in series_dirs:
+            try:
+                entries = list(os.scandir(series.path))
+            except OSError:
+                continue
+            for entry in entries:
+                uid = names.get(entry.name)
+                if uid is not None:
+                    found[uid] = Path(entry.path)
+                    if len(found) == len(names):
+                        return found
+    return found
