@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiodicom.aio.client import connect, storage_contexts_for
+from aiodicom.aio.client import ClientAssociation, connect, storage_contexts_for
 from aiodicom.aio.loop import run
 from aiodicom.core.dimse import Status
 from aiodicom.core.part10 import NotPart10Error, read_part10_info
@@ -139,29 +139,45 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     progress = _Progress(total_files=len(files), total_bytes=total, show=show)
     n = max(1, min(args.associations, len(files)))
 
+    window: int | None = getattr(args, "window", None)
+    windows: list[int] = []  # the window each association negotiated
+
+    async def lane(assoc: ClientAssociation, queue: asyncio.Queue[Path]) -> None:
+        while not queue.empty():
+            path = queue.get_nowait()
+            size = path.stat().st_size
+            try:
+                status = await assoc.store(path)
+            except DicomError as exc:
+                if not assoc.is_established:
+                    progress.done(path, size, str(exc))
+                    while not queue.empty():
+                        rest = queue.get_nowait()
+                        progress.done(rest, 0, "not sent: the association ended")
+                    raise
+                progress.done(path, size, str(exc))
+                continue
+            error = None if status.category.name in ("SUCCESS", "WARNING") else (
+                f"status 0x{int(status):04X} ({status.description})")
+            progress.done(path, size, error)
+
     async def worker(queue: asyncio.Queue[Path]) -> None:
         async with connect(
             args.host, args.port, called_ae_title=args.called_ae, contexts=contexts,
             settings=_settings(args), tls=tls, server_hostname=args.server_name,
             user_identity=getattr(args, "user_identity", None),
+            max_operations_invoked=window,
         ) as assoc:
-            while not queue.empty():
-                path = queue.get_nowait()
-                size = path.stat().st_size
-                try:
-                    status = await assoc.store(path)
-                except DicomError as exc:
-                    if not assoc.is_established:
-                        progress.done(path, size, str(exc))
-                        while not queue.empty():
-                            rest = queue.get_nowait()
-                            progress.done(rest, 0, "not sent: the association ended")
-                        raise
-                    progress.done(path, size, str(exc))
-                    continue
-                error = None if status.category.name in ("SUCCESS", "WARNING") else (
-                    f"status 0x{int(status):04X} ({status.description})")
-                progress.done(path, size, error)
+            # --window N: as many C-STOREs in flight as the peer granted (PS3.7 D.3.3.3);
+            # the association's own window bounds them whatever runs here.
+            granted = assoc.require_established().max_operations_invoked
+            lanes = min(window, granted or window) if window else 1
+            windows.append(lanes)
+            results = await asyncio.gather(*(lane(assoc, queue) for _ in range(lanes)),
+                                           return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def go() -> list[BaseException]:
         queue: asyncio.Queue[Path] = asyncio.Queue()
@@ -178,6 +194,7 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     print(
         f"sent {progress.sent} of {len(files)} file(s), {progress.bytes / 1e6:.1f} MB in "
         f"{elapsed:.2f} s ({progress.bytes / 1e6 / elapsed:.1f} MB/s) over {n} association(s)"
+        + (f", window {'/'.join(map(str, windows))} granted of {window}" if window else "")
     )
     for path, why in skipped:
         print(f"  skipped {path}: {why}")

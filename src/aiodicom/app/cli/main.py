@@ -123,6 +123,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_ae_flags(store)
     store.add_argument("--associations", "-n", type=int, default=1,
                        help="parallel associations (default 1)")
+    store.add_argument("--window", "-w", type=_window_size, default=None, metavar="N",
+                       help="propose an asynchronous operations window of N C-STOREs in "
+                       "flight per association (PS3.7 D.3.3.3) and pipeline up to what the "
+                       "peer grants (default: none proposed, one at a time)")
     store.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_tls_client_flags(store)
     store.set_defaults(func=_cmd_store)
@@ -190,6 +194,16 @@ def _cmd_echo(args: argparse.Namespace) -> int:
     args.user_identity = request_from_args(args)
 
     return echo_main(args, _client_tls(args))
+
+
+def _window_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"must be 1-65535, got {text!r}")
+    return value
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
