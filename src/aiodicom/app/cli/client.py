@@ -68,6 +68,23 @@ def _explain(exc: BaseException, args: argparse.Namespace) -> str:
     return str(exc)
 
 
+def _commit_tally(args: argparse.Namespace, contexts: list[Any]) -> Any:
+    """With --commit: the storage commitment context is proposed too, and a tally kept."""
+    if not getattr(args, "commit", False):
+        return None
+    from aiodicom.aio.commitment import commitment_context
+    from aiodicom.app.cli.commit import CommitTally
+
+    contexts.append(commitment_context())
+    return CommitTally(timeout=args.commit_timeout)
+
+
+def _commit_roles(tally: Any) -> list[Any]:
+    from aiodicom.aio.commitment import commitment_role
+
+    return [] if tally is None else [commitment_role()]
+
+
 def iter_files(paths: list[Path]) -> Iterator[Path]:
     """Files named, and every file under folders named (sorted, hidden ones skipped)."""
     for path in paths:
@@ -91,10 +108,14 @@ class _Progress:
     sent: int = 0
     bytes: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    stored: list[Path] = field(default_factory=list)
+    """Stored and not yet asked to commit (--commit)."""
     start: float = field(default_factory=time.perf_counter)
 
     def done(self, path: Path, size: int, error: str | None) -> None:
         self.sent += error is None
+        if error is None:
+            self.stored.append(path)
         self.bytes += size
         if error is not None:
             self.failed.append((path, error))
@@ -130,6 +151,7 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
             print(f"  skipped {path}: {why}", file=sys.stderr)
         return 1
     contexts = storage_contexts_for(files)
+    tally = _commit_tally(args, contexts)
     if len(contexts) > 128:
         print("aiodicom store: more than 128 SOP classes in one run; split the folders",
               file=sys.stderr)
@@ -167,6 +189,7 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
             settings=_settings(args), tls=tls, server_hostname=args.server_name,
             user_identity=getattr(args, "user_identity", None),
             max_operations_invoked=window,
+            role_selections=_commit_roles(tally),
         ) as assoc:
             # --window N: as many C-STOREs in flight as the peer granted (PS3.7 D.3.3.3);
             # the association's own window bounds them whatever runs here.
@@ -178,6 +201,9 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
+            if tally is not None:  # --commit: what is stored so far, on this association
+                stored, progress.stored = progress.stored, []
+                await tally.commit(assoc, stored)
 
     async def go() -> list[BaseException]:
         queue: asyncio.Queue[Path] = asyncio.Queue()
@@ -205,6 +231,8 @@ def store_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     # Like storescu: a file named on the command line that could not be sent is a failure,
     # so a script deleting what it stored never deletes it; files under folders are skipped.
     ok = not progress.failed and not errors and progress.sent == len(files) and not refused_named
+    if tally is not None:
+        ok = tally.report(len(files)) and ok
     return 0 if ok else 1
 
 

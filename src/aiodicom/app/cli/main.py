@@ -128,10 +128,18 @@ def _build_parser() -> argparse.ArgumentParser:
                        "flight per association (PS3.7 D.3.3.3) and pipeline up to what the "
                        "peer grants (default: none proposed, one at a time)")
     store.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    store.add_argument("--commit", action="store_true",
+                       help="then ask storage commitment (PS3.4 J) on the same association; "
+                       "exit 0 only when every instance is reported committed")
+    store.add_argument("--commit-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="wait this long for the commitment report (default 60)")
     _add_tls_client_flags(store)
     store.set_defaults(func=_cmd_store)
 
     _add_qr_parsers(sub)
+    from aiodicom.app.cli.commit import add_commit_parser
+
+    add_commit_parser(sub, _add_ae_flags, _add_tls_client_flags, _cmd_commit)
 
     index = sub.add_parser("index", help="the storage index",
                            description="Maintain STORAGE/index.sqlite.")
@@ -213,6 +221,14 @@ def _cmd_store(args: argparse.Namespace) -> int:
     args.user_identity = request_from_args(args)
 
     return store_main(args, _client_tls(args))
+
+
+def _cmd_commit(args: argparse.Namespace) -> int:
+    from aiodicom.app.cli.commit import commit_main
+    from aiodicom.app.cli.identity import request_from_args
+
+    args.user_identity = request_from_args(args)
+    return commit_main(args, _client_tls(args))
 
 
 def _add_qr_parsers(sub: Any) -> None:
