@@ -246,3 +246,34 @@ def test_commit_against_pynetdicom_scp(run: Any, missing: bool) -> None:
         assert [(f.reference, f.reason) for f in result.failed] == [(refs[1], 0x0112)]
     else:
         assert result.all_committed and result.committed == tuple(refs)
+
+
+def test_too_many_references_are_refused_and_repeats_checked_once(
+        run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request naming more instances than MAX_REFERENCES gets 0x0213 before any lookup;
+    a reference named twice is looked up once."""
+    import aiodicom.aio.commitment as commitment
+
+    monkeypatch.setattr(commitment, "MAX_REFERENCES", 3)
+    seen: list[int] = []
+
+    async def on_commit(request: CommitRequest) -> CommitResult:
+        seen.append(len(request.references))
+        return CommitResult(transaction_uid=request.transaction_uid,
+                            committed=tuple(request.references))
+
+    def ref(n: int) -> Reference:
+        return Reference(sop_class_uid=CT, sop_instance_uid=f"1.2.3.{n}")
+
+    async def main() -> str:
+        async with Server(admission=_policy(), handlers=Handlers(commit=on_commit)) as server:
+            host, port = await server.listen()
+            async with connect(host, port, contexts=[commitment_context()]) as assoc:
+                result = await assoc.commit([ref(1), ref(1), ref(2), ref(3)])
+                assert len(result.committed) == 3
+                with pytest.raises(DimseError) as info:
+                    await assoc.commit([ref(n) for n in range(4)])
+                return str(info.value)
+
+    assert "0x0213" in run(main())
+    assert seen == [3]  # only the first request, deduplicated, reached the handler

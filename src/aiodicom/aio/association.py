@@ -271,12 +271,15 @@ class Association:
                         self._check_open()
                         protocol.send(pdu)
                         await protocol.drain()
-                except (DimseError, OSError) as exc:
+                except BaseException as exc:
                     # The command is on the wire: a half message would corrupt the next one
-                    # (PS3.8 Annex E.1 forbids interleaving), so the association cannot go on.
-                    log.warning("association %d: %s failed after its command went out, "
-                                "aborting: %s", self.id, message_name(msg), exc)
-                    self.abort()
+                    # (PS3.8 Annex E.1 forbids interleaving), so the association cannot go on,
+                    # whatever stopped the data set (a bad file, a reader error, a cancel).
+                    if not self._ended:
+                        log.warning("association %d: %s failed after its command went out, "
+                                    "aborting: %s", self.id, message_name(msg),
+                                    type(exc).__name__ if not str(exc) else exc)
+                        self.abort()
                     raise
             await protocol.drain()
 

@@ -62,8 +62,11 @@ REQUEST_COMMITMENT = 1
 """Action Type ID: Request Storage Commitment (PS3.4 Table J.3-1)."""
 ALL_COMMITTED, FAILURES_EXIST = 1, 2
 """Event Type IDs of the report (PS3.4 Table J.3-2)."""
-MAX_ACTION_BYTES = 32 << 20
-"""Largest N-ACTION / N-EVENT-REPORT data set we read (~250,000 references)."""
+MAX_ACTION_BYTES = 4 << 20
+"""Largest N-ACTION / N-EVENT-REPORT data set we read (room for `MAX_REFERENCES`)."""
+MAX_REFERENCES = 10_000
+"""References one request may name; more is refused with 0x0213 (resource limitation):
+a request is decoded and checked against storage, and must not cost the server seconds."""
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 
@@ -349,11 +352,16 @@ async def serve_commitment(
     if msg.requested_sop_instance_uid != STORAGE_COMMITMENT_INSTANCE:
         return refuse(Status(0x0112)), None  # no such SOP instance
     ts = assoc.require_established().contexts[context_id].transfer_syntax
-    try:
-        uid, refs = decode_action(raw, ts)
+    try:  # pydicom off the loop: a large sequence must not stall other associations
+        uid, refs = await asyncio.to_thread(decode_action, raw, ts)
     except (DimseError, ValueError) as exc:
         log.warning("association %d: bad storage commitment request: %s", assoc.id, exc)
         return refuse(Status(0x0115)), None
+    refs = tuple(dict.fromkeys(refs))  # each instance checked once
+    if len(refs) > MAX_REFERENCES:
+        log.warning("association %d: storage commitment request names %d instances, more "
+                    "than %d: refused", assoc.id, len(refs), MAX_REFERENCES)
+        return refuse(Status(0x0213)), None
     assert assoc.info is not None
     request = CommitRequest(association=assoc.info, transaction_uid=uid, references=refs)
 

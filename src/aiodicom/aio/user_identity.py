@@ -246,7 +246,11 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise JWTError(f"claim {name!r} is not a number")
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        finite = False
+    if not finite:
         raise JWTError(f"claim {name!r} is not a finite number")
     return float(value)
 

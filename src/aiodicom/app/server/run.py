@@ -245,12 +245,14 @@ def _handlers(options: ServeOptions, qr: Any, audit: AuditTrail | None) -> Handl
     def retrieve(inner: Callable[[Any], AsyncIterator[Any]], move: bool) -> Any:
         async def handler(request: Any) -> AsyncIterator[Any]:
             files: list[tuple[str, str, str]] = []
-            async for item in inner(request):
-                if isinstance(item, Path):
-                    files.append(_file_ids(item))
-                yield item
-            trail.instances_sent(request.association, request.destination if move else "",
-                                 files)
+            try:
+                async for item in inner(request):
+                    if isinstance(item, Path):
+                        files.append(_file_ids(item))
+                    yield item
+            finally:  # a C-CANCEL or an abort part way still leaves a record of what went
+                trail.instances_sent(request.association, request.destination if move else "",
+                                     files)
 
         return handler
 
