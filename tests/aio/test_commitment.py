@@ -184,6 +184,13 @@ def test_check_references_scans_tree_when_index_lags(tmp_path: Path) -> None:
     committed, failed = check_references(root, None, [
         Reference(sop_class_uid=CT, sop_instance_uid="1.2.3.404")])
     assert committed == [] and failed[0].reason == FailureReason.NO_SUCH_OBJECT_INSTANCE
+    # Committed to the AE that sent it; any other AE is told "no such instance", even
+    # with the wrong SOP class (0x0119 would tell it the instance exists).
+    assert check_references(root, None, [ref], "A") == ([ref], [])
+    for asked in (ref, Reference(sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+                                 sop_instance_uid=ref.sop_instance_uid)):
+        committed, failed = check_references(root, None, [asked], "OTHER")
+        assert committed == [] and failed[0].reason == FailureReason.NO_SUCH_OBJECT_INSTANCE
 
 
 def _pynetdicom_scp(known: set[str]) -> tuple[Any, int]:

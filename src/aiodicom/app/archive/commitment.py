@@ -6,6 +6,11 @@ class the requester names; otherwise it fails with 0x0112 (no such object instan
 it does not list (yet: its row is written just after the C-STORE success) is looked for
 in the tree itself, ROOT/{Study}/{Series}/{SOP}.dcm, so what was stored is never reported
 as missing.
+
+An instance is committed only to the AE title that sent it (the file's Source Application
+Entity Title, written from the C-STORE's calling AE): anyone else asking about it is told
+0x0112, as for an instance we do not hold. Commitment must not become a way for a peer
+allowed to store to learn which instances (and SOP classes) other sites sent.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from aiodicom.aio.commitment import (
     Reference,
 )
 from aiodicom.app.archive.index import Index
-from aiodicom.core.part10 import NotPart10Error, read_part10_info
+from aiodicom.core.part10 import NotPart10Error, read_file_meta
 
 __all__ = ["check_references", "make_commit_handler"]
 
@@ -35,7 +40,8 @@ def make_commit_handler(root: Path, index: Callable[[], Index]) -> CommitHandler
 
     async def commit(request: CommitRequest) -> CommitResult:
         committed, failed = await asyncio.to_thread(
-            check_references, Path(root), index(), request.references)
+            check_references, Path(root), index(), request.references,
+            request.association.calling_ae_title)
         return CommitResult(transaction_uid=request.transaction_uid,
                             committed=tuple(committed), failed=tuple(failed))
 
@@ -44,8 +50,10 @@ def make_commit_handler(root: Path, index: Callable[[], Index]) -> CommitHandler
 
 def check_references(
     root: Path, index: Index | None, references: Iterable[Reference],
+    requester: str | None = None,
 ) -> tuple[list[Reference], list[CommitFailure]]:
-    """(committed, failed) for ``references``, from the files under ``root``."""
+    """(committed, failed) for ``references``, from the files under ``root``; with
+    ``requester``, only files that AE title sent count."""
     refs = list(references)
     paths: dict[str, Path] = {}
     if index is not None:
@@ -59,7 +67,7 @@ def check_references(
     committed: list[Reference] = []
     failed: list[CommitFailure] = []
     for ref in refs:
-        reason = _check(paths.get(ref.sop_instance_uid), ref)
+        reason = _check(paths.get(ref.sop_instance_uid), ref, requester)
         if reason is None:
             committed.append(ref)
         else:
@@ -67,16 +75,19 @@ def check_references(
     return committed, failed
 
 
-def _check(path: Path | None, ref: Reference) -> FailureReason | None:
+def _check(path: Path | None, ref: Reference, requester: str | None) -> FailureReason | None:
     if path is None:
         return FailureReason.NO_SUCH_OBJECT_INSTANCE
     try:
-        info = read_part10_info(path)
+        with path.open("rb") as fp:
+            meta = read_file_meta(fp)
     except (NotPart10Error, OSError):
         return FailureReason.NO_SUCH_OBJECT_INSTANCE
-    if info.sop_instance_uid != ref.sop_instance_uid:
+    if meta.text(0x00020003) != ref.sop_instance_uid or (
+        requester is not None and meta.text(0x00020016) != requester.strip()
+    ):
         return FailureReason.NO_SUCH_OBJECT_INSTANCE
-    if info.sop_class_uid != ref.sop_class_uid:
+    if meta.text(0x00020002) != ref.sop_class_uid:
         return FailureReason.CLASS_INSTANCE_CONFLICT
     return None
 
