@@ -132,3 +132,17 @@ def test_foreign_ca_with_digital_signature_as_client_refused_by_admission(
         .public_bytes(serialization.Encoding.DER))
     assert ident.is_ca
     assert not tls.ae_title_allowed(ident, "ECHOSCU", require_binding=False)
+
+
+def test_an_x509_v1_root_counts_as_a_ca() -> None:
+    """A v1 certificate has no basicConstraints, yet OpenSSL trusts a self-signed one in
+    --ca as a root: presented as a client it must be refused like any CA certificate.
+    (tests/vectors/x509-v1-root.pem: `openssl x509 -req -signkey`, which writes v1.)"""
+    from cryptography import x509 as _x509
+
+    from aiodicom.aio.tls import identity_from_certificate
+
+    pem = (Path(__file__).parents[1] / "vectors" / "x509-v1-root.pem").read_bytes()
+    cert = _x509.load_pem_x509_certificate(pem)
+    assert cert.version is _x509.Version.v1
+    assert identity_from_certificate(cert).is_ca

@@ -123,10 +123,12 @@ def identity_from_certificate(cert: x509.Certificate) -> PeerIdentity:
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
+    """A CA certificate: basicConstraints CA, or an X.509 v1 self-signed root (v1 has no
+    extensions, and OpenSSL treats such a certificate in the trust store as a CA)."""
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
-        return False
+        return cert.version is x509.Version.v1 and cert.subject == cert.issuer
 
 
 @functools.lru_cache(maxsize=1024)
