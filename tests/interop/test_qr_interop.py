@@ -84,26 +84,30 @@ def test_getscu_retrieves_into_a_folder(run: Any, tmp_path: Path) -> None:
 
 
 def test_movescu_to_itself(run: Any, tmp_path: Path) -> None:
-    out_dir = tmp_path / "moved"
-    out_dir.mkdir()
-    dest_port = free_port()
-
-    async def main() -> tuple[int, str, list[str]]:
-        server, port, uids = await _filled_server(
-            tmp_path, move_destinations={"MOVESCU": f"127.0.0.1:{dest_port}"})
-        try:
-            code, out = await run_tool(dcmtk("movescu"), "-S", "-aet", "MOVESCU", "-aem",
-                                       "MOVESCU", "-aec", "AIODICOM", "--port", str(dest_port),
-                                       "-k", "QueryRetrieveLevel=STUDY",
-                                       "-k", "StudyInstanceUID=1.2.3.4.5",
-                                       "-od", str(out_dir), "127.0.0.1", str(port))
-        finally:
-            await server.close()
-        return code, out, uids
-
-    code, out, uids = run(main())
+    for attempt in range(3):  # movescu binds a port we picked: another test may take it
+        work = tmp_path / f"try{attempt}"
+        out_dir = work / "moved"
+        out_dir.mkdir(parents=True)
+        code, out, uids = run(_move_to_itself(work, out_dir, free_port()))
+        if "Address already in use" not in out:
+            break
     assert code == 0, out
     assert _received(out_dir) == uids
+
+
+async def _move_to_itself(tmp_path: Path, out_dir: Path,
+                          dest_port: int) -> tuple[int, str, list[str]]:
+    server, port, uids = await _filled_server(
+        tmp_path, move_destinations={"MOVESCU": f"127.0.0.1:{dest_port}"})
+    try:
+        code, out = await run_tool(dcmtk("movescu"), "-S", "-aet", "MOVESCU", "-aem",
+                                   "MOVESCU", "-aec", "AIODICOM", "--port", str(dest_port),
+                                   "-k", "QueryRetrieveLevel=STUDY",
+                                   "-k", "StudyInstanceUID=1.2.3.4.5",
+                                   "-od", str(out_dir), "127.0.0.1", str(port))
+    finally:
+        await server.close()
+    return code, out, uids
 
 
 def test_movescu_without_a_unique_key_moves_nothing(run: Any, tmp_path: Path) -> None:
@@ -123,10 +127,16 @@ def test_movescu_without_a_unique_key_moves_nothing(run: Any, tmp_path: Path) ->
                           "-k", "SeriesInstanceUID=1.2.3.4.5.6"]):
                 level = [] if "QueryRetrieveLevel=SERIES" in keys else [
                     "-k", "QueryRetrieveLevel=STUDY"]
-                results.append(await run_tool(
-                    dcmtk("movescu"), "-v", "-S", "-aet", "MOVESCU", "-aem", "MOVESCU",
-                    "-aec", "AIODICOM", "--port", str(dest_port), *level, *keys,
-                    "-od", str(out_dir), "127.0.0.1", str(port)))
+                listen = dest_port
+                for _attempt in range(3):  # the port movescu binds may be taken meanwhile
+                    code, out = await run_tool(
+                        dcmtk("movescu"), "-v", "-S", "-aet", "MOVESCU", "-aem", "MOVESCU",
+                        "-aec", "AIODICOM", "--port", str(listen), *level, *keys,
+                        "-od", str(out_dir), "127.0.0.1", str(port))
+                    if "Address already in use" not in out:
+                        break
+                    listen = free_port()
+                results.append((code, out))
         finally:
             await server.close()
         return results
