@@ -10,6 +10,7 @@ import asyncio
 import os
 import shutil
 import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DCMTK = Path("/usr/bin")
@@ -79,3 +80,27 @@ def same_dataset(a: Path, b: Path) -> None:
         assert elem.tag in db, f"{elem.tag} missing"
         assert db[elem.tag].value == elem.value, f"{elem.tag} differs"
     assert len(da) == len(db)
+
+
+async def start_listening(argv: Callable[[int], Sequence[str]], *, attempts: int = 5,
+                          ) -> tuple[asyncio.subprocess.Process, int]:
+    """Start a DCMTK peer that listens on a port we pick, and wait until it accepts.
+
+    DCMTK binds without SO_REUSEADDR, so a port free_port() saw free can still be refused
+    (TIME_WAIT, or another test took it meanwhile): a peer that exits at start is tried
+    again on another port."""
+    for _attempt in range(attempts):
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            *argv(port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            env=dcmtk_env())
+        try:
+            await wait_listening(port, proc)
+        except AssertionError:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+                raise
+            continue
+        return proc, port
+    raise AssertionError(f"{argv(0)[0]} exited at start {attempts} times")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,12 @@ from aiodicom.app.archive.storage import Storage, StorageSettings
 from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from tests.conftest import write_ct
-from tests.interop.peers import dcmtk, free_port, run_tool, same_dataset, wait_listening
+from tests.interop.peers import (
+    dcmtk,
+    run_tool,
+    same_dataset,
+    start_listening,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -79,15 +83,11 @@ def test_aiodicom_to_storescp(run: Any, tmp_path: Path) -> None:
     sent = [write_ct(tmp_path / f"out{i}.dcm", size=100_000) for i in range(2)]
     outdir = tmp_path / "scp"
     outdir.mkdir()
-    port = free_port()
 
     async def main() -> list[Status]:
-        proc = await asyncio.create_subprocess_exec(
-            dcmtk("storescp"), "-od", str(outdir), "-aet", "STORESCP", str(port),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
+        proc, port = await start_listening(
+            lambda port: [dcmtk("storescp"), "-od", str(outdir), "-aet", "STORESCP", str(port)])
         try:
-            await wait_listening(port, proc)
             async with connect("127.0.0.1", port, called_ae_title="STORESCP",
                                contexts=storage_contexts_for(sent)) as assoc:
                 assert await assoc.echo() == Status.SUCCESS

@@ -6,7 +6,6 @@ our root CA directly.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from aiodicom.app.server.run import storage_acceptor_policy
 from aiodicom.core.dimse import Status
 from aiodicom.settings import AssociationSettings
 from tests.conftest import make_runner, write_ct
-from tests.interop.peers import dcmtk, free_port, run_tool, same_dataset, wait_listening
+from tests.interop.peers import dcmtk, run_tool, same_dataset, start_listening
 
 pytestmark = pytest.mark.interop
 
@@ -120,18 +119,14 @@ def test_aiodicom_tls_to_storescp(p: PKI, tmp_path: Path) -> None:
     sent = [write_ct(tmp_path / f"out{i}.dcm", size=100_000) for i in range(2)]
     outdir = tmp_path / "scp"
     outdir.mkdir()
-    port = free_port()
     client = tls.client_context(cert=p.storescu.cert, key=p.storescu.key, ca=p.ca)
 
     async def main() -> list[Status]:
         # storescp requires and verifies the peer certificate by default (-rc).
-        proc = await asyncio.create_subprocess_exec(
+        proc, port = await start_listening(lambda port: [
             dcmtk("storescp"), "+tls", str(p.server.key), str(p.server.cert), "+cf", str(p.ca),
-            "-od", str(outdir), "-aet", "STORESCP", str(port),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
+            "-od", str(outdir), "-aet", "STORESCP", str(port)])
         try:
-            await wait_listening(port, proc)
             async with connect("127.0.0.1", port, called_ae_title="STORESCP",
                                contexts=storage_contexts_for(sent), tls=client,
                                settings=AssociationSettings(ae_title="STORESCU")) as assoc:

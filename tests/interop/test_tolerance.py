@@ -230,16 +230,33 @@ def _run_case(port: int, case: Case, *, release_with_echo: bool = False) -> str:
             return "closed"
 
 
+def _start_storescp() -> tuple[subprocess.Popen[bytes], int]:
+    """storescp on a free port, listening. storescp binds without SO_REUSEADDR, so a port
+    that free_port() saw free can be refused (TIME_WAIT, or taken meanwhile): try again on
+    another one."""
+    for _attempt in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            [dcmtk("storescp"), "-aet", "ANY-SCP", "-od", "/tmp", "--ignore", str(port)],
+            env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, port
+            except OSError:
+                assert time.monotonic() < deadline, "storescp did not listen"
+                time.sleep(0.05)
+    raise AssertionError("storescp exited at start five times (its port taken each time?)")
+
+
 @pytest.fixture(scope="module")
 def peers() -> Iterator[dict[str, int]]:
     """storescp, a pynetdicom SCP and our Server, each on its own port."""
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage, Verification
 
-    dcmtk_port = free_port()
-    proc = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "ANY-SCP", "-od", "/tmp", "--ignore", str(dcmtk_port)],
-        env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, dcmtk_port = _start_storescp()
     ae = AE(ae_title="ANY-SCP")
     ae.add_supported_context(Verification)
     ae.add_supported_context(CTImageStorage)
@@ -265,15 +282,6 @@ def peers() -> Iterator[dict[str, int]]:
     thread.start()
     try:
         assert ready.wait(10), "our server did not start"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", dcmtk_port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "storescp exited"
-                assert time.monotonic() < deadline, "storescp did not listen"
-                time.sleep(0.05)
         ports.update(dcmtk=dcmtk_port, pynetdicom=scp.server_address[1])
         yield ports
     finally:
