@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import fnmatch
 import logging
-import os
 import re
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiodicom.aio.association import AssociationInfo
+from aiodicom.app.server.reloading import PolledFiles
 from aiodicom.core.dimse import (
     CEchoRQ,
     CFindRQ,
@@ -304,42 +304,20 @@ def describe_peer(identity: Any) -> str:
     return f"certificate O={identity.organization or '-'} OU={groups}"
 
 
-class PolicyFile:
+class PolicyFile(PolledFiles):
     """A policy file that reloads itself when it changes, keeping the last good policy."""
+
+    what = "policy"
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._signature = self._stat()
+        super().__init__([self.path])
         self.policy = AccessPolicy.load(self.path)
         """The policy in force (replaced as a whole on a good reload)."""
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size, st.st_ino
-
-    def maybe_reload(self) -> bool:
-        """Reload if (mtime, size, inode) changed; True when a new policy is now in force."""
-        signature = self._stat()
-        if signature == self._signature:
-            return False
-        self._signature = signature  # a bad file is reported once, not on every poll
-        return self.reload()
-
-    def reload(self) -> bool:
-        """Read the file again (SIGHUP); on any error keep the previous policy, warn once."""
-        try:
-            policy = AccessPolicy.load(self.path)
-        except ConfigurationError as exc:
-            log.error("policy not reloaded, the previous one stays in force: %s", exc)
-            return False
-        self._signature = self._stat()
-        self.policy = policy
-        log.info("policy reloaded from %s: %d rule(s), default %s", self.path,
-                 len(policy.rules), policy.default)
-        return True
+    def _load(self) -> str:
+        self.policy = AccessPolicy.load(self.path)
+        return f": {len(self.policy.rules)} rule(s), default {self.policy.default}"
 
 
 Authorizer = Callable[[AssociationInfo, AAssociateRQ], Awaitable[AAssociateRJ | None]]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tomllib
 from pathlib import Path
@@ -23,6 +22,7 @@ from aiodicom.aio.user_identity import (
     by_type,
     hash_passcode,
 )
+from aiodicom.app.server.reloading import PolledFiles
 from aiodicom.core.user_items import UserIdentityRQ, UserIdentityType
 from aiodicom.errors import ConfigurationError
 
@@ -68,7 +68,7 @@ def _make_verifier(users: Path | None, jwt_key: Path | None, jwt_algorithm: str,
     return by_type(verifiers)
 
 
-class IdentityFiles:
+class IdentityFiles(PolledFiles):
     """The verifier from ``--users`` and ``--jwt-key``, rebuilt when either file changes.
 
     Like the trust files: polled (`maybe_reload`) and reloaded on SIGHUP (`reload`); a file
@@ -76,48 +76,21 @@ class IdentityFiles:
     bad file is a `ConfigurationError`.
     """
 
+    what = "user identity files"
+
     def __init__(self, users: Path | None, jwt_key: Path | None, jwt_algorithm: str = "HS256",
                  *, jwt_audience: str | None = None, jwt_issuer: str | None = None) -> None:
         self._args = (users, jwt_key, jwt_algorithm, jwt_audience, jwt_issuer)
-        self._paths = [Path(p) for p in (users, jwt_key) if p is not None]
-        self._signature = self._stat()
+        super().__init__([Path(p) for p in (users, jwt_key) if p is not None])
         self.verifier = _make_verifier(*self._args)
         """The verifier in force (replaced as a whole on a good reload)."""
 
     async def __call__(self, info: AssociationInfo, request: UserIdentityRQ) -> IdentityVerdict:
         return await self.verifier(info, request)
 
-    def _stat(self) -> tuple[tuple[int, int, int] | None, ...]:
-        found: list[tuple[int, int, int] | None] = []
-        for path in self._paths:
-            try:
-                st = os.stat(path)
-            except OSError:
-                found.append(None)
-            else:
-                found.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(found)
-
-    def maybe_reload(self) -> bool:
-        """Reload if a file's (mtime, size, inode) changed; True when a new verifier is in force."""
-        signature = self._stat()
-        if signature == self._signature:
-            return False
-        self._signature = signature  # a bad file is reported once, not on every poll
-        return self.reload()
-
-    def reload(self) -> bool:
-        """Read the files again (SIGHUP); on any error keep the previous verifier."""
-        try:
-            verifier = _make_verifier(*self._args)
-        except ConfigurationError as exc:
-            log.error("user identity files not reloaded, the previous ones stay in force: %s",
-                      exc)
-            return False
-        self._signature = self._stat()
-        self.verifier = verifier
-        log.info("user identity files reloaded: %s", ", ".join(map(str, self._paths)))
-        return True
+    def _load(self) -> str:
+        self.verifier = _make_verifier(*self._args)
+        return ""
 
 
 def build_verifier(
