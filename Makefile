@@ -18,13 +18,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 venv: $(VENV)/.installed
 
-# DCMTK (echoscu/storescu/storescp) and tshark are the reference peers of the interop tests.
-peers:
-	@if [ ! -x /usr/bin/storescp ] || [ ! -x /usr/bin/tshark ]; then \
+# The reference peers and services the tests start themselves: DCMTK (echoscu/storescu/storescp)
+# and tshark for interop; HAProxy, PostgreSQL and Debian's chromium (driven by Playwright, which
+# never downloads a browser) for the cluster and console tests; Azurite (npm) in .tools/.
+PEER_BINS := /usr/bin/storescp /usr/bin/tshark /usr/sbin/haproxy /usr/bin/chromium \
+	/usr/lib/postgresql/15/bin/initdb
+PEER_PKGS := dcmtk tshark haproxy postgresql chromium
+AZURITE := .tools/node_modules/.bin/azurite-blob
+
+peers: $(AZURITE)
+	@missing=""; for b in $(PEER_BINS); do [ -x $$b ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk tshark >/dev/null; \
-	  else echo "warning: install Debian's dcmtk and tshark (sudo apt-get install dcmtk tshark); interop tests will fail without them"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PEER_PKGS) >/dev/null; \
+	  else echo "warning: install Debian's $(PEER_PKGS) (sudo apt-get install ...); the tests that need them will fail"; fi; \
 	fi
+
+$(AZURITE):
+	npm install --silent --no-audit --no-fund --prefix .tools azurite@3.35 >/dev/null
 
 lint: venv
 	$(BIN)/ruff check src tests fuzz bench
