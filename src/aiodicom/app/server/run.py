@@ -149,6 +149,8 @@ def build_observers(
         audit = AuditTrail(options.audit_log, source_id=options.ae_title,
                            syslog=options.audit_syslog, ae_title=options.ae_title)
     observers: list[Observer] = [o for o in (log_observer, metrics, audit) if o is not None]
+    if len(observers) == 1:  # the usual case: no fan-out (Server.notify catches a failure)
+        return observers[0], metrics, audit
 
     def observe(event: ServerEvent) -> None:
         for observer in observers:
@@ -307,7 +309,7 @@ async def run_server(
                                          reuse_port=reuse)
         bound.append(("dicom+tls", host, port))
     metrics_server = None
-    if metrics is not None and options.metrics is not None:
+    if metrics is not None and options.metrics is not None and not metrics.metrics.shared:
         metrics_server = await serve_metrics(*parse_listen_address(options.metrics),
                                              metrics.metrics)
         host, port = metrics_server.sockets[0].getsockname()[:2]
@@ -325,6 +327,8 @@ async def run_server(
     if reloading is not None:
         loop.add_signal_handler(signal.SIGHUP, reloading.reload)
     watcher = asyncio.create_task(_watch(reloading)) if reloading is not None else None
+    refresher = (asyncio.create_task(_refresh_shared(metrics.metrics))
+                 if metrics is not None and metrics.metrics.shared else None)
     orphan_guard = (asyncio.create_task(_exit_with_supervisor(int(supervisor), stop))
                     if reuse else None)
     try:
@@ -332,7 +336,7 @@ async def run_server(
     finally:
         log.info("shutting down: draining %d association(s) for up to %.0f s",
                  server.active, options.drain_timeout)
-        for task in (watcher, orphan_guard):
+        for task in (watcher, orphan_guard, refresher):
             if task is not None:
                 task.cancel()
         await server.close(drain_timeout=options.drain_timeout)
@@ -392,6 +396,13 @@ async def _watch(reloading: Any) -> None:
             reloading.maybe_reload()
         except ConfigurationError as exc:
             log.warning("trust files not reloaded: %s", exc)
+
+
+async def _refresh_shared(metrics: Any) -> None:
+    """A worker's computed gauges (CRL age) into the files the supervisor scrapes."""
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(2.0)
 
 
 def serve_main(options: ServeOptions) -> int:
