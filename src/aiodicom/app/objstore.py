@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from obstore.store import ObjectStore
+    from obstore.store import ClientConfig, ObjectStore, RetryConfig
 
 __all__ = ["StoreURL", "is_store_url", "open_store", "parse_store_url"]
 
@@ -130,6 +130,10 @@ def _allow_http(endpoint: str | None) -> bool:
     return parts.scheme == "http" and (parts.hostname or "") in _LOCAL_HOSTS
 
 
+def _client_options(endpoint: str | None) -> ClientConfig:
+    return {"allow_http": _allow_http(endpoint), "connect_timeout": "5s"}
+
+
 def _env(environ: Mapping[str, str], *names: str) -> str | None:
     for name in names:
         value = environ.get(name)
@@ -139,18 +143,30 @@ def _env(environ: Mapping[str, str], *names: str) -> str | None:
 
 
 def open_store(
-    url: str, *, environ: Mapping[str, str] | None = None
+    url: str, *, environ: Mapping[str, str] | None = None, retry_timeout: float = 15.0
 ) -> tuple[ObjectStore, str]:
     """Open the store ``url`` names; return it and the key prefix (no trailing ``/``).
 
     The store is opened at the bucket's root and the prefix is returned apart, so callers
     build full keys themselves (``f"{prefix}/{key}"`` or :meth:`StoreURL.key`). No network
     call happens here: a wrong credential shows on first use. ``environ`` defaults to
-    ``os.environ`` (tests pass their own).
+    ``os.environ`` (tests pass their own). A request that fails for a retryable reason
+    (connection refused, 5xx, timeout) is retried for ``retry_timeout`` seconds at most,
+    3 times, then raises: a store that is down fails the operation in seconds, not the
+    3 minutes of obstore's default.
     """
     parsed = parse_store_url(url)
     env = os.environ if environ is None else environ
+    from datetime import timedelta
+
     from obstore.store import AzureStore, GCSStore, S3Store
+
+    retry: RetryConfig = {
+        "max_retries": 3,
+        "retry_timeout": timedelta(seconds=retry_timeout),
+        "backoff": {"init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(seconds=2), "base": 2},
+    }
 
     store: ObjectStore
     if parsed.scheme == "az":
@@ -166,7 +182,8 @@ def open_store(
             azure["endpoint"] = endpoint
         store = AzureStore(
             parsed.bucket,
-            client_options={"allow_http": _allow_http(endpoint)},
+            client_options=_client_options(endpoint),
+            retry_config=retry,
             **azure,  # type: ignore[arg-type]
         )
     elif parsed.scheme == "s3":
@@ -187,11 +204,13 @@ def open_store(
             s3["endpoint"] = endpoint
         store = S3Store(
             parsed.bucket,
-            client_options={"allow_http": _allow_http(endpoint)},
+            client_options=_client_options(endpoint),
+            retry_config=retry,
             **s3,  # type: ignore[arg-type]
         )
     else:
         # GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS / GOOGLE_SERVICE_ACCOUNT_KEY:
         # read by obstore's builder itself (from_env).
-        store = GCSStore(parsed.bucket)
+        store = GCSStore(parsed.bucket, client_options=_client_options(None),
+                         retry_config=retry)
     return store, parsed.prefix

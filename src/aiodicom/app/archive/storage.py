@@ -41,6 +41,7 @@ from aiodicom.errors import DicomError
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "CheckedRequest",
     "INCOMING_DIR",
     "HEADER_KEYWORDS",
     "HeaderError",
@@ -53,7 +54,10 @@ __all__ = [
     "StorageSettings",
     "StoreOutcome",
     "StoredInstance",
+    "check_header",
+    "check_request",
     "encode_file_meta",
+    "invalid_dataset",
     "read_header",
 ]
 
@@ -187,6 +191,78 @@ def encode_file_meta(
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckedRequest:
+    """A C-STORE's UIDs and AE title after `check_request`, and its File Meta bytes."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    source_ae_title: str
+    meta: bytes
+
+
+def check_request(
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    source_ae_title: str,
+    receiving_ae_title: str,
+) -> CheckedRequest:
+    """Validate a C-STORE's UIDs (a trailing NUL pad accepted) and AE titles, and encode
+    the File Meta Information; raises `InvalidStorageRequest`. Every backend starts here."""
+    meta = encode_file_meta(
+        sop_class_uid=_uid_arg(sop_class_uid, "Affected SOP Class UID"),
+        sop_instance_uid=_uid_arg(sop_instance_uid, "Affected SOP Instance UID"),
+        transfer_syntax_uid=_uid_arg(transfer_syntax_uid, "Transfer Syntax UID"),
+        source_ae_title=_check_ae(source_ae_title, "calling (source) AE title"),
+        receiving_ae_title=_check_ae(receiving_ae_title, "receiving AE title"),
+    )
+    return CheckedRequest(
+        sop_class_uid=strip_uid_padding(sop_class_uid),
+        sop_instance_uid=strip_uid_padding(sop_instance_uid),
+        transfer_syntax_uid=strip_uid_padding(transfer_syntax_uid),
+        source_ae_title=source_ae_title.strip(" "),
+        meta=meta,
+    )
+
+
+def check_header(attributes: Mapping[str, str], *, sop_instance_uid: str,
+                 sop_class_uid: str) -> None:
+    """The data set's head against the command (0xA900 on a difference) and its Study and
+    Series Instance UIDs by PS3.5 §9.1 (they become names); raises `StorageError`."""
+    for keyword, expected in (
+        ("SOPInstanceUID", sop_instance_uid),
+        ("SOPClassUID", sop_class_uid),
+    ):
+        found = attributes[keyword]
+        if found != expected:
+            raise StorageError(
+                f"the data set's {keyword} {found[:70]!r} differs from the command's "
+                f"{expected!r}; nothing was stored",
+                failure=StorageFailure.MISMATCH,
+            )
+    for keyword, what in (
+        ("StudyInstanceUID", "Study Instance UID"),
+        ("SeriesInstanceUID", "Series Instance UID"),
+    ):
+        try:
+            validate_uid(attributes[keyword], f"the data set's {what}")
+        except ValueError as exc:
+            raise StorageError(
+                f"{exc}; nothing was stored", failure=StorageFailure.INVALID_DATASET
+            ) from None
+
+
+def invalid_dataset(sop_instance_uid: str, exc: HeaderError) -> StorageError:
+    """The one wording of a data set whose head does not parse."""
+    return StorageError(
+        f"the data set for {sop_instance_uid} is not valid: {exc}; nothing was stored",
+        failure=StorageFailure.INVALID_DATASET,
+    )
+
+
 def _os_failure(exc: OSError) -> StorageFailure:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFailure.OUT_OF_RESOURCES
@@ -258,12 +334,12 @@ class Storage:
         NUL pad is accepted. Raises `InvalidStorageRequest` (nothing written) on a bad
         UID or AE title, `StorageError` if the temporary file cannot be written.
         """
-        meta = encode_file_meta(
-            sop_class_uid=_uid_arg(sop_class_uid, "Affected SOP Class UID"),
-            sop_instance_uid=_uid_arg(sop_instance_uid, "Affected SOP Instance UID"),
-            transfer_syntax_uid=_uid_arg(transfer_syntax_uid, "Transfer Syntax UID"),
-            source_ae_title=_check_ae(source_ae_title, "calling (source) AE title"),
-            receiving_ae_title=_check_ae(receiving_ae_title, "receiving AE title"),
+        checked = check_request(
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            source_ae_title=source_ae_title,
+            receiving_ae_title=receiving_ae_title,
         )
         try:
             fd, name = tempfile.mkstemp(suffix=".part", dir=self.incoming)
@@ -276,11 +352,11 @@ class Storage:
             self,
             fd,
             Path(name),
-            sop_class_uid=strip_uid_padding(sop_class_uid),
-            sop_instance_uid=strip_uid_padding(sop_instance_uid),
-            transfer_syntax_uid=strip_uid_padding(transfer_syntax_uid),
-            source_ae_title=source_ae_title.strip(" "),
-            meta=meta,
+            sop_class_uid=checked.sop_class_uid,
+            sop_instance_uid=checked.sop_instance_uid,
+            transfer_syntax_uid=checked.transfer_syntax_uid,
+            source_ae_title=checked.source_ae_title,
+            meta=checked.meta,
         )
         return writer
 
@@ -442,32 +518,9 @@ class Part10Writer:
                 with open(self.temp_path, "rb") as fp:
                     attributes = read_header(fp, start, length, syntax)
         except HeaderError as exc:
-            raise StorageError(
-                f"the data set for {self.sop_instance_uid} is not valid: {exc}; "
-                "nothing was stored",
-                failure=StorageFailure.INVALID_DATASET,
-            ) from None
-        for keyword, expected in (
-            ("SOPInstanceUID", self.sop_instance_uid),
-            ("SOPClassUID", self.sop_class_uid),
-        ):
-            found = attributes[keyword]
-            if found != expected:
-                raise StorageError(
-                    f"the data set's {keyword} {found[:70]!r} differs from the command's "
-                    f"{expected!r}; nothing was stored",
-                    failure=StorageFailure.MISMATCH,
-                )
-        for keyword, what in (
-            ("StudyInstanceUID", "Study Instance UID"),
-            ("SeriesInstanceUID", "Series Instance UID"),
-        ):
-            try:
-                validate_uid(attributes[keyword], f"the data set's {what}")
-            except ValueError as exc:
-                raise StorageError(
-                    f"{exc}; nothing was stored", failure=StorageFailure.INVALID_DATASET
-                ) from None
+            raise invalid_dataset(self.sop_instance_uid, exc) from None
+        check_header(attributes, sop_instance_uid=self.sop_instance_uid,
+                     sop_class_uid=self.sop_class_uid)
         return attributes
 
     def _place(self, final: Path) -> StoreOutcome:
