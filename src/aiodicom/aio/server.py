@@ -13,6 +13,10 @@ Unauthenticated work is capped (`aiodicom.aio._connection_caps`): a TLS listener
 connections itself and starts each handshake only if the peer address and the server are
 under their pending-handshake caps; connections waiting for their A-ASSOCIATE-RQ are capped
 the same way, and that PDU is bounded (`ConnectionLimits.max_associate_length`).
+
+With `ProxyProtocol` (behind HAProxy, ``send-proxy-v2``) both kinds of listener accept
+connections here, take only the proxy's, read its PROXY v2 header and then go on as above
+with the client's address from it (`aiodicom.aio._proxy`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import ssl
 from collections.abc import Mapping
 
 from aiodicom.aio._connection_caps import ConnectionLimits, PendingGate
+from aiodicom.aio._proxy import ProxyProtocol, ProxyStats, receive_header, refuse_source
 from aiodicom.aio.admission import Admission
 from aiodicom.aio.events import HandshakeFailed, Observer, ServerEvent
 from aiodicom.aio.protocol import DicomProtocol
@@ -38,7 +43,8 @@ from aiodicom.core.upper_layer import UpperLayer
 from aiodicom.errors import ConfigurationError
 from aiodicom.settings import AssociationSettings
 
-__all__ = ["Admission", "ConnectionLimits", "Handlers", "Server", "ServerAssociation"]
+__all__ = ["Admission", "ConnectionLimits", "Handlers", "ProxyProtocol", "Server",
+           "ServerAssociation"]
 
 log = logging.getLogger("aiodicom.server")
 
@@ -60,6 +66,7 @@ class Server:
         observer: Observer | None = None,
         move_destinations: Mapping[str, MoveDestination] | None = None,
         connection_limits: ConnectionLimits | None = None,
+        proxy_protocol: ProxyProtocol | None = None,
     ) -> None:
         if isinstance(admission, AcceptorPolicy):
             admission = Admission(policy=admission)
@@ -94,6 +101,10 @@ class Server:
                                            per_peer=caps.max_pre_association_per_peer,
                                            what="connections awaiting A-ASSOCIATE-RQ")
         self._listeners: list[socket.socket] = []
+        self.proxy = proxy_protocol
+        self.proxy_stats = ProxyStats()
+        pending = proxy_protocol.max_pending if proxy_protocol is not None else 1
+        self.proxy_headers = PendingGate(total=pending, per_peer=pending, what="PROXY headers")
         self._accepting: set[asyncio.Task[None]] = set()
         self._handshaking: set[asyncio.Task[None]] = set()
 
@@ -124,7 +135,7 @@ class Server:
         if not self.stats.active:
             self._idle.set()
 
-    def _factory(self) -> DicomProtocol:
+    def _factory(self, peer: tuple[str, int] | None = None) -> DicomProtocol:
         limits = self.settings.limits
         assoc = ServerAssociation(self)
         ul = UpperLayer(
@@ -135,11 +146,17 @@ class Server:
             max_associate_length=self.connection_limits.max_associate_length,
         )
         return DicomProtocol(ul, assoc.on_primitive,
-                             on_connection_made=functools.partial(self._connected, assoc))
+                             on_connection_made=functools.partial(self._connected, assoc, peer))
 
-    def _connected(self, assoc: ServerAssociation, protocol: DicomProtocol) -> None:
-        """Count the connection as awaiting its A-ASSOCIATE-RQ (per address, server-wide)."""
+    def _connected(self, assoc: ServerAssociation, peer_address: tuple[str, int] | None,
+                   protocol: DicomProtocol) -> None:
+        """Count the connection as awaiting its A-ASSOCIATE-RQ (per address, server-wide).
+
+        ``peer_address`` is the client's address from a PROXY header (the socket's own
+        peer is then the proxy)."""
         assoc.connection_made(protocol)
+        if peer_address is not None:
+            assoc.peer = peer_address
         peer = assoc.peer[0] if assoc.peer else ""
         if not self.pre_association.admit(assoc, peer, protocol.abort_transport):
             protocol.abort_transport()
@@ -150,7 +167,7 @@ class Server:
                  self.stats.handshake_failures)
         self.notify(HandshakeFailed(count=self.stats.handshake_failures))
 
-    async def _accept_tls(self, sock: socket.socket, tls: ssl.SSLContext) -> None:
+    async def _accept_tls(self, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
         """Accept connections; start a handshake for each the caps allow (see module doc).
 
         The loop's own TLS listener would start a handshake for every connection with no
@@ -167,6 +184,11 @@ class Server:
                 continue
             peer = str(addr[0]) if isinstance(addr, tuple) else ""
             drop = functools.partial(_shutdown, conn)
+            if self.proxy is not None:
+                self._accept_proxied(conn, addr, drop, tls)
+                await asyncio.sleep(0)
+                continue
+            assert tls is not None
             if not self.handshakes.admit(conn, peer, drop):
                 conn.close()
                 self._handshake_ended()
@@ -176,11 +198,50 @@ class Server:
             task.add_done_callback(self._handshaking.discard)
             await asyncio.sleep(0)  # let the handshake start before the next accept
 
-    async def _handshake(self, conn: socket.socket, tls: ssl.SSLContext) -> None:
+    def _accept_proxied(self, conn: socket.socket, addr: tuple[str, int],
+                        drop: functools.partial[None], tls: ssl.SSLContext | None) -> None:
+        """Only the proxy may connect; its header is read in a task of its own."""
+        assert self.proxy is not None
+        if not self.proxy.allows(str(addr[0])):
+            refuse_source(self.proxy_stats, str(addr[0]))
+            _shutdown(conn)
+            conn.close()
+            return
+        self.proxy_headers.admit(conn, "", drop)  # per_peer == total: only evicts the oldest
+        task = asyncio.get_running_loop().create_task(self._relay(conn, (addr[0], addr[1]), tls))
+        self._handshaking.add(task)
+        task.add_done_callback(self._handshaking.discard)
+
+    async def _relay(self, conn: socket.socket, source: tuple[str, int],
+                     tls: ssl.SSLContext | None) -> None:
+        """Read the PROXY header, then hand the connection on as the client's (module doc)."""
+        assert self.proxy is not None
+        try:
+            relayed = await receive_header(conn, source, self.proxy, self.proxy_stats)
+        finally:
+            self.proxy_headers.release(conn)
+        if relayed is None:
+            conn.close()
+        elif tls is None:
+            try:
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    functools.partial(self._factory, relayed.peer), conn)
+            except OSError as exc:  # the client went away meanwhile
+                log.debug("relayed connection from %s lost: %r", relayed.peer, exc)
+                conn.close()
+        elif not self.handshakes.admit(conn, relayed.peer[0],
+                                       functools.partial(_shutdown, conn)):
+            conn.close()
+            self._handshake_ended()
+        else:
+            await self._handshake(conn, tls, relayed.peer)
+
+    async def _handshake(self, conn: socket.socket, tls: ssl.SSLContext,
+                         peer: tuple[str, int] | None = None) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.connect_accepted_socket(
-                self._factory, conn, ssl=tls,
+                functools.partial(self._factory, peer), conn, ssl=tls,
                 ssl_handshake_timeout=self.settings.timeouts.tls_handshake,
             )
         except Exception as exc:  # ssl.SSLError, resets, the timeout: the loop closed the socket
@@ -197,9 +258,10 @@ class Server:
         if tls is not None and tls.verify_mode != ssl.CERT_REQUIRED:
             raise ConfigurationError("a TLS listener must require client certificates")
         loop = asyncio.get_running_loop()
-        if tls is not None:
+        if tls is not None or self.proxy is not None:
             sock = _listening_socket(host, port, reuse_port=reuse_port)
             self._listeners.append(sock)
+
             task = loop.create_task(self._accept_tls(sock, tls))
             self._accepting.add(task)
             task.add_done_callback(self._accepting.discard)
@@ -227,6 +289,7 @@ class Server:
             sock.close()
         self._listeners.clear()
         self.handshakes.drop_all()  # a handshake in progress sees EOF and ends at once
+        self.proxy_headers.drop_all()
         pending = [*self._accepting, *self._handshaking]
         if pending:
             await asyncio.wait(pending, timeout=drain_timeout)
