@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,7 @@ from aiodicom.aio.client import connect, storage_contexts_for
 from aiodicom.aio.requests import StoreRequest
 from aiodicom.aio.server import Handlers, Server
 from aiodicom.app.server.metrics import (
-    Metrics,
     MetricsObserver,
-    escape_label_value,
-    format_value,
     parse_listen_address,
     serve_metrics,
 )
@@ -59,56 +57,62 @@ def parse(text: str) -> dict[str, float]:
     return samples
 
 
-def test_format_values_and_escaping() -> None:
-    assert format_value(3.0) == "3"
-    assert format_value(0.25) == "0.25"
-    assert format_value(math.inf) == "+Inf"
-    assert format_value(-math.inf) == "-Inf"
-    assert format_value(math.nan) == "NaN"
-    assert escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
-
-
-def test_render_counter_gauge_histogram() -> None:
-    m = Metrics()
-    c = m.counter("x_total", "Things.\nSecond line \\ slash", ("kind",))
-    g = m.gauge("y", "A level.")
-    h = m.histogram("z_seconds", "Durations.", ("op",), buckets=(0.1, 1.0))
-    c.inc(kind='q"uote')
-    c.inc(2, kind='q"uote')
-    g.set(5)
-    g.dec(2)
-    for value in (0.05, 0.5, 0.5, 7.0):
-        h.observe(value, op="a")
-    text = m.render()
+def test_names_types_and_labels_as_operators_know_them() -> None:
+    """prometheus_client writes the names dashboards use (counters end in _total already),
+    no ``_created`` series, label values escaped."""
+    observer = MetricsObserver(process=False)
+    observer.requests.labels(service='q"uote\\', status_category="success").inc(3)
+    text = observer.metrics.render()
     lines = text.splitlines()
-    assert lines[:2] == ["# HELP x_total Things.\\nSecond line \\\\ slash",
-                         "# TYPE x_total counter"]
-    assert 'x_total{kind="q\\"uote"} 3' in lines
-    assert "# TYPE y gauge" in lines and "y 3" in lines
-    assert "# TYPE z_seconds histogram" in lines
-    assert 'z_seconds_bucket{op="a",le="0.1"} 1' in lines
-    assert 'z_seconds_bucket{op="a",le="1.0"} 3' in lines
-    assert 'z_seconds_bucket{op="a",le="+Inf"} 4' in lines
-    assert 'z_seconds_sum{op="a"} 8.05' in lines
-    assert 'z_seconds_count{op="a"} 4' in lines
-    parse(text)
+    for name, kind in [("aiodicom_associations_active", "gauge"),
+                       ("aiodicom_associations_total", "counter"),
+                       ("aiodicom_associations_ended_total", "counter"),
+                       ("aiodicom_bytes_received_total", "counter"),
+                       ("aiodicom_requests_total", "counter"),
+                       ("aiodicom_stores_total", "counter"),
+                       ("aiodicom_request_duration_seconds", "histogram"),
+                       ("aiodicom_association_duration_seconds", "histogram"),
+                       ("aiodicom_tls_handshake_failures_total", "counter")]:
+        assert f"# TYPE {name} {kind}" in lines
+    assert "_created" not in text
+    assert 'aiodicom_requests_total{service="q\\"uote\\\\",status_category="success"} 3.0' in lines
+    samples = parse(text)
+    assert samples['aiodicom_associations_ended_total{how="aborted"}'] == 0
+    assert samples["aiodicom_association_duration_seconds_count"] == 0
 
 
-def test_registry_refuses_bad_names_labels_and_decrements() -> None:
-    m = Metrics()
-    with pytest.raises(ConfigurationError):
-        m.counter("1bad", "x")
-    with pytest.raises(ConfigurationError):
-        m.counter("ok_total", "x", ("__reserved",))
-    with pytest.raises(ConfigurationError):
-        m.histogram("h", "x", ("le",))
-    c = m.counter("ok_total", "x", ("a",))
-    with pytest.raises(ConfigurationError):
-        m.counter("ok_total", "again")
-    with pytest.raises(ValueError):
-        c.inc(-1, a="x")
-    with pytest.raises(ValueError):
-        c.inc(b="wrong label")
+def test_observer_reuses_its_label_children() -> None:
+    """An event costs the increments: the label children are looked up once."""
+    from aiodicom.aio.events import RequestCompleted
+
+    observer = MetricsObserver(process=False)
+    event = RequestCompleted(info=None, service="C-STORE",  # type: ignore[arg-type]
+                             sop_class_uid=CT, sop_instance_uid="1.2", status=0xA700,
+                             bytes=10, duration=0.002)
+    observer(event)
+    first = observer._per_request["C-STORE"][0xA700]
+    observer(event)
+    assert observer._per_request["C-STORE"][0xA700] is first
+    s = parse(observer.metrics.render())
+    assert s['aiodicom_stores_total{status="0xA700"}'] == 2
+    assert s['aiodicom_requests_total{service="C-STORE",status_category="failure"}'] == 2
+    assert s['aiodicom_request_duration_seconds_bucket{le="0.005",service="C-STORE"}'] == 2
+
+
+def test_plain_serve_does_not_import_prometheus_client(tmp_path: Path) -> None:
+    code = (
+        "import sys, asyncio\n"
+        "from aiodicom.app.server.config import ServeOptions\n"
+        "from aiodicom.app.server.run import build_observers, build_server\n"
+        f"o = ServeOptions(port=0, storage={str(tmp_path / 's')!r})\n"
+        "obs, metrics, audit = build_observers(o)\n"
+        "build_server(o, obs, audit)\n"
+        "assert metrics is None\n"
+        "print(sorted(m for m in sys.modules if m.startswith('prometheus_client')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_process_metrics_from_proc() -> None:
@@ -117,6 +121,7 @@ def test_process_metrics_from_proc() -> None:
         assert samples["process_resident_memory_bytes"] > 1_000_000
         assert samples["process_open_fds"] >= 3
     assert samples["process_cpu_seconds_total"] > 0
+    assert samples["process_max_fds"] > 0
     assert samples["aiodicom_associations_active"] == 0
     assert samples['aiodicom_associations_total{result="rejected"}'] == 0
 
@@ -200,14 +205,14 @@ def test_end_to_end_counters_scraped_over_http(run: Any, tmp_path: Path) -> None
     assert s['aiodicom_requests_total{service="C-STORE",status_category="success"}'] == 1
     assert s['aiodicom_stores_total{status="0x0000"}'] == 1
     assert s['aiodicom_request_duration_seconds_count{service="C-STORE"}'] == 1
-    assert s['aiodicom_request_duration_seconds_bucket{service="C-ECHO",le="+Inf"}'] == 1
+    assert s['aiodicom_request_duration_seconds_bucket{le="+Inf",service="C-ECHO"}'] == 1
     assert s["aiodicom_association_duration_seconds_count"] == 1
     assert s["aiodicom_bytes_received_total"] > 2000
 
 
 def test_endpoint_answers_only_metrics(run: Any) -> None:
     async def main() -> list[tuple[str, dict[str, str], bytes]]:
-        endpoint = await serve_metrics("127.0.0.1", 0, Metrics())
+        endpoint = await serve_metrics("127.0.0.1", 0, MetricsObserver(process=False).metrics)
         port = endpoint.sockets[0].getsockname()[1]
         try:
             return [

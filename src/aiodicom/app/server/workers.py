@@ -4,6 +4,8 @@ Each worker is `aiodicom serve --config WORKER.toml` (every option, written by t
 supervisor) with one event loop, binding with SO_REUSEPORT so the kernel
 spreads connections across them. The supervisor replaces a worker that dies (logged),
 forwards SIGHUP (reload) and on SIGTERM/SIGINT asks every worker to drain, then exits 0.
+With ``--metrics``, the supervisor serves the one ``/metrics`` of the run: the workers
+write prometheus_client's multiprocess files (`app/server/metrics_shared.py`).
 """
 
 from __future__ import annotations
@@ -47,16 +49,10 @@ def worker_config(options: ServeOptions, index: int = 0) -> str:
     """Worker ``index``'s options as TOML: every option travels, none can be dropped.
 
     Written by tomli-w, which quotes any path or AE title correctly (a non-BMP character
-    included). Each worker gets its own metrics port (PORT + index), since a Prometheus
-    endpoint reports one process.
+    included). ``metrics`` travels as given: a worker records, the supervisor serves.
     """
     values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
     values["workers"] = 1
-    if options.metrics is not None:
-        from aiodicom.app.server.metrics import parse_listen_address
-
-        host, port = parse_listen_address(options.metrics)
-        values["metrics"] = f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
     return tomli_w.dumps({k: _plain(v) for k, v in values.items() if v is not None})
 
 
@@ -80,6 +76,21 @@ def run_workers(options: ServeOptions) -> int:
     env = {**os.environ, WORKER_ENV: str(os.getpid())}  # workers watch this pid
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
+    shared = None
+    if options.metrics is not None:  # only then is prometheus_client imported at all
+        from aiodicom.app.server.metrics_shared import SharedMetrics
+        from aiodicom.errors import ConfigurationError
+
+        shared = SharedMetrics(options.metrics, lambda: [p.pid for p in workers
+                                                         if p.returncode is None])
+        try:
+            host, port = shared.start()
+        except ConfigurationError as exc:
+            log.error("%s", exc)
+            shutil.rmtree(config_dir, ignore_errors=True)
+            return 2
+        env.update(shared.env())
+        log.info("listening for metrics on %s:%d (all workers)", host, port)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -99,6 +110,8 @@ def run_workers(options: ServeOptions) -> int:
             code = proc.poll()
             if code is not None and not stopping:
                 log.error("worker %d exited with %d; starting a replacement", proc.pid, code)
+                if shared is not None:
+                    shared.worker_exited(proc.pid)
                 workers[i] = subprocess.Popen(argvs[i], env=env)
         time.sleep(0.5)  # supervisor only: no association waits on this loop
     for proc in workers:
@@ -110,5 +123,8 @@ def run_workers(options: ServeOptions) -> int:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+    if shared is not None:
+        shared.close()
     shutil.rmtree(config_dir, ignore_errors=True)
     return 0
