@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiodicom.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from aiodicom.aio.server import ConnectionLimits
+    from aiodicom.aio.server import ConnectionLimits, ProxyProtocol
     from aiodicom.app.server.destinations import TLSFiles
 
 __all__ = ["ServeOptions", "load_config"]
@@ -84,6 +84,12 @@ class ServeOptions:
     max_associate_length: int | None = None
     """Caps on unauthenticated work (`aiodicom.aio.server.ConnectionLimits`, whose defaults
     apply when unset: 256, 64, 1024, 64, 128 KiB; docs/security.md, threat model)."""
+    proxy_protocol: bool = False
+    """Behind HAProxy (``mode tcp``, ``send-proxy-v2``): every connection, on both listeners,
+    must start with a PROXY protocol v2 header; its client address is the peer's."""
+    proxy_from: str | None = None
+    """Addresses the proxy connects from, "CIDR[,CIDR...]" (default 127.0.0.0/8,::1/128);
+    any other source is refused."""
 
     move_destinations: Mapping[str, Any] = field(default_factory=dict)
     """C-MOVE destinations: ``[move_destinations] DEST = "host:port"`` (plain TCP), or a
@@ -98,6 +104,16 @@ class ServeOptions:
                  "max_pre_association", "max_pre_association_per_peer", "max_associate_length")
         given = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         return ConnectionLimits(**given)
+
+    def proxy(self) -> ProxyProtocol | None:
+        """The ``proxy_protocol``/``proxy_from`` options (None: no PROXY header expected)."""
+        if not self.proxy_protocol:
+            if self.proxy_from is not None:
+                raise ConfigurationError("proxy_from needs proxy_protocol (--proxy-protocol)")
+            return None
+        from aiodicom.aio.server import ProxyProtocol
+
+        return ProxyProtocol.from_cidrs(self.proxy_from)
 
     def listener_files(self) -> TLSFiles | None:
         """The listener's --cert/--key/--ca, what a destination's ``tls = "listener"`` uses."""
@@ -161,6 +177,7 @@ class ServeOptions:
         if self.workers < 1:
             raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
         self.connection_limits()  # ConfigurationError naming the key below its floor
+        self.proxy()  # ConfigurationError naming a bad --proxy-from entry
         from aiodicom.app.server.destinations import parse_move_destinations
 
         parse_move_destinations(self.move_destinations, listener=self.listener_files(),
