@@ -170,3 +170,22 @@ def list_certs(directory: Path) -> list[CertRecord]:
     """Every certificate the CA issued (intermediates included), in issue order."""
     require_ca(directory)
     return list(read_index(directory).records)
+
+
+def revoke_serial(directory: Path, serial: int, *, when: datetime | None = None) -> CertRecord:
+    """Mark the certificate with `serial` revoked in DIR/index.json (no certificate file
+    needed: the console revokes what the index lists). Revoking twice is harmless; the root
+    cannot be revoked. The revocation reaches servers through the next `write_crl`."""
+    require_ca(directory)
+    with locked(directory):
+        index = read_index(directory)
+        record = index.find(serial)
+        if record is None:
+            raise ConfigurationError(
+                f"no certificate with serial {serial:X} in {directory}/index.json; nothing "
+                "was revoked")
+        if record.revoked:
+            return record
+        record = index.mark_revoked(serial, when or utcnow())
+        write_index(directory, index)
+    return record

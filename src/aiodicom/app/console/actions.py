@@ -1,0 +1,145 @@
+"""The console's changes, shared by the pages and /api: each checks the administrator's
+scope (an organization's administrator acts on that organization only), does the work
+through `pki_ops`/`live`, reloads the running server's trust when the CRL changed, and
+writes one audit message naming the administrator (success or refusal)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiodicom.app.console.auth import Admin
+from aiodicom.app.console.pki_ops import Download, Enrolment, split_list
+from aiodicom.app.console.web import ConsoleContext
+from aiodicom.app.server.audit import Outcome
+from aiodicom.errors import ConfigurationError
+
+__all__ = ["ActionError", "abort_association", "add_organization", "enrol", "revoke",
+           "take_download"]
+
+log = logging.getLogger("aiodicom.console")
+
+
+class ActionError(Exception):
+    """A change refused: `status` is the HTTP status, the message says why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _scope_org(admin: Admin, org: str | None) -> str | None:
+    if admin.org is not None and (org or admin.org) != admin.org:
+        raise ActionError(f"{admin.name} administers {admin.org!r} only, not {org!r}", 403)
+    return org if admin.org is None else admin.org
+
+
+def _listed(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return split_list(str(value or ""))
+
+
+def enrol(ctx: ConsoleContext, admin: Admin, data: dict[str, Any]) -> Enrolment:
+    """Enrol a modality from form or JSON fields: ae_titles, org, groups, days, format."""
+    titles = _listed(data.get("ae_titles"))
+    org = str(data.get("org") or "").strip() or None
+    groups = _listed(data.get("groups"))
+    try:
+        days = int(str(data.get("days") or 365))
+    except ValueError:
+        raise ActionError("validity (days) must be a whole number") from None
+    fmt = str(data.get("format") or "pem")
+    what = f"AE titles {', '.join(titles) or '-'} of {org or 'no organization'}"
+    try:
+        org = _scope_org(admin, org)
+        enrolment = ctx.pki.enrol(ae_titles=titles, org=org, groups=groups, days=days,
+                                  fmt=fmt, now=time.monotonic())
+    except (ActionError, ConfigurationError) as exc:
+        ctx.audit.change(admin, "C", f"refused enrolment of {what}: {exc}", event="enrol",
+                         org=org, outcome=Outcome.MINOR_FAILURE)
+        if isinstance(exc, ActionError):
+            raise
+        raise ActionError(str(exc)) from exc
+    record = enrolment.record
+    ctx.audit.change(admin, "C", f"enrolled {record.subject} ({what}, groups "
+                     f"{', '.join(groups) or '-'}, until {record.not_after:%Y-%m-%d}, "
+                     f"{fmt} download)", event="enrol", object_id=format(record.serial, "X"),
+                     object_name=record.subject, org=org)
+    return enrolment
+
+
+def take_download(ctx: ConsoleContext, admin: Admin, token: str) -> Download:
+    download = ctx.pki.take_download(token, time.monotonic())
+    if download is None:
+        raise ActionError("no such download: each one is handed out once, for 10 minutes", 404)
+    ctx.audit.change(admin, "R", f"downloaded {download.filename} (its key's only copy)",
+                     event="download", object_id=download.serial, object_name=download.filename)
+    return download
+
+
+def revoke(ctx: ConsoleContext, admin: Admin, serial: str, reason: str,
+           abort: bool) -> dict[str, Any]:
+    """Revoke, republish the CRL, reload the running server's trust, abort if asked."""
+    reason = " ".join(reason.split())[:200]
+    if not reason:
+        raise ActionError("give a reason for the revocation")
+    try:
+        record = ctx.pki.find(serial)
+    except ConfigurationError as exc:
+        raise ActionError(str(exc), 404) from exc
+    try:
+        _scope_org(admin, record.org)
+        record = ctx.pki.revoke(serial, reason)
+    except (ActionError, ConfigurationError) as exc:
+        ctx.audit.change(admin, "D", f"refused revocation of {record.subject}: {exc}",
+                         event="revoke", object_id=serial, object_name=record.subject,
+                         org=record.org, outcome=Outcome.MINOR_FAILURE)
+        raise ActionError(str(exc), getattr(exc, "status", 400)) from exc
+    reloaded = False
+    if ctx.reload_trust is not None:
+        try:
+            reloaded = bool(ctx.reload_trust())
+        except Exception:  # the revocation stands; the server's 2 s poll retries
+            log.exception("console: reloading the server's trust files failed")
+    aborted = ctx.live.abort_serial(format(record.serial, "X")) if abort else []
+    ctx.audit.change(admin, "D", f"revoked {record.subject} ({reason}); CRL republished"
+                     + (f"; {len(aborted)} association(s) aborted" if aborted else ""),
+                     event="revoke", object_id=format(record.serial, "X"),
+                     object_name=record.subject, org=record.org)
+    return {"serial": format(record.serial, "X"), "subject": record.subject,
+            "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+            "reason": reason, "crl": str(ctx.pki.directory / "crl.pem"),
+            "server_reloaded": reloaded, "aborted": [a["id"] for a in aborted]}
+
+
+def abort_association(ctx: ConsoleContext, admin: Admin, assoc_id: int) -> dict[str, Any]:
+    row = next((r for r in ctx.live.rows() if r["id"] == assoc_id), None)
+    if row is None:
+        raise ActionError(f"association {assoc_id} is not connected", 404)
+    _scope_org(admin, row["organization"])
+    done = ctx.live.abort(assoc_id)
+    if done is None:
+        raise ActionError(f"association {assoc_id} ended meanwhile", 404)
+    ctx.audit.change(admin, "E", f"aborted association {assoc_id} of {row['calling_ae']} "
+                     f"from {row['peer']} ({row['subject'] or 'no certificate'})",
+                     event="abort", object_id=row["serial"] or str(assoc_id),
+                     object_name=row["subject"] or row["calling_ae"],
+                     org=row["organization"], restricted=True)
+    return done
+
+
+def add_organization(ctx: ConsoleContext, admin: Admin, name: str) -> dict[str, Any]:
+    name = name.strip()
+    if admin.org is not None:
+        raise ActionError("only an administrator of every organization adds organizations", 403)
+    try:
+        ctx.pki.add_organization(name)
+    except ConfigurationError as exc:
+        raise ActionError(str(exc)) from exc
+    if ctx.reload_trust is not None:  # its intermediate's CRL is in crl.pem now
+        ctx.reload_trust()
+    ctx.audit.change(admin, "C", f"created the intermediate CA of organization {name!r}",
+                     event="organization", object_id=name, object_name=name, org=name)
+    return {"name": name}

@@ -1,0 +1,212 @@
+"""Starting the console: `start_console` (in the loop of `aiodicom serve --console`) and
+`aiodicom console --pki DIR [HOST:]PORT` (alone, without a DICOM listener).
+
+Loopback addresses are served over plain HTTP; any other address only over HTTPS with the
+server's certificate and key (``--cert``/``--key``), else start-up fails: a session cookie
+and a CA's keys are not to cross a network in clear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiodicom.errors import ConfigurationError
+
+__all__ = ["Console", "ConsoleSettings", "add_subparser", "parse_console_address",
+           "start_console"]
+
+log = logging.getLogger("aiodicom.console")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleSettings:
+    pki: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    cert: Path | None = None
+    """HTTPS certificate (the DICOM server's); required beyond loopback."""
+    key: Path | None = None
+    users: Path | None = None
+    """Console users (TOML, `aiodicom user hash` hashes); the login link works without."""
+    audit_log: Path | None = None
+    """Where changes are audited; default PKI/console/audit.log."""
+    policy: Path | None = None
+    dicom_host: str = "HOST"
+    dicom_port: int = 2762
+    called_ae: str = "AIODICOM"
+    public_host: str | None = None
+    """Another name the console is reached by (added to the Host allow-list)."""
+
+
+def parse_console_address(text: str) -> tuple[str, int]:
+    """"[HOST:]PORT" -> (host, port); the host defaults to 127.0.0.1."""
+    host, sep, port_text = text.strip().rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535 or (sep and not host):
+        raise ConfigurationError(f"console address {text!r} is not [HOST:]PORT (e.g. 8443 or "
+                                 "127.0.0.1:8443)")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls(settings: ConsoleSettings) -> ssl.SSLContext | None:
+    if settings.cert is None or settings.key is None:
+        if not is_loopback(settings.host):
+            raise ConfigurationError(
+                f"the console listens on {settings.host}, beyond loopback: it needs HTTPS, so "
+                "give the server's certificate and key (--cert/--key; `aiodicom serve` uses "
+                "its own), or listen on 127.0.0.1 and reach it through an SSH tunnel")
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(settings.cert, settings.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"console HTTPS certificate {settings.cert}: {exc}") from exc
+    return ctx
+
+
+class Console:
+    """A running console: its URL, a fresh login link, `close`."""
+
+    def __init__(self, runner: Any, site: Any, url: str, context: Any,
+                 own_trail: Any) -> None:
+        self._runner, self._site, self.url, self.context = runner, site, url, context
+        self._own_trail = own_trail
+
+    def login_link(self, name: str = "admin") -> str:
+        """A new one-time login link (consumed on first use)."""
+        return f"{self.url}/login?token={self.context.sessions.login_link_token(name)}"
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+        if self._own_trail is not None:
+            self._own_trail.close()
+
+
+async def start_console(settings: ConsoleSettings, *, server: Any = None,
+                        reload_trust: Callable[[], object] | None = None,
+                        audit: Any = None) -> Console:
+    """Serve the console in the running loop. `server` (an `aiodicom.aio.Server`) feeds
+    Connected now; `reload_trust` is called after the CRL changed; `audit` is the server's
+    `AuditTrail` (else one is opened at ``settings.audit_log``)."""
+    from aiohttp import web
+
+    from aiodicom.app.console.audit import ConsoleAudit
+    from aiodicom.app.console.auth import Sessions, load_console_users
+    from aiodicom.app.console.live import LiveAssociations
+    from aiodicom.app.console.pki_ops import PKI
+    from aiodicom.app.console.web import ConsoleContext, make_app
+    from aiodicom.app.pki.ca import require_ca
+    from aiodicom.app.server.audit import AuditTrail
+
+    require_ca(settings.pki)
+    tls = _tls(settings)
+    users = load_console_users(settings.users) if settings.users is not None else {}
+    pki = PKI(settings.pki, dicom_host=settings.dicom_host, dicom_port=settings.dicom_port,
+              called_ae=settings.called_ae)
+    own_trail = None
+    if audit is None:
+        own_trail = audit = AuditTrail(settings.audit_log or pki.state / "audit.log",
+                                       source_id="AIODICOM-CONSOLE")
+    ctx = ConsoleContext(pki=pki, sessions=Sessions(users), audit=ConsoleAudit(audit),
+                         live=LiveAssociations(server), https=tls is not None,
+                         allowed_hosts=frozenset(), policy_path=settings.policy,
+                         reload_trust=reload_trust)
+    runner = web.AppRunner(make_app(ctx), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls,
+                       reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigurationError(f"console cannot listen on {settings.host}:{settings.port}: "
+                                 f"{exc}") from exc
+    port = int(runner.addresses[0][1])  # port 0 picks a free one
+    names = {settings.host, "localhost", "127.0.0.1", "[::1]"}
+    if settings.public_host:
+        names.add(settings.public_host)
+    hosts = {n.lower() for n in names} | {f"{n}:{port}".lower() for n in names}
+    ctx.allowed_hosts = frozenset(hosts)
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"{'https' if tls else 'http'}://{shown}:{port}"
+    return Console(runner, site, url, ctx, own_trail)
+
+
+def announce(console: Console) -> None:
+    """Print the console's address and a one-time login link (as Jupyter does)."""
+    print(f"aiodicom console at {console.url}", flush=True)
+    print(f"  log in (once) with: {console.login_link()}", flush=True)
+
+
+async def _run(settings: ConsoleSettings, stop: asyncio.Event | None = None) -> int:
+    console = await start_console(settings)
+    announce(console)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await console.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    host, port = parse_console_address(args.address)
+    settings = ConsoleSettings(
+        pki=args.pki, host=host, port=port, cert=args.cert, key=args.key, users=args.users,
+        audit_log=args.audit_log, policy=args.policy, dicom_host=args.dicom_host,
+        dicom_port=args.dicom_port, called_ae=args.called_ae, public_host=args.public_host)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_run(settings))
+    except ConfigurationError as exc:
+        print(f"aiodicom console: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def add_subparser(sub: Any) -> None:
+    """``aiodicom console --pki DIR [HOST:]PORT``."""
+    p = sub.add_parser(
+        "console", help="web console: enrol, revoke and list certificates",
+        description="Serve the certificate console for the CA in --pki DIR, without a DICOM "
+        "listener (`aiodicom serve --console` runs it beside the server). Prints a one-time "
+        "login link. Beyond loopback it serves HTTPS only (--cert/--key).")
+    p.add_argument("address", metavar="[HOST:]PORT", help="where to listen (host 127.0.0.1)")
+    p.add_argument("--pki", type=Path, required=True, metavar="DIR", help="the CA directory")
+    p.add_argument("--cert", type=Path, help="HTTPS certificate (PEM)")
+    p.add_argument("--key", type=Path, help="HTTPS private key (PEM)")
+    p.add_argument("--users", type=Path, metavar="FILE",
+                   help="console users: TOML [users] name = HASH (`aiodicom user hash`)")
+    p.add_argument("--audit-log", type=Path, metavar="FILE",
+                   help="audit trail for changes (default DIR/console/audit.log)")
+    p.add_argument("--policy", type=Path, metavar="FILE", help="the servers' policy file")
+    p.add_argument("--dicom-host", default="HOST", help="DICOM server host for command lines")
+    p.add_argument("--dicom-port", type=int, default=2762, help="its TLS port (default 2762)")
+    p.add_argument("--called-ae", default="AIODICOM", help="its AE title (default AIODICOM)")
+    p.add_argument("--public-host", metavar="NAME",
+                   help="another host name the console is reached by")
+    p.set_defaults(func=cmd_console)
