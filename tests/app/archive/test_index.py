@@ -301,4 +301,59 @@ def test_search_indexes_exist(filled: Index) -> None:
             "SELECT name FROM sqlite_master WHERE type = 'index'")}
     finally:
         db.close()
-    assert {"study_StudyDate", "study_AccessionNumber", "patient_PatientName"} <= names
+    assert {"study_StudyDate", "study_AccessionNumber", "patient_PatientName_fold",
+            "instance_ContentDate"} <= names
+
+
+_V1_SCHEMA = [
+    "CREATE TABLE patient (\"PatientID\" TEXT PRIMARY KEY, \"PatientName\" TEXT NOT NULL "
+    "DEFAULT '', \"PatientBirthDate\" TEXT NOT NULL DEFAULT '', \"PatientSex\" TEXT NOT NULL "
+    "DEFAULT '')",
+    "CREATE TABLE study (\"StudyInstanceUID\" TEXT PRIMARY KEY, \"StudyDate\" TEXT NOT NULL "
+    "DEFAULT '', \"StudyTime\" TEXT NOT NULL DEFAULT '', \"AccessionNumber\" TEXT NOT NULL "
+    "DEFAULT '', \"StudyDescription\" TEXT NOT NULL DEFAULT '', \"ReferringPhysicianName\" "
+    "TEXT NOT NULL DEFAULT '', \"StudyID\" TEXT NOT NULL DEFAULT '', \"PatientID\" TEXT NOT "
+    "NULL)",
+    "CREATE TABLE series (\"SeriesInstanceUID\" TEXT PRIMARY KEY, \"Modality\" TEXT NOT NULL "
+    "DEFAULT '', \"SeriesNumber\" TEXT NOT NULL DEFAULT '', \"SeriesDescription\" TEXT NOT "
+    "NULL DEFAULT '', \"StudyInstanceUID\" TEXT NOT NULL)",
+    "CREATE TABLE instance (\"SOPInstanceUID\" TEXT PRIMARY KEY, \"SOPClassUID\" TEXT NOT "
+    "NULL DEFAULT '', \"InstanceNumber\" TEXT NOT NULL DEFAULT '', \"TransferSyntaxUID\" TEXT "
+    "NOT NULL DEFAULT '', \"SeriesInstanceUID\" TEXT NOT NULL, path TEXT NOT NULL, size "
+    "INTEGER NOT NULL, source_ae_title TEXT NOT NULL DEFAULT '', received_at REAL NOT NULL, "
+    "indexed_at REAL NOT NULL)",
+    "CREATE INDEX patient_PatientName ON patient(\"PatientName\")",
+    "INSERT INTO patient VALUES ('P1', 'MÜLLER^Jörg', '', '')",
+    "INSERT INTO study VALUES ('1.2.3', '20240110', '', 'ACC1', '', '', '', 'P1')",
+    "INSERT INTO series VALUES ('1.2.3.4', 'CT', '1', '', '1.2.3')",
+    "INSERT INTO instance VALUES ('1.2.3.4.5', '1.2', '1', '1.2.840.10008.1.2', '1.2.3.4', "
+    "'/x.dcm', 10, 'AE', 0.0, 0.0)",
+    "PRAGMA user_version = 1",
+]
+"""An index as aiodicom wrote it before schema_version existed (user_version 1)."""
+
+
+def test_sqlite_index_upgraded_in_place(tmp_path: Path) -> None:
+    """Versioned migrations (issue 14 item 2): a version 1 index keeps its rows, gains the
+    IMAGE date/time columns and the folded PN column (filled), and records version 2."""
+    path = tmp_path / INDEX_NAME
+    db = sqlite3.connect(path)
+    for statement in _V1_SCHEMA:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    with Index(path) as upgraded:
+        assert upgraded.count() == 1
+        assert keys(upgraded.query("PATIENT", {"PatientName": "müller*"}), "PatientID") == ["P1"]
+        assert upgraded.query("IMAGE", {"ContentDate": "20240101"}) == []
+        assert [r["ContentDate"] for r in upgraded.query("IMAGE")] == [""]
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        db.execute("UPDATE schema_version SET version = 3")
+        db.commit()
+    finally:
+        db.close()
+    with pytest.raises(StorageError, match="schema version 3, newer"):
+        Index(path)

@@ -226,9 +226,9 @@ def test_computed_study_keys(qr: QueryRetrieve) -> None:
 
 @pytest.mark.parametrize(("level", "keys"), [
     ("IMAGE", {"StudyInstanceUID": uid(3), "SeriesInstanceUID": uid(3, 4),
-               "ContentDate": "20240101"}),
+               "AcquisitionDate": "20240101"}),
     ("IMAGE", {"StudyInstanceUID": uid(3), "SeriesInstanceUID": uid(3, 4),
-               "AcquisitionDateTime": ""}),
+               "ImageComments": ""}),
     ("STUDY", {"AccessionNumber": "ACC3", "NumberOfStudyRelatedSeries": "7"}),
     ("STUDY", {"AccessionNumber": "ACC3", "PatientAge": ""}),
     ("STUDY", {"AccessionNumber": "ACC3", "Modality": "CT"}),  # a SERIES key at STUDY
@@ -270,6 +270,52 @@ def test_empty_stored_value_of_a_required_key_matches(qr: QueryRetrieve) -> None
         assert [str(ds.AccessionNumber) for _, ds in found] == ["ACC4"], keys
     # an unknown value never matches a wildcard, and non-Required keys match as given
     assert find(qr, "study", "STUDY", PatientID="P3", StudyDescription="Nothing") == []
+
+
+def test_empty_required_key_matches_a_wildcard(
+        qr: QueryRetrieve, storage: Storage, index: Index) -> None:  # noqa: F811
+    """PS3.4 C.2.2.1.2: "all matching against the zero length Required Key shall be
+    considered a successful match", wildcards included (AccessionNumber and PN are R)."""
+    _add(storage, index, uid(8, 1, 1), PatientID="P8", PatientName="",
+         StudyInstanceUID=uid(8), SeriesInstanceUID=uid(8, 1), AccessionNumber="")
+    found = find(qr, "study", "STUDY", PatientID="P8", AccessionNumber="ACC*")
+    assert [str(ds.StudyInstanceUID) for _, ds in found] == [uid(8)]
+    found = find(qr, "study", "STUDY", PatientName="Pl*", AccessionNumber="")
+    assert sorted(str(ds.StudyInstanceUID) for _, ds in found) == [uid(6), uid(8)]
+
+
+def _image_times(storage: Storage, index: Index) -> None:  # noqa: F811
+    for number, (date, time, when) in enumerate([
+            ("20240101", "080000", "20240101080000"), ("20240102", "1200", "20240102120000.5"),
+            ("", "", "")], start=1):
+        _add(storage, index, uid(9, 1, number), PatientID="P9", StudyInstanceUID=uid(9),
+             SeriesInstanceUID=uid(9, 1), AccessionNumber="ACC9", ContentDate=date,
+             ContentTime=time, AcquisitionDateTime=when)
+
+
+@pytest.mark.parametrize(("keys", "expected"), [
+    ({"ContentDate": "20240102"}, [2]),
+    ({"ContentDate": "-20240101"}, [1]),
+    ({"ContentDate": "20240101-20240131"}, [1, 2]),
+    ({"ContentTime": "120000"}, [2]),  # TM by value: a stored 1200
+    ({"ContentTime": "0700-0900"}, [1]),
+    ({"AcquisitionDateTime": "20240102120000.5"}, [2]),
+    ({"AcquisitionDateTime": "-20240101"}, [1]),  # a partial bound covers the whole day
+    ({"AcquisitionDateTime": "20240102-"}, [2]),
+    ({"ContentDate": "", "ContentTime": "", "AcquisitionDateTime": ""}, [1, 2, 3]),
+])
+def test_image_date_and_time_keys_are_matched(
+        qr: QueryRetrieve, storage: Storage, index: Index,  # noqa: F811
+        keys: dict[str, str], expected: list[int]) -> None:
+    """ContentDate, ContentTime, AcquisitionDateTime are matched from the index (schema
+    version 2), and answered 0xFF00 with their stored values, not 0xFF01."""
+    _image_times(storage, index)
+    found = find(qr, "study", "IMAGE", StudyInstanceUID=uid(9), SeriesInstanceUID=uid(9, 1),
+                 **keys)
+    assert [(s, str(ds.SOPInstanceUID)) for s, ds in found] == [
+        (Status.PENDING, uid(9, 1, n)) for n in expected]
+    if "ContentDate" in keys and not keys["ContentDate"]:
+        assert [ds.ContentDate or "" for _, ds in found] == ["20240101", "20240102", ""]
 
 
 def test_layout_is_what_the_tests_assume() -> None:

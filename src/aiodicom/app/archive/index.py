@@ -17,11 +17,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from aiodicom.app.archive.index_schema import FOLDED, SCHEMA_VERSION, SQLITE, Dialect, upgrade
 from aiodicom.app.archive.matching import Query, build_query, fold
 from aiodicom.app.archive.storage import (
     HeaderError,
@@ -41,7 +43,6 @@ logger = logging.getLogger(__name__)
 INDEX_NAME = "index.sqlite"
 """The index file name under the storage root."""
 
-_SCHEMA_VERSION = 1
 _BATCH = 256
 
 LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -61,44 +62,17 @@ LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "SERIES": ("series", ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription")),
     "IMAGE": (
         "instance",
-        ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "TransferSyntaxUID"),
+        ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "TransferSyntaxUID",
+         "ContentDate", "ContentTime", "AcquisitionDateTime"),
     ),
 }
 """Query/Retrieve level -> (table, keywords); each level's first keyword is its key."""
 
 _ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _PARENT_KEY = {"study": "PatientID", "series": "StudyInstanceUID", "instance": "SeriesInstanceUID"}
-_SEARCHED = (("study", "StudyDate"), ("study", "AccessionNumber"), ("patient", "PatientName"))
 PAGE_SIZE = 512
 """Rows read per page of a query: memory per query is bounded by this, not by the result."""
 _FILE_COLUMNS = ("path", "size", "source_ae_title", "received_at")
-
-
-def _schema() -> list[str]:
-    tables = []
-    for level in _ORDER:
-        table, keywords = LEVELS[level]
-        columns = [f'"{keywords[0]}" TEXT PRIMARY KEY']
-        columns += [f"\"{k}\" TEXT NOT NULL DEFAULT ''" for k in keywords[1:]]
-        if table in _PARENT_KEY:
-            columns.append(f'"{_PARENT_KEY[table]}" TEXT NOT NULL')
-        if table == "instance":
-            columns += [
-                "path TEXT NOT NULL",
-                "size INTEGER NOT NULL",
-                "source_ae_title TEXT NOT NULL DEFAULT ''",
-                "received_at REAL NOT NULL",
-                "indexed_at REAL NOT NULL",
-            ]
-        tables.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})")
-        if table in _PARENT_KEY:
-            tables.append(
-                f"CREATE INDEX IF NOT EXISTS {table}_parent ON {table}(\"{_PARENT_KEY[table]}\")"
-            )
-    # the keys C-FIND at STUDY level filters on most (PatientID is the patient's key)
-    tables += [f'CREATE INDEX IF NOT EXISTS {table}_{column} ON {table}("{column}")'
-               for table, column in _SEARCHED]
-    return tables
 
 
 def _private_files(path: Path) -> None:
@@ -128,17 +102,21 @@ class Index:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             with self._transaction() as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version > _SCHEMA_VERSION:
+                legacy = db.execute("PRAGMA user_version").fetchone()[0]
+                try:
+                    found = upgrade(lambda sql, args: db.execute(sql, args).fetchall(),
+                                    SQLITE, legacy)
+                except ValueError as exc:
                     raise StorageError(
-                        f"the index {self.path} has schema version {version}, newer than "
-                        f"this aiodicom ({_SCHEMA_VERSION}); upgrade aiodicom or run "
+                        f"the index {self.path}: {exc}; upgrade aiodicom or run "
                         "`aiodicom index rebuild` after moving it away",
                         failure=StorageFailure.IO_ERROR,
-                    )
-                for statement in _schema():  # executescript would COMMIT early
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                    ) from None
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if 0 < found < 2:
+                logger.warning("index %s upgraded from schema version %d: run `aiodicom index "
+                               "rebuild` to match ContentDate/ContentTime/AcquisitionDateTime "
+                               "of the instances stored before", self.path, found)
         except sqlite3.Error as exc:
             raise StorageError(
                 f"cannot open the index {self.path}: {exc}; check the path and permissions, "
@@ -165,8 +143,23 @@ class Index:
     ) -> None:
         self.close()
 
-    def _transaction(self) -> _Transaction:
+    dialect: Dialect = SQLITE
+    """The SQL dialect of this backend (index_schema)."""
+
+    @property
+    def key(self) -> str:
+        """What identifies this index among the open ones (index_writer)."""
+        return str(self.path.resolve())
+
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """BEGIN ... COMMIT; the connection it yields has execute(sql, args) -> a cursor
+        with fetchone, fetchall and rowcount (`?` placeholders)."""
         return _Transaction(self._db, self._lock)
+
+    def _read(self, sql: str, args: Sequence[object]) -> Sequence[Sequence[Any]]:
+        """One read statement's rows (a short read under the lock)."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def add(self, stored: StoredInstance) -> None:
         """Insert or update an instance and its series, study and patient rows.
@@ -197,20 +190,17 @@ class Index:
                 'DELETE FROM instance WHERE "SOPInstanceUID" = ?', (sop_instance_uid,)
             )
             _prune(db, *candidates)
-            return cursor.rowcount > 0
+            return bool(cursor.rowcount > 0)
 
     def locate(self, sop_instance_uid: str) -> Path | None:
         """The file of an indexed instance, or None."""
-        with self._lock:
-            row = self._db.execute(
-                'SELECT path FROM instance WHERE "SOPInstanceUID" = ?', (sop_instance_uid,)
-            ).fetchone()
-        return None if row is None else Path(row[0])
+        rows = self._read('SELECT path FROM instance WHERE "SOPInstanceUID" = ?',
+                          [sop_instance_uid])
+        return Path(str(rows[0][0])) if rows else None
 
     def count(self) -> int:
         """The number of indexed instances."""
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM instance").fetchone()[0])
+        return int(str(self._read("SELECT count(*) FROM instance", [])[0][0]))
 
     def query(self, level: str, filters: Mapping[str, str] | None = None,
               computed: tuple[str, ...] = ()) -> list[dict[str, str]]:
@@ -236,15 +226,15 @@ class Index:
         query = build_query(
             name, filters or {}, {k: v[0] for k, v in LEVELS.items()},
             {k: v[1] for k, v in LEVELS.items()}, _PARENT_KEY,
-            extra=_FILE_COLUMNS if name == "IMAGE" else (), computed=computed)
+            extra=_FILE_COLUMNS if name == "IMAGE" else (), computed=computed,
+            dialect=self.dialect)
         return self._pages(query, size)
 
     def _pages(self, query: Query, size: int) -> Iterator[list[dict[str, str]]]:
         after: list[str] | None = None
         while True:
             sql, args = query.page(after, size)
-            with self._lock:
-                rows = self._db.execute(sql, args).fetchall()
+            rows = self._read(sql, args)
             if not rows:
                 return
             yield [dict(zip(query.names, map(_as_text, row), strict=True)) for row in rows]
@@ -332,7 +322,7 @@ def _as_text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _one(db: sqlite3.Connection, sql: str, key: str | None) -> str | None:
+def _one(db: Any, sql: str, key: str | None) -> str | None:
     if key is None:
         return None
     row = db.execute(sql, (key,)).fetchone()
@@ -340,7 +330,7 @@ def _one(db: sqlite3.Connection, sql: str, key: str | None) -> str | None:
 
 
 def _parents(
-    db: sqlite3.Connection, sop_uid: str, series_uid: str | None, study_uid: str | None
+    db: Any, sop_uid: str, series_uid: str | None, study_uid: str | None
 ) -> tuple[set[str], set[str], set[str]]:
     """Series, studies and patients that may become empty when these rows change."""
     old_series = _one(db, 'SELECT "SeriesInstanceUID" FROM instance WHERE "SOPInstanceUID" = ?',
@@ -365,7 +355,7 @@ def _parents(
     return series, studies, patients
 
 
-def _prune(db: sqlite3.Connection, series: set[str], studies: set[str], patients: set[str]) -> None:
+def _prune(db: Any, series: set[str], studies: set[str], patients: set[str]) -> None:
     for uid in series:
         db.execute(
             'DELETE FROM series WHERE "SeriesInstanceUID" = ? AND NOT EXISTS '
@@ -403,6 +393,7 @@ def _upsert_plan() -> list[tuple[str, tuple[str, ...]]]:
         names = list(keywords)
         if table in _PARENT_KEY:
             names.append(_PARENT_KEY[table])
+        names += [f"{k}_fold" for k, home in FOLDED.items() if home == table]
         columns = names + (["path", "size", "source_ae_title", "received_at", "indexed_at"]
                            if table == "instance" else [])
         plan.append((_upsert_sql(table, columns), tuple(names)))
@@ -413,7 +404,7 @@ _UPSERTS = _upsert_plan()
 """Built once: a store's index update is ~10 statements, and building them cost as much."""
 
 
-def _upsert(db: sqlite3.Connection, stored: StoredInstance, now: float) -> None:
+def _upsert(db: Any, stored: StoredInstance, now: float) -> None:
     attributes = dict(stored.attributes)
     attributes.update(
         SOPInstanceUID=stored.sop_instance_uid,
@@ -422,6 +413,8 @@ def _upsert(db: sqlite3.Connection, stored: StoredInstance, now: float) -> None:
         SeriesInstanceUID=stored.series_instance_uid,
         TransferSyntaxUID=stored.transfer_syntax_uid,
     )
+    for keyword in FOLDED:
+        attributes[f"{keyword}_fold"] = fold(attributes.get(keyword, "")) or ""
     series, studies, patients = _parents(
         db, stored.sop_instance_uid, stored.series_instance_uid, stored.study_instance_uid
     )

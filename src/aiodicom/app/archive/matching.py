@@ -10,9 +10,10 @@ counts, PS3.4 C.6.1.1.2-C.6.1.1.4). Rules worth stating (docs/conformance.md):
   and a stored 12:00 (ACR-NEMA colons) too.
 - Wildcards apply to the VRs PS3.4 C.2.2.2.4 allows them on; on DA, TM, UI and IS they are
   not wildcards, so "2024*" on StudyDate matches nothing rather than everything.
-- A value of a Required key of an entity that is empty (unknown) matches a single value or
-  range key (PS3.4 C.2.2.1.1), so a study without a StudyDate is never hidden by a date
-  range.
+- A Required key of an entity whose value is empty (unknown) matches any single value,
+  wildcard or range key on it: "all matching against the zero length Required Key shall be
+  considered a successful match" (PS3.4 C.2.2.1.2, Required Keys), so a study without a
+  StudyDate is never hidden by a date range, nor one without an AccessionNumber by "ACC*".
 
 Queries are read a page at a time (keyset pagination on the levels' unique keys), so a
 result of any size costs one page of memory.
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from aiodicom.app.archive.index_schema import SQLITE, Dialect
 
 __all__ = ["COMPUTED", "ORDER", "Query", "build_query", "condition", "fold"]
 
@@ -36,6 +39,9 @@ VR: Mapping[str, str] = {
     "StudyDate": "DA",
     "PatientBirthDate": "DA",
     "StudyTime": "TM",
+    "ContentDate": "DA",
+    "ContentTime": "TM",
+    "AcquisitionDateTime": "DT",
     "PatientName": "PN",
     "ReferringPhysicianName": "PN",
     "SeriesNumber": "IS",
@@ -48,7 +54,8 @@ REQUIRED: frozenset[str] = frozenset({
     "SeriesNumber", "InstanceNumber",
 })
 """Required (R) keys of PS3.4 Tables C.6-1 to C.6-8 that are not unique keys: an entity
-whose value is empty matches any single value or range key on them (C.2.2.1.1)."""
+whose value is empty matches any single value, wildcard or range key on them (PS3.4
+C.2.2.1.2, Required Keys)."""
 
 _SERIES_OF_STUDY = 'series AS s WHERE s."StudyInstanceUID" = study."StudyInstanceUID"'
 _INSTANCES_OF_STUDY = ('instance AS i JOIN series AS s ON i."SeriesInstanceUID" = '
@@ -69,7 +76,7 @@ COMPUTED: Mapping[str, Mapping[str, str]] = {
     },
     "STUDY": {
         "ModalitiesInStudy": (
-            f'(SELECT group_concat(DISTINCT s."Modality") FROM {_SERIES_OF_STUDY})'),
+            '(SELECT {distinct} FROM ' + _SERIES_OF_STUDY + ')'),
         "NumberOfStudyRelatedSeries": f"(SELECT count(*) FROM {_SERIES_OF_STUDY})",
         "NumberOfStudyRelatedInstances": f"(SELECT count(*) FROM {_INSTANCES_OF_STUDY})",
     },
@@ -96,11 +103,25 @@ def _glob(pattern: str) -> str:
     return pattern.replace("[", "[[]")
 
 
-def _time(column: str) -> str:
+def _like(pattern: str) -> str:
+    """A DICOM wildcard pattern as a LIKE pattern with `\\` escapes (`%`, `_` literal)."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _wildcard(column: str, pattern: str, dialect: Dialect) -> tuple[str, str]:
+    """`column` matches the DICOM wildcard `pattern` (case-sensitive on both backends)."""
+    if dialect.wildcard_escape:
+        return f"{column} LIKE ? ESCAPE '\\'", _like(pattern)
+    return f"{column} GLOB ?", _glob(pattern)
+
+
+def _time(column: str, dialect: Dialect = SQLITE) -> str:
     """A TM column as HHMMSS[.F]: ACR-NEMA colons dropped, missing minutes/seconds as 00."""
     bare = f"replace({column}, ':', '')"
-    return (f"(substr(substr({bare}, 1, instr({bare} || '.', '.') - 1) || '000000', 1, 6)"
-            f" || substr({bare}, instr({bare} || '.', '.')))")
+    instr = dialect.instr
+    return (f"(substr(substr({bare}, 1, {instr}({bare} || '.', '.') - 1) || '000000', 1, 6)"
+            f" || substr({bare}, {instr}({bare} || '.', '.')))")
 
 
 def _time_value(value: str) -> str:
@@ -109,39 +130,46 @@ def _time_value(value: str) -> str:
     return (whole + "000000")[:6] + dot + fraction
 
 
-def condition(column: str, keyword: str, value: str) -> tuple[str, list[str]] | None:
-    """The SQL for one matching key (PS3.4 C.2.2.2), or None for universal matching."""
+def condition(column: str, keyword: str, value: str,
+              dialect: Dialect = SQLITE) -> tuple[str, list[str]] | None:
+    """The SQL for one matching key (PS3.4 C.2.2.2), or None for universal matching.
+
+    `column` is the key's column; a PN key is matched on its folded column beside it.
+    """
     vr = VR.get(keyword, "")
     if value in ("", "*"):
         return None
+    # PS3.4 C.2.2.1.2: an empty (unknown) Required Key matches any key value.
     unknown = f"{column} = '' OR " if keyword in REQUIRED else ""
     if vr == "UI":
         uids = value.split("\\")
         return f"{column} IN ({', '.join('?' * len(uids))})", uids
     if keyword == "ModalitiesInStudy":
         modalities = [m for m in value.split("\\") if m]
-        tests = " OR ".join("s.\"Modality\" GLOB ?" for _ in modalities)
-        return (f'EXISTS (SELECT 1 FROM {_SERIES_OF_STUDY} AND ({tests}))',
-                [_glob(m) for m in modalities])
-    if vr in ("DA", "TM") and "-" in value:
+        tests = [_wildcard('s."Modality"', m, dialect) for m in modalities]
+        return (f'EXISTS (SELECT 1 FROM {_SERIES_OF_STUDY} AND '
+                f'({" OR ".join(sql for sql, _ in tests)}))', [arg for _, arg in tests])
+    if vr in ("DA", "TM", "DT") and "-" in value:
         low, _, high = value.partition("-")
         if vr == "TM":
-            column = _time(column)
+            column = _time(column, dialect)
         parts, args = [f"{column} != ''"], []
         if low:
             parts.append(f"{column} >= ?")
             args.append(_time_value(low) if vr == "TM" else low)
         if high:
             parts.append(f"{column} <= ?")
-            # A partial time bound covers its whole span: 1200 includes 12:00:59.
-            args.append(high.replace(":", "") + "\U0010ffff" if vr == "TM" else high)
+            # A partial time bound covers its whole span: 1200 includes 12:00:59, and a
+            # DT bound 20240101 the whole day.
+            args.append(high.replace(":", "") + "\U0010ffff" if vr in ("TM", "DT") else high)
         return f"({unknown}({' AND '.join(parts)}))", args
     if vr == "TM":
-        return f"({unknown}{_time(column)} = ?)", [_time_value(value)]
+        return f"({unknown}{_time(column, dialect)} = ?)", [_time_value(value)]
     if vr == "PN":
-        column, value = f"dicom_fold({column})", value.casefold()
-    if vr not in ("DA", "TM", "IS") and ("*" in value or "?" in value):
-        return f"{column} GLOB ?", [_glob(value)]
+        column, value = f'{column[:-1]}_fold"', value.casefold()
+    if vr not in ("DA", "TM", "DT", "IS") and ("*" in value or "?" in value):
+        sql, arg = _wildcard(column, value, dialect)
+        return f"({unknown}{sql})", [arg]
     return f"({unknown}{column} = ?)", [value]
 
 
@@ -169,7 +197,8 @@ class Query:
 
 def build_query(level: str, filters: Mapping[str, str], tables: Mapping[str, str],
                 keywords: Mapping[str, tuple[str, ...]], parent_key: Mapping[str, str],
-                extra: tuple[str, ...] = (), computed: tuple[str, ...] = ()) -> Query:
+                extra: tuple[str, ...] = (), computed: tuple[str, ...] = (),
+                dialect: Dialect = SQLITE) -> Query:
     """The query of ``filters`` at ``level``: rows of the level joined with the levels above.
 
     Raises ValueError for a key the index neither holds nor computes at that level.
@@ -192,7 +221,7 @@ def build_query(level: str, filters: Mapping[str, str], tables: Mapping[str, str
             raise ValueError(
                 f"{keyword!r} is not a key at the {level} level: use one of "
                 f"{', '.join(columns)}")
-        found = condition(columns.get(keyword, ""), keyword, str(value))
+        found = condition(columns.get(keyword, ""), keyword, str(value), dialect)
         if found is not None:
             where.append(found[0])
             args += found[1]
@@ -200,7 +229,8 @@ def build_query(level: str, filters: Mapping[str, str], tables: Mapping[str, str
         if keyword not in available:
             raise ValueError(f"{keyword!r} is not computed at the {level} level")
     selected = [*columns.values(), *(f"{tables['IMAGE']}.{c}" for c in extra),
-                *(available[k] for k in computed)]
+                *(available[k].replace("{distinct}", dialect.distinct_list.format(
+                    's."Modality"')) for k in computed)]
     order = [columns[keywords[each][0]] for each in included]
     names = [*columns, *extra, *computed]
     return Query(select=f"SELECT {', '.join(selected)} FROM {' '.join(joins)}", where=where,
