@@ -89,6 +89,11 @@ def _build_parser() -> argparse.ArgumentParser:
         ("associate-length", "longest PDU before association, bytes (default 131072)"),
     ):
         serve.add_argument(f"--max-{name}", type=int, metavar="N", help=what)
+    serve.add_argument("--proxy-protocol", action="store_true", default=None,
+                       help="behind HAProxy (mode tcp, send-proxy-v2): require a PROXY v2 "
+                       "header on every connection; logs, audit and limits see the client")
+    serve.add_argument("--proxy-from", metavar="CIDR[,CIDR...]",
+                       help="addresses the proxy connects from (default 127.0.0.0/8,::1)")
     serve.add_argument("--tls-profile", metavar="PROFILE",
                        help="PS3.15 profile: bcp195 (B.12, default) or bcp195-modified (B.13)")
     serve.add_argument("--users", type=Path, metavar="FILE",
@@ -172,7 +177,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                   "idle_timeout", "acse_timeout", "dimse_timeout", "artim_timeout",
                   "tls_handshake_timeout", "max_pending_handshakes",
                   "max_pending_handshakes_per_peer", "max_pre_association",
-                  "max_pre_association_per_peer", "max_associate_length")
+                  "max_pre_association_per_peer", "max_associate_length",
+                  "proxy_protocol", "proxy_from")
     }
     options = merge(config, flags)
     if options.workers > 1:

@@ -220,6 +220,7 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
         settings=settings,
         observer=observer,
         connection_limits=options.connection_limits(),
+        proxy_protocol=options.proxy(),
         move_destinations=parse_move_destinations(
             options.move_destinations, listener=options.listener_files(),
             profile=options.tls_profile),
