@@ -91,6 +91,14 @@ class ServeOptions:
     """Addresses the proxy connects from, "CIDR[,CIDR...]" (default 127.0.0.0/8,::1/128);
     any other source is refused."""
 
+    console: str | None = None
+    """Serve the certificate console on "[HOST:]PORT" (host 127.0.0.1; HTTPS with --cert and
+    --key beyond loopback), in this process's event loop (docs/console.md)."""
+    console_pki: Path | None = None
+    """The CA directory the console manages (default: the directory of --ca)."""
+    console_users: Path | None = None
+    """Console users: TOML ``[users] name = "hash"`` (the login link works without)."""
+
     move_destinations: Mapping[str, Any] = field(default_factory=dict)
     """C-MOVE destinations: ``[move_destinations] DEST = "host:port"`` (plain TCP), or a
     table ``[move_destinations.DEST]`` with ``address``, ``tls`` ("listener" or
@@ -114,6 +122,12 @@ class ServeOptions:
         from aiodicom.aio.server import ProxyProtocol
 
         return ProxyProtocol.from_cidrs(self.proxy_from)
+
+    def console_pki_dir(self) -> Path | None:
+        """The CA directory of the console: --console-pki, else the directory of --ca."""
+        if self.console is None:
+            return None
+        return Path(self.console_pki) if self.console_pki else Path(self.ca or ".").parent
 
     def listener_files(self) -> TLSFiles | None:
         """The listener's --cert/--key/--ca, what a destination's ``tls = "listener"`` uses."""
@@ -174,6 +188,15 @@ class ServeOptions:
                      "artim_timeout", "tls_handshake_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if self.console is not None:
+            from aiodicom.app.console.service import parse_console_address
+
+            parse_console_address(self.console)
+            if self.workers > 1:
+                raise ConfigurationError("console runs in a single-process server: use it "
+                                         "with workers = 1")
+            if self.console_pki is None and self.ca is None:
+                raise ConfigurationError("console needs the CA directory: --console-pki DIR")
         if self.workers < 1:
             raise ConfigurationError(f"workers must be at least 1, got {self.workers}")
         self.connection_limits()  # ConfigurationError naming the key below its floor
