@@ -29,9 +29,9 @@ from aiodicom.aio.commitment import (
     Reference,
 )
 from aiodicom.app.archive.index import Index
-from aiodicom.core.part10 import NotPart10Error, read_file_meta
+from aiodicom.core.part10 import FileMeta, NotPart10Error, read_file_meta
 
-__all__ = ["check_references", "make_commit_handler"]
+__all__ = ["check_meta", "check_references", "make_commit_handler"]
 
 
 def make_commit_handler(root: Path, index: Callable[[], Index]) -> CommitHandler:
@@ -82,6 +82,15 @@ def _check(path: Path | None, ref: Reference, requester: str | None) -> FailureR
         with path.open("rb") as fp:
             meta = read_file_meta(fp)
     except (NotPart10Error, OSError):
+        return FailureReason.NO_SUCH_OBJECT_INSTANCE
+    return check_meta(meta, ref, requester)
+
+
+def check_meta(meta: FileMeta | None, ref: Reference,
+               requester: str | None) -> FailureReason | None:
+    """Why the instance with File Meta ``meta`` (None: not held) is not committed to
+    ``requester``, or None; the one rule for files and objects (app/archive/object_reads.py)."""
+    if meta is None:
         return FailureReason.NO_SUCH_OBJECT_INSTANCE
     if meta.text(0x00020003) != ref.sop_instance_uid or (
         requester is not None and meta.text(0x00020016) != requester.strip()
