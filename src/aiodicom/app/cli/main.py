@@ -108,6 +108,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--jwt-issuer", metavar="ISS", help="required JWT 'iss'")
     serve.add_argument("--require-user-identity", action="store_true", default=None,
                        help="refuse associations without an accepted user identity")
+    serve.add_argument("--console", metavar="[HOST:]PORT",
+                       help="serve the certificate console here (docs/console.md)")
+    serve.add_argument("--console-pki", type=Path, metavar="DIR",
+                       help="the console's CA directory (default: the directory of --ca)")
+    serve.add_argument("--console-users", type=Path, metavar="FILE",
+                       help="console users: TOML [users] name = HASH")
     serve.set_defaults(func=_cmd_serve)
 
     echo = sub.add_parser("echo", help="C-ECHO a peer (verification)",
@@ -159,6 +165,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from aiodicom.app.server.users import add_user_subparsers
 
     add_user_subparsers(sub)
+    from aiodicom.app.console.service import add_subparser as add_console_subparser
+
+    add_console_subparser(sub)
     return parser
 
 
@@ -178,7 +187,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                   "tls_handshake_timeout", "max_pending_handshakes",
                   "max_pending_handshakes_per_peer", "max_pre_association",
                   "max_pre_association_per_peer", "max_associate_length",
-                  "proxy_protocol", "proxy_from")
+                  "proxy_protocol", "proxy_from", "console", "console_pki", "console_users")
     }
     options = merge(config, flags)
     if options.workers > 1:
