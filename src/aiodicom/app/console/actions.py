@@ -100,7 +100,8 @@ def revoke(ctx: ConsoleContext, admin: Admin, serial: str, reason: str,
     reloaded = False
     if ctx.reload_trust is not None:
         try:
-            reloaded = bool(ctx.reload_trust())
+            ctx.reload_trust()
+            reloaded = True
         except Exception:  # the revocation stands; the server's 2 s poll retries
             log.exception("console: reloading the server's trust files failed")
     aborted = ctx.live.abort_serial(format(record.serial, "X")) if abort else []

@@ -91,6 +91,8 @@ class Console:
                  own_trail: Any) -> None:
         self._runner, self._site, self.url, self.context = runner, site, url, context
         self._own_trail = own_trail
+        self.address: tuple[str, int] = ("", 0)
+        """(host, port) the console listens on."""
 
     def login_link(self, name: str = "admin") -> str:
         """A new one-time login link (consumed on first use)."""
@@ -149,7 +151,9 @@ async def start_console(settings: ConsoleSettings, *, server: Any = None,
     ctx.allowed_hosts = frozenset(hosts)
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"{'https' if tls else 'http'}://{shown}:{port}"
-    return Console(runner, site, url, ctx, own_trail)
+    console = Console(runner, site, url, ctx, own_trail)
+    console.address = (settings.host, port)
+    return console
 
 
 def announce(console: Console) -> None:
@@ -210,3 +214,30 @@ def add_subparser(sub: Any) -> None:
     p.add_argument("--public-host", metavar="NAME",
                    help="another host name the console is reached by")
     p.set_defaults(func=cmd_console)
+
+
+async def start_for_server(options: Any, server: Any, reloading: Any, audit: Any,
+                           bound: list[tuple[str, str, int]]) -> Console:
+    """The console of `aiodicom serve --console` (`ServeOptions`): beside `server` in this
+    loop, HTTPS with the server's certificate beyond loopback, the revocations applied to
+    the server at once through its trust reload (`reloading.reload`)."""
+    host, port = parse_console_address(options.console)
+    tls_port = next((p for kind, _h, p in bound if kind == "dicom+tls"), 2762)
+    dicom_host = options.host if options.host not in ("0.0.0.0", "::", "") else "HOST"
+    pki = options.console_pki_dir()
+    assert pki is not None
+    crl = pki / "crl.pem"
+    if options.crl is None or Path(options.crl).resolve() != crl.resolve():
+        log.warning("the console publishes revocations to %s but this server reads --crl %s: "
+                    "revocations made in the console do not reach it", crl, options.crl)
+    settings = ConsoleSettings(
+        pki=pki, host=host, port=port,
+        cert=options.cert if not is_loopback(host) else None,
+        key=options.key if not is_loopback(host) else None,
+        users=options.console_users, policy=options.policy, dicom_host=dicom_host,
+        dicom_port=tls_port, called_ae=options.ae_title)
+    console = await start_console(settings, server=server,
+                                  reload_trust=reloading.reload if reloading else None,
+                                  audit=audit)
+    announce(console)
+    return console

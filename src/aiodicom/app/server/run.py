@@ -315,6 +315,12 @@ async def run_server(
                                              metrics.metrics)
         host, port = metrics_server.sockets[0].getsockname()[:2]
         bound.append(("metrics", host, port))
+    console = None
+    if options.console is not None:  # aiohttp and jinja2 are imported only here
+        from aiodicom.app.console.service import start_for_server
+
+        console = await start_for_server(options, server, reloading, audit, bound)
+        bound.append(("console", *console.address))
     for kind, host, port in bound:
         log.info("listening for %s on %s:%d as %r", kind, host, port, options.ae_title)
     if audit is not None:
@@ -340,6 +346,8 @@ async def run_server(
         for task in (watcher, orphan_guard, refresher):
             if task is not None:
                 task.cancel()
+        if console is not None:
+            await console.close()
         await server.close(drain_timeout=options.drain_timeout)
         if metrics_server is not None:
             metrics_server.close()
