@@ -25,7 +25,8 @@ from pathlib import Path
 FUZZ = Path(__file__).resolve().parent
 ROOT = FUZZ.parent
 REGRESSIONS = ROOT / "tests" / "vectors" / "regressions"
-HARNESSES = ("fuzz_pdu", "fuzz_reader", "fuzz_upper_layer", "fuzz_dimse", "fuzz_store")
+HARNESSES = ("fuzz_pdu", "fuzz_reader", "fuzz_upper_layer", "fuzz_dimse", "fuzz_store",
+             "fuzz_proxy")
 
 _DONE = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)")
 _PROGRESS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)")
