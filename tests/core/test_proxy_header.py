@@ -186,3 +186,14 @@ def test_signature_prefixed_garbage(tail: bytes, cut: int) -> None:
     except ProxyHeaderError:
         return
     assert need >= 0
+
+
+def test_fuzz_corpus_replays_clean() -> None:
+    """fuzz/corpus/fuzz_proxy through the harness's properties (no atheris needed)."""
+    from tests.core.test_fuzz_regressions import FUZZ, harness
+
+    seeds = sorted((FUZZ / "corpus" / "fuzz_proxy").glob("*"))
+    assert len(seeds) >= 6
+    one_input = harness("fuzz_proxy").one_input
+    for path in seeds:
+        one_input(path.read_bytes())
