@@ -30,13 +30,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, ObjectStore, RetryConfig
 
-__all__ = ["StoreURL", "is_store_url", "open_store", "parse_store_url"]
+__all__ = ["StoreURL", "is_store_url", "open_store", "parse_store_url", "path_or_url"]
 
 Scheme = Literal["az", "s3", "gs"]
 
@@ -79,6 +80,12 @@ def is_store_url(text: str) -> bool:
     """
     scheme, sep, _ = text.partition("://")
     return bool(sep) and scheme.lower() in _SCHEMES
+
+
+def path_or_url(text: str) -> Path | str:
+    """A command-line value that may be a path or an object-store URL: the URL kept as
+    text (``Path`` would fold its ``//``), anything else as a Path."""
+    return text if is_store_url(text) else Path(text)
 
 
 def parse_store_url(url: str) -> StoreURL:

@@ -36,7 +36,12 @@ class ServeOptions:
     key: Path | None = None
     ca: Path | None = None
     crl: Path | None = None
-    storage: Path = Path("storage")
+    storage: Path | str = Path("storage")
+    """A directory, or an object store: ``az://container/prefix``, ``s3://bucket/prefix``,
+    ``gs://bucket/prefix`` (credentials from the environment; app/objstore.py)."""
+    index: str | None = None
+    """The index: an SQLite file path, or ``postgresql://...``; default STORAGE/index.sqlite
+    for a directory storage, required for an object store."""
     workers: int = 1
     require_ae_binding: bool = False
     policy: Path | None = None
@@ -205,11 +210,29 @@ class ServeOptions:
 
         parse_move_destinations(self.move_destinations, listener=self.listener_files(),
                                 profile=self.tls_profile)
+        self._check_storage()
         if self.duplicates not in ("overwrite", "keep", "reject"):
             raise ConfigurationError(
                 f"duplicates must be 'overwrite', 'keep' or 'reject', got {self.duplicates!r}"
             )
         return self
+
+    def _check_storage(self) -> None:
+        """An object-store URL must parse and needs --index (nodes share the index, and a
+        bucket is no place for SQLite)."""
+        from aiodicom.app.objstore import is_store_url, parse_store_url
+
+        if not isinstance(self.storage, str) or not is_store_url(self.storage):
+            return
+        try:
+            parse_store_url(self.storage)
+        except ValueError as exc:
+            raise ConfigurationError(f"--storage: {exc}") from None
+        if self.index is None:
+            raise ConfigurationError(
+                f"--storage {self.storage} is an object store: give --index too, an SQLite "
+                "file (e.g. /var/lib/aiodicom/index.sqlite) or postgresql://user:pass@host/db "
+                "(several nodes share one PostgreSQL index)")
 
 
 def _expected(name: str) -> tuple[type, ...]:
@@ -233,6 +256,8 @@ def load_config(path: Path) -> dict[str, Any]:
         raise ConfigurationError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from exc
+    from aiodicom.app.objstore import is_store_url
+
     known = {f.name for f in fields(ServeOptions)}
     values: dict[str, Any] = {}
     for key, value in data.items():
@@ -255,7 +280,8 @@ def load_config(path: Path) -> dict[str, Any]:
                 f"{path}: key {key!r} must be {names}, got {type(value).__name__} {value!r}"
             )
         field_type = str({f.name: f.type for f in fields(ServeOptions)}[key])
-        values[key] = Path(value) if "Path" in field_type and isinstance(value, str) else value
+        values[key] = (Path(value) if "Path" in field_type and isinstance(value, str)
+                       and not is_store_url(value) else value)
     return values
 
 
