@@ -11,6 +11,9 @@ import pytest
 
 T = TypeVar("T")
 
+# Real PostgreSQL, Azurite and moto S3 servers as session fixtures (tests/services/).
+pytest_plugins = ["tests.services.fixtures"]
+
 LOOPS = ["asyncio", "uvloop"]
 
 
