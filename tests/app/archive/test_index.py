@@ -1,14 +1,19 @@
-"""The SQLite index: upsert, hierarchy pruning, DICOM matching, rebuild from the files."""
+"""The index, SQLite and PostgreSQL: upsert, hierarchy pruning, DICOM matching, rebuild from
+the files, schema migrations. Fixtures `index` and `filled` run each test on both backends
+(the PostgreSQL server is tests/services' `postgres`; a missing one fails, never skips)."""
 
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aiodicom.app.archive.index import INDEX_NAME, Index, read_stored_file
+from aiodicom.app.archive.index_pg import PgIndex
 from aiodicom.app.archive.storage import (
     DuplicatePolicy,
     Storage,
@@ -75,9 +80,27 @@ def storage(tmp_path: Path) -> Storage:
     return Storage(StorageSettings(root=tmp_path / "store"))
 
 
-@pytest.fixture
-def index(storage: Storage) -> Iterator[Index]:
-    with Index.for_root(storage.root) as opened:
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_index_url(postgres: Any) -> str:
+    """One database per test process; each test starts from empty tables."""
+    return str(postgres.create_database(f"qr_index_{uuid.uuid4().hex[:16]}"))
+
+
+def open_backend(kind: str, storage: Storage, request: pytest.FixtureRequest) -> Index:
+    if kind == "sqlite":
+        return Index.for_root(storage.root)
+    opened = PgIndex(request.getfixturevalue("pg_index_url"))
+    with opened._transaction() as db:
+        db.execute("TRUNCATE patient, study, series, instance")
+    return opened
+
+
+@pytest.fixture(params=BACKENDS)
+def index(request: pytest.FixtureRequest, storage: Storage) -> Iterator[Index]:
+    with open_backend(request.param, storage, request) as opened:
         yield opened
 
 
@@ -87,13 +110,21 @@ def filled(storage: Storage, index: Index) -> Index:
     return index
 
 
+@pytest.fixture
+def sqlite_filled(storage: Storage) -> Iterator[Index]:
+    with Index.for_root(storage.root) as opened:
+        populate(storage, opened)
+        yield opened
+
+
 def keys(rows: list[dict[str, str]], keyword: str) -> list[str]:
     return sorted(row[keyword] for row in rows)
 
 
 def test_add_and_count(filled: Index, storage: Storage) -> None:
     assert filled.count() == 9
-    assert filled.path == storage.root / INDEX_NAME
+    if not isinstance(filled, PgIndex):
+        assert filled.path == storage.root / INDEX_NAME
     assert len(filled.query("PATIENT")) == 3
     assert len(filled.query("study")) == 4
     assert len(filled.query("SERIES")) == 5
@@ -249,7 +280,8 @@ def test_rebuild_equals_incremental(filled: Index, storage: Storage, tmp_path: P
             assert rebuilt.query(level) == filled.query(level)
 
 
-def test_rebuild_in_place_drops_missing_files(filled: Index, storage: Storage) -> None:
+def test_rebuild_in_place_drops_missing_files(sqlite_filled: Index, storage: Storage) -> None:
+    filled = sqlite_filled
     before = _image_rows(filled)
     gone = Path(before[0]["path"])
     gone.unlink()
@@ -258,7 +290,8 @@ def test_rebuild_in_place_drops_missing_files(filled: Index, storage: Storage) -
     assert filled.locate(before[0]["SOPInstanceUID"]) is None
 
 
-def test_shared_between_connections_in_wal_mode(filled: Index) -> None:
+def test_shared_between_connections_in_wal_mode(sqlite_filled: Index) -> None:
+    filled = sqlite_filled
     with Index(filled.path) as other:
         assert other.count() == 9
         assert other.remove(uid(1, 1, 1))
@@ -294,7 +327,8 @@ def test_query_reads_in_bounded_pages(filled: Index) -> None:
         filled.pages("STUDY", {"Modality": "CT"})  # refused at once, not on first page
 
 
-def test_search_indexes_exist(filled: Index) -> None:
+def test_search_indexes_exist(sqlite_filled: Index) -> None:
+    filled = sqlite_filled
     db = sqlite3.connect(filled.path)
     try:
         names = {row[0] for row in db.execute(

@@ -20,7 +20,14 @@ from aiodicom.app.archive.storage import Storage
 from aiodicom.core.dimse import CFindRQ, CGetRQ, CMoveRQ, Status
 from aiodicom.core.qr import MODELS, decode_identifier, encode_identifier
 
-from .test_index import LAYOUT, index, populate, storage, uid  # noqa: F401 - fixtures
+from .test_index import (  # noqa: F401 - fixtures
+    LAYOUT,
+    index,
+    pg_index_url,
+    populate,
+    storage,
+    uid,
+)
 from .test_storage import EXPLICIT, encode, make_dataset
 
 GREEK = "Παπαδόπουλος^Γιάννης"

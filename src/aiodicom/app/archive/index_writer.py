@@ -7,6 +7,12 @@ so an SQLite write (up to the busy timeout when several workers share the file) 
 stalls the associations of the event loop. What is queued together is written in one
 transaction. Queries of the same index in this process first wait for the writes queued
 before them (`settled`), so a C-FIND after a C-STORE success sees the instance.
+
+The same promise holds for a PostgreSQL index (index_pg): nothing waits for the index
+before the C-STORE is answered. When the index server is unreachable the batch stays
+queued and is retried (with a growing pause, logged once per outage and when it ends)
+for up to `RETRY_FOR` seconds or until `close`; instances given up on are logged one by
+one and come back with `aiodicom index rebuild`.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pathlib import Path
 from aiodicom.app.archive.index import INDEX_NAME, Index
 from aiodicom.app.archive.storage import StoredInstance
 
-__all__ = ["IndexWriter", "settled", "writer_for"]
+__all__ = ["IndexWriter", "open_index", "settled", "writer_for", "writer_for_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,13 @@ SETTLE_TIMEOUT = 5.0
 """How long a query waits for earlier writes (another process holding the index's write
 lock can delay them up to the busy timeout); after that it reads what is committed."""
 
+RETRY_FOR = 600.0
+"""Seconds a batch is retried while the index server is unavailable before it is given
+up (logged per instance; `aiodicom index rebuild` restores it)."""
+
+RETRY_PAUSE = (0.2, 5.0)
+"""The first and the longest pause between two tries (doubling)."""
+
 
 class IndexWriter:
     """A queue of index updates and the one thread that applies them.
@@ -53,6 +66,7 @@ class IndexWriter:
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def submit(self, stored: StoredInstance, on_error: OnError | None = None) -> None:
         """Queue an instance for the index; returns at once. ``on_error`` is called (in the
@@ -95,15 +109,44 @@ class IndexWriter:
                     break
             self._apply(items)
 
+    def close(self, timeout: float | None = None) -> None:
+        """Stop retrying an unavailable index, wait for the thread (at most ``timeout``)."""
+        self._closed.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _retrying(self, write: Callable[[], None]) -> None:
+        """Run ``write``, again while the index is unavailable (`RETRY_FOR`, `close`)."""
+        from aiodicom.app.archive.index_pg import IndexUnavailable
+
+        pause, waited, warned = RETRY_PAUSE[0], 0.0, False
+        while True:
+            try:
+                write()
+            except IndexUnavailable as exc:
+                if self._closed.is_set() or waited >= RETRY_FOR:
+                    raise
+                if not warned:
+                    logger.warning("%s; index updates are queued and retried", exc)
+                    warned = True
+                self._closed.wait(pause)
+                waited += pause
+                pause = min(pause * 2, RETRY_PAUSE[1])
+                continue
+            if warned:
+                logger.warning("the index is available again: queued updates written")
+            return
+
     def _apply(self, items: list[_Item]) -> None:
         batch = [item for item in items if isinstance(item, tuple)]
         if batch:
             try:
-                self.index.add_many([stored for stored, _ in batch])
+                self._retrying(lambda: self.index.add_many([stored for stored, _ in batch]))
             except Exception:  # one bad instance spoils the transaction: try them one by one
                 for stored, on_error in batch:
                     try:
-                        self.index.add(stored)
+                        self._retrying(lambda stored=stored: self.index.add(stored))  # type: ignore[misc]
                     except Exception as exc:
                         _report(stored, on_error, exc)
         for item in items:
@@ -121,25 +164,56 @@ def _report(stored: StoredInstance, on_error: OnError | None, exc: BaseException
         logger.exception("index update failed for %s", stored.path)
 
 
-_writers: dict[Path, IndexWriter] = {}
+_writers: dict[str, IndexWriter] = {}
 _writers_lock = threading.Lock()
 
 
 def writer_for(root: Path) -> IndexWriter:
     """The writer of the index of the storage tree at ``root`` in this process (opened, so
     a bad index fails now, at start, not at the first store)."""
-    path = (Path(root) / INDEX_NAME).resolve()
+    return writer_for_index(None, root)
+
+
+def open_index(spec: str | None, storage: str | Path) -> Index:
+    """Open the index named by ``--index``: a PostgreSQL URL, an SQLite file path, or (None)
+    STORAGE/index.sqlite. With an object-store ``storage`` URL an index is required (the
+    default file would have no directory to live in). Raises StorageError or ValueError."""
+    from aiodicom.app.archive.index_pg import PgIndex, is_postgres_url
+
+    if spec and is_postgres_url(spec):
+        return PgIndex(spec)
+    if spec:
+        return Index(Path(spec))
+    if "://" in str(storage):
+        raise ValueError(f"an object-store --storage ({str(storage).split('://')[0]}://...) "
+                         "needs --index: an SQLite file path or postgresql://user:pass@host/db")
+    root = Path(storage)
+    root.mkdir(parents=True, exist_ok=True)
+    return Index(root / INDEX_NAME)
+
+
+def _key_of(spec: str | None, storage: str | Path) -> str:
+    from aiodicom.app.archive.index_pg import is_postgres_url, redact
+
+    if spec and is_postgres_url(spec):
+        return redact(spec)
+    return str(Path(spec if spec else Path(storage) / INDEX_NAME).resolve())
+
+
+def writer_for_index(spec: str | None, storage: str | Path) -> IndexWriter:
+    """The writer of the index ``spec`` (see `open_index`) in this process, opened once."""
+    key = _key_of(spec, storage)
     with _writers_lock:
-        writer = _writers.get(path)
+        writer = _writers.get(key)
         if writer is None:
-            writer = _writers[path] = IndexWriter(Index(path))
+            writer = _writers[key] = IndexWriter(open_index(spec, storage))
         return writer
 
 
-async def settled(path: Path) -> None:
+async def settled(key: str) -> None:
     """Wait (at most `SETTLE_TIMEOUT` s) until the index updates this process queued for
-    the index file ``path`` before now are committed; at once if there are none."""
-    writer = _writers.get(Path(path).resolve())
+    the index ``key`` (`Index.key`) before now are committed; at once if there are none."""
+    writer = _writers.get(key)
     if writer is None:
         return
     try:

@@ -124,7 +124,7 @@ class QueryRetrieve:
                      ", ".join(unmatched))
         status = Status.PENDING_WARNING if unmatched else Status.PENDING
         retrieve_ae = self.ae_title or request.association.called_ae_title
-        await settled(self.index.path)  # the stores already answered are in the index
+        await settled(self.index.key)  # the stores already answered are in the index
         try:
             pages = await asyncio.to_thread(self.index.pages, level, filters, computed)
         except ValueError as exc:
@@ -147,7 +147,7 @@ class QueryRetrieve:
                         else "GET", exc)
             yield _IDENTIFIER_MISMATCH
             return
-        await settled(self.index.path)
+        await settled(self.index.key)
         pages = await asyncio.to_thread(self.index.pages, "IMAGE", filters)
         while (page := await asyncio.to_thread(next, pages, None)) is not None:
             for row in page:
