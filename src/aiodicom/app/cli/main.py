@@ -56,7 +56,13 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ca", type=Path,
                        help="CA certificate(s) that client certificates must chain to")
     serve.add_argument("--crl", type=Path, help="certificate revocation list (PEM)")
-    serve.add_argument("--storage", type=Path, help="where files go (default ./storage)")
+    serve.add_argument("--storage", type=_path_or_url, metavar="DIR|URL",
+                       help="where instances go: a directory (default ./storage) or an object "
+                            "store az://container/prefix, s3://bucket/prefix, gs://bucket/prefix "
+                            "(credentials from the environment: docs/operations.md)")
+    serve.add_argument("--index", metavar="FILE|URL",
+                       help="the index: an SQLite file or postgresql://user:pass@host:port/db "
+                            "(default STORAGE/index.sqlite; required with an object store)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--require-ae-binding", action="store_true", default=None,
                        help="refuse client certificates that name no AE title")
@@ -171,6 +177,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _path_or_url(text: str) -> Path | str:
+    from aiodicom.app.objstore import path_or_url
+
+    return path_or_url(text)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from aiodicom.app.server.config import load_config, merge
     from aiodicom.app.server.run import serve_main
@@ -179,7 +191,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     flags = {
         k: getattr(args, k)
         for k in ("ae_title", "host", "port", "tls_port", "cert", "key", "ca", "crl", "storage",
-                  "workers", "require_ae_binding", "policy", "metrics", "audit_log", "audit_syslog",
+                  "index", "workers", "require_ae_binding", "policy", "metrics", "audit_log",
+                  "audit_syslog",
                   "log_format", "log_level", "drain_timeout", "max_associations", "max_pdu_length",
                   "tls_profile", "users", "jwt_key", "jwt_algorithm", "jwt_audience",
                   "jwt_issuer", "require_user_identity",
