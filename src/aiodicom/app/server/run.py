@@ -49,7 +49,7 @@ def make_store_handler(options: ServeOptions,
     SQLite write or a busy wait never stalls the event loop; a C-FIND or retrieve in this
     process waits for the updates queued before it.
     """
-    from aiodicom.app.archive.index_writer import writer_for
+    from aiodicom.app.archive.index_writer import writer_for_index
     from aiodicom.app.archive.storage import (
         DuplicatePolicy,
         Storage,
@@ -65,7 +65,7 @@ def make_store_handler(options: ServeOptions,
             duplicates=DuplicatePolicy[options.duplicates.upper()],
         )
     )
-    index = writer_for(Path(options.storage))
+    index = writer_for_index(options.index, options.storage)  # --index, or STORAGE's
     purged = storage.purge_incoming(older_than=3600.0)
     if purged:
         log.info("removed %d unfinished transfer(s) left by an earlier run", purged)
@@ -205,7 +205,11 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
     from aiodicom.app.archive.qr import QueryRetrieve
     from aiodicom.app.server.destinations import parse_move_destinations
 
-    qr = QueryRetrieve(Path(options.storage))
+    from aiodicom.app.archive.index_writer import writer_for_index
+
+    # opened now: an index that cannot be opened (a PostgreSQL server down) fails the start
+    qr = QueryRetrieve(Path(options.storage),
+                       writer_for_index(options.index, options.storage).index)
     server = Server(
         admission=Admission(
             policy=policy,
