@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,13 @@ class QueryRetrieve:
     """
 
     def __init__(self, root: Path, index: Index | None = None, *,
-                 ae_title: str | None = None) -> None:
+                 ae_title: str | None = None,
+                 fetch: Callable[[str], Awaitable[Path]] | None = None) -> None:
         self.root = Path(root)
         self._index = index
         self.ae_title = ae_title
+        self._fetch = fetch
+        """For an object store: the index's key -> a local copy to send (backend.py)."""
 
     @property
     def index(self) -> Index:
@@ -151,6 +154,9 @@ class QueryRetrieve:
         pages = await asyncio.to_thread(self.index.pages, "IMAGE", filters)
         while (page := await asyncio.to_thread(next, pages, None)) is not None:
             for row in page:
+                if self._fetch is not None:
+                    yield await self._fetch(row["path"])
+                    continue
                 path = Path(row["path"])
                 yield path if path.is_absolute() else self.root / path
 
