@@ -1,8 +1,13 @@
 """Macro benchmarks: aiodicom's server against DCMTK storescp and a pynetdicom SCP, one run.
 
-    .venv/bin/python bench/run.py            # full run (~5-10 min), writes bench/results/
-    .venv/bin/python bench/run.py --quick    # smaller sizes, one repetition (< 2 min)
-    .venv/bin/python bench/run.py --only store --servers aiodicom,dcmtk
+    .venv/bin/python bench/run.py            # 5 repetitions (~10 min), writes bench/results/
+    BENCH_REPS=1 .venv/bin/python bench/run.py   # one repetition (~2 min)
+    .venv/bin/python bench/run.py --quick    # smaller sizes, one repetition (< 1 min)
+    .venv/bin/python bench/run.py --only store --servers aiodicom,dcmtk --reps 3
+
+Every repetition runs every measure against every server (interleaved); the table gives
+the median of each figure over the repetitions, the ratio of the medians, and the range of
+the per-repetition aiodicom/DCMTK ratios.
 
 Servers run pinned to one core, clients to the other, files go to /dev/shm. Results are
 ratios aiodicom/peer: for times lower is better, for rates higher is better. See README.md.
@@ -11,6 +16,7 @@ ratios aiodicom/peer: for times lower is better, for rates higher is better. See
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -29,6 +35,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+from macro.aggregate import median_results, ratio_ranges  # noqa: E402
 from macro.data import make_big_ct, make_ct_series  # noqa: E402
 from macro.measures import MEASURES, Config  # noqa: E402
 from macro.procs import CLIENT_CPU, SERVER_CPU  # noqa: E402
@@ -51,6 +58,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="repetitions of the whole table (default $BENCH_REPS or 5; "
+                             "1 with --quick)")
     parser.add_argument("--only", action="append", choices=sorted(MEASURES),
                         help="run only this measure (repeatable)")
     parser.add_argument("--servers", default="aiodicom,dcmtk,pynetdicom",
@@ -60,6 +70,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-save", action="store_true", help="print only")
     parser.add_argument("--keep", action="store_true", help="keep the /dev/shm work folder")
     args = parser.parse_args(argv)
+    if args.reps is None:
+        args.reps = 1 if args.quick else int(os.environ.get("BENCH_REPS") or 5)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
     args.server_names = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(args.server_names) - set(SERVERS)
     if unknown:
@@ -111,8 +125,10 @@ def _config(args: argparse.Namespace, workdir: Path) -> Config:
     print(f"data generated in {time.perf_counter() - t0:.1f} s under {data}", flush=True)
     return Config(
         workdir=workdir, ct_folder=data / "ct", ct_count=ct_count, big_file=data / "big.dcm",
-        big_bytes=big_bytes, certs=make_certs(workdir / "pki"), reps=1 if quick else 3,
-        echo_count=500 if quick else 2000, assoc_seconds=2.0 if quick else 10.0,
+        big_bytes=big_bytes, certs=make_certs(workdir / "pki"),
+        reps=1 if quick or args.reps > 1 else 3,  # runs per server start; repetitions above
+        echo_count=500 if quick else 2000,
+        assoc_seconds=2.0 if quick else (5.0 if args.reps > 1 else 10.0),
         assoc_concurrency=8,
     )
 
@@ -164,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = _environment()
         cfg = _config(args, workdir)
-        results = _run_all(args, cfg)
+        per_rep = []
+        for rep in range(args.reps):
+            if args.reps > 1:
+                print(f"-- repetition {rep + 1} of {args.reps}", flush=True)
+            per_rep.append(_run_all(args, dataclasses.replace(
+                cfg, workdir=workdir / f"rep{rep + 1}" if args.reps > 1 else workdir)))
+        results = median_results(per_rep) if args.reps > 1 else per_rep[0]
         issues = log_issues(workdir)
     finally:
         if args.keep:
@@ -173,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     rows = rows_for(cfg.ct_count, cfg.big_bytes // MIB, cfg.echo_count, cfg.assoc_concurrency)
     table = with_ratios(results, rows)
+    ranges = ratio_ranges(per_rep, rows) if args.reps > 1 else None
     today = dt.date.today().isoformat()
     title = f"aiodicom macro benchmarks, {today}, {env['host']}" + (
         " (quick)" if args.quick else "")
@@ -181,15 +204,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{env['cpu']}, {env['cpus']} CPUs, servers on CPU {env['server_cpu']}, clients on "
         f"CPU {env['client_cpu']}; Python {env['python']}, {env['dcmtk']}, pynetdicom "
         f"{env['pynetdicom']}, {env['aiodicom']} ({env['git']}); load average before "
-        f"{env['loadavg_before']}.",
-        markdown(results, table),
-        "Ratios are aiodicom/peer: for times (s, MB) lower is better, for rates higher.",
+        f"{env['loadavg_before']}" + (f", after {[round(x, 2) for x in os.getloadavg()]}"
+                                        f"; medians of {args.reps} repetitions." if
+                                        args.reps > 1 else "."),
+        markdown(results, table, ranges),
+        "Ratios are aiodicom/peer: for times (s, MB) lower is better, for rates higher."
+        + (" The ratio column is the ratio of the medians; the range is that of the "
+           "per-repetition ratios." if args.reps > 1 else ""),
         ("## Errors\n\n" + errors_markdown(results)) if errors_markdown(results) else "",
         _issues_markdown(issues),
     ])) + "\n"
     print()
     print(md)
     document = {"title": title, "date": today, "quick": args.quick, "environment": env,
+                "repetitions": args.reps,
+                "ratio_ranges": {"/".join(k): v for k, v in (ranges or {}).items()},
                 "config": {"ct_count": cfg.ct_count, "big_bytes": cfg.big_bytes,
                            "reps": cfg.reps, "echo_count": cfg.echo_count,
                            "assoc_seconds": cfg.assoc_seconds,

@@ -104,18 +104,25 @@ def _cell(results: dict[str, Any], entry: dict[str, Any], server: str) -> str:
     return "error" if isinstance(cell, dict) and "error" in cell else "—"
 
 
-def markdown(results: dict[str, Any], table: list[dict[str, Any]]) -> str:
+def markdown(results: dict[str, Any], table: list[dict[str, Any]],
+             ranges: dict[tuple[str, str, str], dict[str, str]] | None = None) -> str:
+    """The table; with ``ranges`` (several repetitions: values are medians) a column with
+    the spread of the per-repetition aiodicom/DCMTK ratios."""
+    spread = ranges is not None
     lines = [
         "| measure | unit | aiodicom | DCMTK storescp | pynetdicom SCP "
-        "| aiodicom/DCMTK | aiodicom/pynetdicom | better |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| aiodicom/DCMTK | " + ("(per-rep range) | " if spread else "")
+        + "aiodicom/pynetdicom | better |",
+        "|---|---|---:|---:|---:|---:|" + ("---:|" if spread else "") + "---:|---|",
     ]
     for entry in table:
         ratios = entry["ratios"]
+        key = (entry["measure"], entry["mode"], entry["field"])
+        extra = f"{(ranges or {}).get(key, {}).get('dcmtk', '—')} | " if spread else ""
         lines.append(
             f"| {entry['label']} | {entry['unit']} | {_cell(results, entry, 'aiodicom')} "
             f"| {_cell(results, entry, 'dcmtk')} | {_cell(results, entry, 'pynetdicom')} "
-            f"| {_fmt(ratios['dcmtk'])} | {_fmt(ratios['pynetdicom'])} "
+            f"| {_fmt(ratios['dcmtk'])} | {extra}{_fmt(ratios['pynetdicom'])} "
             f"| {entry['better']} ratio |"
         )
     return "\n".join(lines)
@@ -138,11 +145,12 @@ def errors_markdown(results: dict[str, Any]) -> str:
 def log_issues(workdir: Path, limit: int = 8) -> dict[str, list[str]]:
     """Noteworthy lines (errors, tracebacks, aborts) of each server log, first `limit`."""
     issues: dict[str, list[str]] = {}
-    for log in sorted(workdir.glob("*/server.log")):
+    for log in sorted(workdir.glob("**/server.log")):
         hits = [line.strip()[:300] for line in log.read_text(errors="replace").splitlines()
                 if _NOTEWORTHY.search(line)]
         if hits:
-            issues[log.parent.name] = [*hits[:limit], f"({len(hits)} such lines)"]
+            tag = str(log.parent.relative_to(workdir))
+            issues[tag] = [*hits[:limit], f"({len(hits)} such lines)"]
     return issues
 
 
