@@ -58,8 +58,9 @@ fuzz-smoke: venv
 serve: venv
 	$(BIN)/python -m aiodicom.app.server.devserver
 
+# The issue 18 table, BENCH_REPS repetitions (default 5, ~10 min); `make bench BENCH_REPS=1`.
 bench: venv peers
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(BENCH_REPS),--reps $(BENCH_REPS))
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .hypothesis
