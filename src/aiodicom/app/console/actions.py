@@ -62,6 +62,8 @@ def enrol(ctx: ConsoleContext, admin: Admin, data: dict[str, Any]) -> Enrolment:
         if isinstance(exc, ActionError):
             raise
         raise ActionError(str(exc)) from exc
+    if ctx.reload_trust is not None:  # enrol may have republished the CRL (a new issuer)
+        ctx.reload_trust()
     record = enrolment.record
     ctx.audit.change(admin, "C", f"enrolled {record.subject} ({what}, groups "
                      f"{', '.join(groups) or '-'}, until {record.not_after:%Y-%m-%d}, "

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from aiodicom.aio.tls import validate_ae_title
+from aiodicom.aio.tls import load_pem_crls, validate_ae_title
 from aiodicom.app.pki.bundle import DICOM_TLS_PORT, export_bundle
 from aiodicom.app.pki.ca import LEAF_DAYS, init_ca, issue_client, organizations
 from aiodicom.app.pki.files import (
@@ -33,7 +33,7 @@ from aiodicom.app.pki.files import (
     utcnow,
     write_file,
 )
-from aiodicom.app.pki.revoke import list_certs, revoke_serial, write_crl
+from aiodicom.app.pki.revoke import ca_certificates, list_certs, revoke_serial, write_crl
 from aiodicom.errors import ConfigurationError
 
 __all__ = ["Download", "Enrolment", "PKI", "certificate_row"]
@@ -203,6 +203,7 @@ class PKI:
                 filename, ctype = f"{stem}.zip", "application/zip"
         finally:
             os.unlink(issued.key)  # the download is the only copy of the key
+        self.crl_covers_issuers()
         token = secrets.token_urlsafe(24)
         serial = format(issued.record.serial, "X")
         self.downloads[token] = Download(filename=filename, content_type=ctype, data=data,
@@ -281,6 +282,20 @@ class PKI:
         """An intermediate CA for `name`; the CRL is republished so it covers it at once."""
         init_ca(self.directory, org=name)
         write_crl(self.directory)
+
+    def crl_covers_issuers(self) -> bool:
+        """Republish DIR/crl.pem when a CA of the directory has no CRL in it (an organization
+        added with `pki init --org` after the last CRL): servers check CRLs along the whole
+        chain and would refuse every certificate that CA signs. True if it was republished."""
+        try:
+            crls = load_pem_crls((self.directory / "crl.pem").read_bytes())
+        except (OSError, ValueError):
+            crls = []
+        issuers = {c.issuer for c in crls}
+        if all(cert.subject in issuers for _o, _p, cert in ca_certificates(self.directory)):
+            return False
+        write_crl(self.directory)
+        return True
 
     def _reasons(self) -> dict[str, str]:
         path = self.state / "revocations.json"

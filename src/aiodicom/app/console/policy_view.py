@@ -70,7 +70,8 @@ def _answer(policy: AccessPolicy, info: AssociationInfo, service: Service) -> di
     decision = policy.decide(info)
     allowed = decision.allowed and service.value in decision.services
     if allowed:
-        why = f"rule {decision.rule} allows {service.value}"
+        why = (f"rule {decision.rule} allows {service.value}" if decision.rule is not None
+               else "no rule matches and the default is allow")
     elif decision.allowed:
         why = (f"rule {decision.rule} admits the association but grants only "
                f"{', '.join(sorted(decision.services)) or 'nothing'}")

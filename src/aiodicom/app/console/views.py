@@ -190,8 +190,13 @@ async def policy_page(request: web.Request) -> web.StreamResponse:
                   operations=list(SERVICE_OF_OPERATION)[:5])
 
 
+async def favicon(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204)
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/favicon.ico", favicon)
     r.add_get("/login", login_page)
     r.add_post("/login", login_post)
     r.add_post("/logout", logout)
