@@ -44,8 +44,12 @@ INFO = AssociationInfo(id=42, calling_ae_title="CT01", called_ae_title="PACS",
 def aiodicom_logger() -> Iterator[logging.Logger]:
     root = logging.getLogger("aiodicom")
     saved = (root.handlers[:], root.level, root.propagate)
+    flags = (logging._srcfile, logging.logThreads,
+             logging.logProcesses, logging.logMultiprocessing)
     yield root
     root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+    (logging._srcfile, logging.logThreads,
+     logging.logProcesses, logging.logMultiprocessing) = flags
 
 
 def _capture(fmt: logging.Formatter, context: AssociationContext | None = None,
@@ -106,11 +110,50 @@ def test_context_fills_library_lines_while_the_association_lives(
     accepted, warning, ended, late = (json.loads(x) for x in stream.getvalue().splitlines())
     for entry in (accepted, warning, ended):
         assert {k: entry[k] for k in FIELDS} == association_fields(INFO)
-    assert accepted["logger"] == "aiodicom.events" and accepted["level"] == "info"
+    assert accepted["logger"] == "aiodicom.events" and accepted["level"] == "debug"
+    assert ended["level"] == "info" and "'CT01' -> 'PACS' from 10.1.2.3:5000" in ended["message"]
     assert ended["how"] == "aborted" and ended["bytes_received"] == 99
     assert "peer vanished" in ended["message"]
     assert late["assoc_id"] == 42 and "peer" not in late  # forgotten once ended
     assert context.known == {}
+
+
+def test_one_info_line_per_association(aiodicom_logger: logging.Logger) -> None:
+    """At INFO an association costs one line, at its end, naming everything the accepted
+    line named; nothing is formatted for the DEBUG lines."""
+    context = AssociationContext()
+    logger, stream = _capture(TextFormatter(), context)
+    logger.setLevel(logging.INFO)
+    observer = LogObserver(context=context)
+    observer(AssociationAccepted(info=INFO))
+    assert context.known[42]["calling_ae"] == "CT01"
+    observer(AssociationEnded(info=INFO, peer_address=INFO.peer_address, aborted=False,
+                              reason="released", bytes_received=7, duration=0.25))
+    (line,) = stream.getvalue().splitlines()
+    assert " INFO aiodicom.events: association 42 released after 0.250 s, 7 bytes received: " \
+        "'CT01' -> 'PACS' from 10.1.2.3:5000 [assoc_id=42 " in line
+    assert "how=released" in line and context.known == {}
+
+
+def test_text_formatter_matches_the_stdlib_line(aiodicom_logger: logging.Logger) -> None:
+    """The cached time and the direct line are what logging.Formatter would have written."""
+    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = TextFormatter()
+    for created in (1_700_000_000.0, 1_700_000_000.5, 1_700_000_001.25, 1_700_000_001.999):
+        record = logging.LogRecord("aiodicom.x", logging.INFO, "", 0, "a %d", (1,), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == plain.format(record)
+        json_time = json.loads(JsonFormatter().format(record))["time"]
+        assert json_time == plain.formatTime(record, "%Y-%m-%dT%H:%M:%S%z")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("aiodicom.x", logging.ERROR, "", 0, "failed", None,
+                                   sys.exc_info())
+    assert ours.format(record) == plain.format(record)
+    assert "ValueError: boom" in ours.format(record)
 
 
 def test_serve_wiring_json_logs_metrics_and_audit(
