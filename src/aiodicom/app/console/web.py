@@ -59,7 +59,7 @@ class ConsoleContext:
 
 
 CONTEXT: web.AppKey[ConsoleContext] = web.AppKey("console", ConsoleContext)
-SESSION: str = "console.session"
+SESSION: web.RequestKey[Session] = web.RequestKey("console.session", Session)
 
 
 def context(request: web.Request) -> ConsoleContext:
@@ -67,8 +67,7 @@ def context(request: web.Request) -> ConsoleContext:
 
 
 def session_of(request: web.Request) -> Session:
-    session: Session = request[SESSION]
-    return session
+    return request[SESSION]
 
 
 def render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
