@@ -125,7 +125,10 @@ class IndexWriter:
             try:
                 write()
             except IndexUnavailable as exc:
-                if self._closed.is_set() or waited >= RETRY_FOR:
+                # give up at close, after RETRY_FOR, or at interpreter exit (the main
+                # thread has ended: this non-daemon thread must not hold the exit)
+                if (self._closed.is_set() or waited >= RETRY_FOR
+                        or not threading.main_thread().is_alive()):
                     raise
                 if not warned:
                     logger.warning("%s; index updates are queued and retried", exc)

@@ -33,6 +33,7 @@ from aiodicom.app.archive.qr_keys import (
     read_keys,
     response_charset,
 )
+from aiodicom.app.archive.storage import StorageError
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import RoleSupport
 from aiodicom.core.qr import qr_contexts
@@ -48,6 +49,8 @@ log = logging.getLogger("aiodicom.qr_scp")
 
 _ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _IDENTIFIER_MISMATCH = Status.DATASET_MISMATCH
+_UNABLE_TO_PROCESS = Status.CANNOT_UNDERSTAND
+"""0xC000, "unable to process" for C-FIND/GET/MOVE (PS3.4 C.4.1.1.4): the index is down."""
 
 
 def qr_sop_classes() -> list[str]:
@@ -134,9 +137,13 @@ class QueryRetrieve:
             log.warning("query refused: %s", exc)
             yield _IDENTIFIER_MISMATCH, None
             return
-        while (page := await asyncio.to_thread(next, pages, None)) is not None:
-            for row in page:
-                yield status, _response(row, keys, level, levels, retrieve_ae)
+        try:
+            while (page := await asyncio.to_thread(next, pages, None)) is not None:
+                for row in page:
+                    yield status, _response(row, keys, level, levels, retrieve_ae)
+        except StorageError as exc:  # the index server is down: say so, never hang
+            log.error("C-FIND failed: %s", exc)
+            yield _UNABLE_TO_PROCESS, None
 
     async def _files(self, request: GetRequest | MoveRequest) -> AsyncIterator[Any]:
         """The stored files a retrieve names by its unique keys (PS3.4 C.4.2.2.1), else
@@ -152,7 +159,16 @@ class QueryRetrieve:
             return
         await settled(self.index.key)
         pages = await asyncio.to_thread(self.index.pages, "IMAGE", filters)
-        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+        while True:
+            try:
+                page = await asyncio.to_thread(next, pages, None)
+            except StorageError as exc:  # the index server is down: say so, never hang
+                log.error("C-%s failed: %s", "MOVE" if isinstance(request, MoveRequest)
+                          else "GET", exc)
+                yield _UNABLE_TO_PROCESS
+                return
+            if page is None:
+                return
             for row in page:
                 if self._fetch is not None:
                     yield await self._fetch(row["path"])
