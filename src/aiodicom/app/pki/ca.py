@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aiodicom.aio.tls import ae_title_to_uri, validate_ae_title
@@ -332,16 +332,20 @@ def _issue(
     force: bool,
     not_before: datetime | None,
     not_after: datetime | None,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | None = None,
 ) -> IssuedCertificate:
+    """Sign a leaf; with `public_key` (a CSR's) no key is made and PREFIX.key not written."""
     cert_path, key_path = prefix_paths(out)
-    refuse_existing([cert_path, key_path], force=force)
+    refuse_existing([cert_path] if public_key else [cert_path, key_path], force=force)
     if days < 1:
         raise ConfigurationError(f"--days must be at least 1, not {days}")
     now = utcnow()
     require_ca(directory)
     with locked(directory):
         issuer, issuer_key, chain, signed_by = _issuer_for(directory, org, now)
-        key = generate_key(key_type)
+        key = generate_key(key_type) if public_key is None else None
+        pub = key.public_key() if key is not None else public_key
+        assert pub is not None
         end = min(not_after or now + timedelta(days=days), issuer.not_valid_after_utc)
         eku = ExtendedKeyUsageOID.SERVER_AUTH if kind is CertKind.SERVER else (
             ExtendedKeyUsageOID.CLIENT_AUTH
@@ -350,17 +354,17 @@ def _issue(
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(issuer.subject)
-            .public_key(key.public_key())
+            .public_key(pub)
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before or now - _SKEW)
             .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                _key_usage(ca=False, rsa_key=isinstance(key, rsa.RSAPrivateKey)), critical=True
+                _key_usage(ca=False, rsa_key=isinstance(pub, rsa.RSAPublicKey)), critical=True
             )
             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
             .add_extension(x509.SubjectAlternativeName(san), critical=False)
-            .add_extension(_ski(key), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
                 critical=False,
@@ -368,7 +372,8 @@ def _issue(
             .sign(issuer_key, hashes.SHA256())
         )
         cert_path.parent.mkdir(parents=True, exist_ok=True)
-        write_private_key(key_path, key, force=force)
+        if key is not None:
+            write_private_key(key_path, key, force=force)
         write_file(cert_path, cert_pem(cert, *chain), force=force)
         record = record_certificate(
             directory, cert, kind, signed_by=signed_by, path=cert_path, org=org, groups=groups
@@ -437,6 +442,19 @@ def issue_client(
     ``dicom-ae:<percent-encoded>``. With `org`, the organization's intermediate signs it when
     one exists (and PREFIX.crt carries that intermediate after the certificate).
     """
+    subject, san, org, group_names = _client_names(ae_titles, org, groups)
+    return _issue(
+        directory, kind=CertKind.CLIENT, subject=subject, san=san, org=org,
+        groups=group_names, out=out, key_type=key_type, days=days, force=force,
+        not_before=not_before, not_after=not_after,
+    )
+
+
+def _client_names(
+    ae_titles: Sequence[str], org: str | None, groups: Sequence[str]
+) -> tuple[x509.Name, list[x509.GeneralName], str | None, list[str]]:
+    """(subject, SAN, organization, groups) of a client certificate: CN = the first AE
+    title, O = `org`, one OU per group, each AE title a ``dicom-ae:`` SAN URI."""
     titles: list[str] = []
     for ae in ae_titles:
         title = validate_ae_title(ae)
@@ -459,8 +477,42 @@ def issue_client(
     san: list[x509.GeneralName] = [
         x509.UniformResourceIdentifier(ae_title_to_uri(t)) for t in titles
     ]
+    return x509.Name(attrs), san, org, group_names
+
+
+def sign_client_request(
+    directory: Path,
+    csr_pem: bytes,
+    *,
+    ae_titles: Sequence[str],
+    org: str | None = None,
+    groups: Sequence[str] = (),
+    out: Path,
+    days: int = LEAF_DAYS,
+    force: bool = False,
+) -> IssuedCertificate:
+    """Sign a modality's certificate signing request (PKCS#10, PEM): its key never leaves it.
+
+    Only the CSR's public key is used (its signature must verify; EC P-256/P-384 or RSA of
+    at least 2048 bits): the subject and the AE titles are the CA's decision, exactly as
+    `issue_client` would write them. Writes PREFIX.crt only.
+    """
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise ConfigurationError(f"not a PEM certificate signing request ({exc})") from exc
+    if not csr.is_signature_valid:
+        raise ConfigurationError("the CSR's signature does not verify (damaged or forged)")
+    pub = csr.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        if pub.key_size < 2048:
+            raise ConfigurationError(f"the CSR's RSA key has {pub.key_size} bits; 2048 at least")
+    elif not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name not in (
+            "secp256r1", "secp384r1"):
+        raise ConfigurationError("the CSR's key must be EC P-256/P-384 or RSA (2048+ bits)")
+    subject, san, org, group_names = _client_names(ae_titles, org, groups)
     return _issue(
-        directory, kind=CertKind.CLIENT, subject=x509.Name(attrs), san=san, org=org,
-        groups=group_names, out=out, key_type=key_type, days=days, force=force,
-        not_before=not_before, not_after=not_after,
+        directory, kind=CertKind.CLIENT, subject=subject, san=san, org=org,
+        groups=group_names, out=out, key_type="ec", days=days, force=force,
+        not_before=None, not_after=None, public_key=pub,
     )
