@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FUZZ_SECONDS ?= 10
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv peers test lint typecheck pytest coverage fuzz-smoke serve bench clean
+.PHONY: venv peers test test-cluster lint typecheck pytest coverage fuzz-smoke serve bench clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,12 @@ coverage: venv
 	$(BIN)/pytest -q -n 2 --cov --cov-report=term tests/core tests/test_layering.py
 
 test: lint typecheck pytest coverage
+
+# The cluster suite: HAProxy (mode tcp, send-proxy-v2) in front of 3 `aiodicom serve` nodes over
+# mutual TLS, a PostgreSQL index, Azurite and moto S3 as object storage; every process started
+# and stopped by the tests themselves (tests/services/), nothing mocked. A few minutes.
+test-cluster: venv peers
+	$(BIN)/pytest -q -m cluster -p no:xdist tests/cluster
 
 fuzz-smoke: venv
 	$(BIN)/python fuzz/run_all.py --seconds $(FUZZ_SECONDS)
