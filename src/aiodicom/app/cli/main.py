@@ -163,6 +163,9 @@ def _build_parser() -> argparse.ArgumentParser:
     index_sub = index.add_subparsers(dest="index_command", metavar="ACTION")
     rebuild = index_sub.add_parser("rebuild", help="rebuild the index from the stored files")
     rebuild.add_argument("storage", type=Path)
+    rebuild.add_argument("--index", metavar="FILE|URL",
+                         help="the index to rebuild: an SQLite file or postgresql://user:pass@"
+                         "host:port/db (default STORAGE/index.sqlite)")
     rebuild.set_defaults(func=_cmd_index_rebuild)
 
     import aiodicom.app.pki as pki
@@ -306,14 +309,15 @@ def _cmd_qr(args: argparse.Namespace) -> int:
 
 
 def _cmd_index_rebuild(args: argparse.Namespace) -> int:
-    from aiodicom.app.archive.index import Index
+    from aiodicom.app.archive.index_writer import open_index
 
     root: Path = args.storage
     if not root.is_dir():
         raise ConfigurationError(f"{root} is not a directory")
-    with Index.for_root(root) as index:
+    with open_index(args.index, root) as index:
         count = index.rebuild(root)
-    print(f"indexed {count} instance(s) in {root / 'index.sqlite'}")
+        where = index.key
+    print(f"indexed {count} instance(s) in {where}")
     return 0
 
 
