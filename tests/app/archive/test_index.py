@@ -280,8 +280,7 @@ def test_rebuild_equals_incremental(filled: Index, storage: Storage, tmp_path: P
             assert rebuilt.query(level) == filled.query(level)
 
 
-def test_rebuild_in_place_drops_missing_files(sqlite_filled: Index, storage: Storage) -> None:
-    filled = sqlite_filled
+def test_rebuild_in_place_drops_missing_files(filled: Index, storage: Storage) -> None:
     before = _image_rows(filled)
     gone = Path(before[0]["path"])
     gone.unlink()

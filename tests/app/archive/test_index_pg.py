@@ -221,3 +221,16 @@ def test_loop_of_the_caller_is_not_used(database: str) -> None:
 
         assert asyncio.run(main()) == 0
         assert index.count() == 0
+
+
+def test_cli_rebuilds_a_postgresql_index(database: str, storage: Storage) -> None:  # noqa: F811
+    """`aiodicom index rebuild STORAGE --index URL`: what an outage left out comes back."""
+    stored = populate(storage)
+    result = subprocess.run(
+        [sys.executable, "-m", "aiodicom", "index", "rebuild", str(storage.root), "--index",
+         database], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"indexed {len(stored)} instance(s)" in result.stdout
+    assert "aiodicom-test-pw" not in result.stdout
+    with PgIndex(database) as index:
+        assert index.count() == len(stored)

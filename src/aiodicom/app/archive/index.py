@@ -247,13 +247,12 @@ class Index:
 
         Skips ROOT/.incoming and files that are not usable Part 10 files (logged).
         Rows for files that are gone are dropped; instances that a running server
-        stores meanwhile are kept, so this is safe to run beside it.
+        stores meanwhile are kept, so this is safe to run beside it: every row written
+        during the rebuild (found here, or stored meanwhile) has `indexed_at` >= its start,
+        so the rows older than that are the ones no file backs any more.
         """
         started = time.time()
         indexed = 0
-        with self._transaction() as db:
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (uid TEXT PRIMARY KEY)")
-            db.execute("DELETE FROM seen")
         batch: list[StoredInstance] = []
         for path in _walk(Path(root)):
             try:
@@ -266,18 +265,13 @@ class Index:
                 batch = []
         indexed += self._add_batch(batch)
         with self._transaction() as db:
-            db.execute(
-                'DELETE FROM instance WHERE "SOPInstanceUID" NOT IN (SELECT uid FROM seen) '
-                "AND indexed_at < ?",
-                (started,),
-            )
+            db.execute("DELETE FROM instance WHERE indexed_at < ?", (started,))
             db.execute('DELETE FROM series WHERE "SeriesInstanceUID" NOT IN '
                        '(SELECT "SeriesInstanceUID" FROM instance)')
             db.execute('DELETE FROM study WHERE "StudyInstanceUID" NOT IN '
                        '(SELECT "StudyInstanceUID" FROM series)')
             db.execute('DELETE FROM patient WHERE "PatientID" NOT IN '
                        '(SELECT "PatientID" FROM study)')
-            db.execute("DROP TABLE seen")
         return indexed
 
     def _add_batch(self, batch: list[StoredInstance]) -> int:
@@ -285,7 +279,6 @@ class Index:
             now = time.time()
             for stored in batch:
                 _upsert(db, stored, now)
-                db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (stored.sop_instance_uid,))
         return len(batch)
 
 

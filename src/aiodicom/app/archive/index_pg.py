@@ -189,10 +189,6 @@ class PgIndex(Index):
 
         return self._call(read())
 
-    def rebuild(self, root: Path) -> int:
-        raise StorageError("`aiodicom index rebuild` works on an SQLite index only, for now",
-                           failure=StorageFailure.IO_ERROR)
-
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._call(self._pool.close())
