@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiodicom.aio.admission import Admission
 from aiodicom.aio.events import Observer, ServerEvent
@@ -34,14 +34,31 @@ from aiodicom.core.negotiation import VERIFICATION_SOP_CLASS, AcceptorPolicy, Ro
 from aiodicom.errors import ConfigurationError
 from aiodicom.settings import AssociationSettings, Limits, Timeouts
 
+if TYPE_CHECKING:
+    from aiodicom.app.archive.backend import StorageBackend
+
 __all__ = ["configure_logging", "run_server", "serve_main"]
 
 log = logging.getLogger("aiodicom.serve")
 
 
-def make_store_handler(options: ServeOptions,
-                       audit: AuditTrail | None = None) -> Callable[[StoreRequest], Any]:
-    """The default C-STORE handler: Part 10 files under the storage root, then indexed.
+def open_storage(options: ServeOptions) -> StorageBackend:
+    """The storage backend --storage names: a directory, or an object store (app/archive/
+    backend.py); raises ConfigurationError for an unusable one."""
+    from aiodicom.app.archive.backend import open_backend
+    from aiodicom.app.archive.storage import DuplicatePolicy
+
+    try:
+        return open_backend(options.storage, fsync=options.fsync,
+                            duplicates=DuplicatePolicy[options.duplicates.upper()])
+    except ValueError as exc:
+        raise ConfigurationError(f"--storage {options.storage}: {exc}") from exc
+
+
+def make_store_handler(options: ServeOptions, audit: AuditTrail | None = None,
+                       backend: StorageBackend | None = None) -> Callable[[StoreRequest], Any]:
+    """The default C-STORE handler: Part 10 files under the storage root (or objects in the
+    object store, `backend`), then indexed.
 
     Success is answered once the file is renamed into place (fsynced when configured): the
     file is the durable record, the index is derived from it (`aiodicom index rebuild`).
@@ -50,25 +67,10 @@ def make_store_handler(options: ServeOptions,
     process waits for the updates queued before it.
     """
     from aiodicom.app.archive.index_writer import writer_for_index
-    from aiodicom.app.archive.storage import (
-        DuplicatePolicy,
-        Storage,
-        StorageError,
-        StorageFailure,
-        StorageSettings,
-    )
+    from aiodicom.app.archive.storage import StorageError, StorageFailure
 
-    storage = Storage(
-        StorageSettings(
-            root=Path(options.storage),
-            fsync=options.fsync,
-            duplicates=DuplicatePolicy[options.duplicates.upper()],
-        )
-    )
+    storage = backend if backend is not None else open_storage(options)
     index = writer_for_index(options.index, options.storage)  # --index, or STORAGE's
-    purged = storage.purge_incoming(older_than=3600.0)
-    if purged:
-        log.info("removed %d unfinished transfer(s) left by an earlier run", purged)
     statuses = {
         StorageFailure.MISMATCH: Status.DATASET_MISMATCH,
         StorageFailure.OUT_OF_RESOURCES: Status.OUT_OF_RESOURCES,
@@ -78,7 +80,7 @@ def make_store_handler(options: ServeOptions,
     async def handle_store(request: StoreRequest) -> Status:
         info = request.association
         try:
-            stored = await request.save(storage)
+            stored = await storage.save(request)
         except StorageError as exc:
             log.warning("association %d: C-STORE of %s from %r failed: %s", info.id,
                         request.sop_instance_uid[:64], info.calling_ae_title, exc,
@@ -163,8 +165,10 @@ def build_observers(
 
 
 def build_server(options: ServeOptions, observer: Observer | None = None,
-                 audit: AuditTrail | None = None) -> tuple[Server, Any]:
-    """The Server and, when TLS is on, the reloading TLS context (for SIGHUP)."""
+                 audit: AuditTrail | None = None,
+                 backend: StorageBackend | None = None) -> tuple[Server, Any]:
+    """The Server and, when TLS is on, the reloading TLS context (for SIGHUP); ``backend``
+    defaults to what --storage names (the caller closes it: `run_server` does)."""
     settings = AssociationSettings(
         ae_title=options.ae_title,
         timeouts=Timeouts(
@@ -202,13 +206,17 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
                                      jwt_issuer=options.jwt_issuer)
     if verify_identity is not None:
         reloading = _Reloaders(reloading, verify_identity)
+    # opened now: an index that cannot be opened (a PostgreSQL server down) fails the start
+    from aiodicom.app.archive.backend import LocalStorage
     from aiodicom.app.archive.index_writer import writer_for_index
     from aiodicom.app.archive.qr import QueryRetrieve
     from aiodicom.app.server.destinations import parse_move_destinations
 
-    # opened now: an index that cannot be opened (a PostgreSQL server down) fails the start
+    backend = backend if backend is not None else open_storage(options)
+    remote = not isinstance(backend, LocalStorage)  # an object store: fetch, then send
     qr = QueryRetrieve(Path(options.storage),
-                       writer_for_index(options.index, options.storage).index)
+                       writer_for_index(options.index, options.storage).index,
+                       fetch=backend.retrieve_file if remote else None)
     server = Server(
         admission=Admission(
             policy=policy,
@@ -219,7 +227,7 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
             verify_identity=verify_identity,
             require_user_identity=options.require_user_identity,
         ),
-        handlers=_handlers(options, qr, audit),
+        handlers=_handlers(options, qr, audit, backend),
         settings=settings,
         observer=observer,
         connection_limits=options.connection_limits(),
@@ -231,13 +239,12 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
     return server, reloading
 
 
-def _handlers(options: ServeOptions, qr: Any, audit: AuditTrail | None) -> Handlers:
+def _handlers(options: ServeOptions, qr: Any, audit: AuditTrail | None,
+              backend: StorageBackend) -> Handlers:
     """Store and Q/R handlers; with an audit trail, C-FIND is audited as a Query and the
     files C-GET/C-MOVE hand out as Instances Transferred (PS3.15 A.5.3)."""
-    from aiodicom.app.archive.commitment import make_commit_handler
-
-    store = make_store_handler(options, audit)
-    commit = make_commit_handler(Path(options.storage), lambda: qr.index)
+    store = make_store_handler(options, audit, backend)
+    commit = backend.commit_handler(lambda: qr.index)
     if audit is None:
         return Handlers(store=store, find=qr.find, get=qr.get, move=qr.move, commit=commit)
     trail = audit
@@ -299,7 +306,8 @@ async def run_server(
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``), then drain; SIGHUP reloads trust files."""
     observer, metrics, audit = build_observers(options)
-    server, reloading = build_server(options, observer, audit)
+    backend = open_storage(options)
+    server, reloading = build_server(options, observer, audit, backend)
     if metrics is not None and reloading is not None:  # CRL age / next update gauges
         register_crl_metrics(metrics.metrics, getattr(reloading, "tls", reloading))
     bound: list[tuple[str, str, int]] = []
@@ -352,6 +360,7 @@ async def run_server(
         if console is not None:
             await console.close()
         await server.close(drain_timeout=options.drain_timeout)
+        await backend.close()  # object store: aborts finish, retrieve staging removed
         if metrics_server is not None:
             metrics_server.close()
             with contextlib.suppress(Exception):
@@ -423,4 +432,29 @@ def serve_main(options: ServeOptions) -> int:
 
     if not uvloop_available():  # our own process: idle TLS associations stay small
         limit_default_loop_tls_buffers()
-    return run(run_server(options))
+    status = run(run_server(options))
+    from aiodicom.app.objstore import is_store_url
+
+    if isinstance(options.storage, str) and is_store_url(options.storage):
+        _exit_after_object_store(options, status)
+    return status
+
+
+def _exit_after_object_store(options: ServeOptions, status: int) -> None:
+    """End the process with ``status`` once the stores are closed and the index writes
+    committed: obstore's runtime threads can abort (SIGABRT) during interpreter
+    finalization (../shared/REFERENCE.md), which must not decide the exit status."""
+    import sys
+
+    from aiodicom.app.archive.index_writer import writer_for_index
+
+    try:
+        writer_for_index(options.index, options.storage).flush(timeout=30.0)
+    except Exception:
+        log.exception("index updates not flushed at exit")
+        status = status or 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
