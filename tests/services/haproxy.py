@@ -30,11 +30,13 @@ _BIND = re.compile(r"^\s*bind\s+[\d.]*:(\d+)", re.MULTILINE)
 def tcp_config(frontend_port: int, backends: Sequence[tuple[str, int]], *,
                send_proxy_v2: bool = True, check: bool | str = True,
                balance: str = "roundrobin", maxconn: int = 2000,
-               extra_backend: str = "") -> str:
+               source: str | None = None, extra_backend: str = "") -> str:
     """A complete haproxy.cfg: TCP frontend on 127.0.0.1:frontend_port to ``backends``.
 
     ``check``: True = a TCP health check every 500 ms (``fall 2 rise 2``: a dead node is out in
     about a second); a string = the server's check options verbatim; False = no check.
+    ``source``: the address HAProxy connects to the backends from (e.g. 127.0.0.3, so on
+    loopback the proxy's address differs from the client's).
     ``extra_backend`` is appended to the backend section (e.g. ``option tcp-check`` rules).
     """
     if not backends:
@@ -66,6 +68,7 @@ frontend dicom
 
 backend nodes
     balance {balance}
+{f"    source {source}" if source else ""}
 {extra_backend}
 {servers}
 """
