@@ -70,6 +70,23 @@ async def post_enrol(request: web.Request) -> web.Response:
     }, status=201)
 
 
+async def post_csr(request: web.Request) -> web.Response:
+    ctx = context(request)
+    data = await _json(request)
+    try:
+        enrolment = actions.sign_csr(ctx, session_of(request).admin,
+                                     str(data.get("csr") or "").encode(), data)
+    except actions.ActionError as exc:
+        return _error(exc)
+    serial = format(enrolment.record.serial, "X")
+    return web.json_response({
+        "certificate": next((r for r in ctx.pki.rows() if r["serial"] == serial), None),
+        "download": f"/download/{enrolment.token}",
+        "filename": enrolment.filename,
+        "commands": enrolment.commands,
+    }, status=201)
+
+
 async def post_revoke(request: web.Request) -> web.Response:
     data = await _json(request)
     try:
@@ -141,6 +158,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/certificates/{serial:[0-9A-Fa-f]{1,40}}", get_certificate)
     r.add_post("/api/certificates/{serial:[0-9A-Fa-f]{1,40}}/revoke", post_revoke)
     r.add_post("/api/enrol", post_enrol)
+    r.add_post("/api/csr", post_csr)
     r.add_get("/api/associations", list_associations)
     r.add_post("/api/associations/{assoc}/abort", post_abort)
     r.add_get("/api/organizations", list_organizations)

@@ -24,7 +24,13 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from aiodicom.aio.tls import load_pem_crls, validate_ae_title
 from aiodicom.app.pki.bundle import DICOM_TLS_PORT, export_bundle
-from aiodicom.app.pki.ca import LEAF_DAYS, init_ca, issue_client, organizations
+from aiodicom.app.pki.ca import (
+    LEAF_DAYS,
+    init_ca,
+    issue_client,
+    organizations,
+    sign_client_request,
+)
 from aiodicom.app.pki.files import (
     CertKind,
     CertRecord,
@@ -90,6 +96,30 @@ def certificate_row(record: CertRecord, *, now: datetime | None = None,
         if record.revoked_at else None,
         "revocation_reason": reason,
     }
+
+
+def requested_ae_titles(csr_pem: bytes) -> list[str]:
+    """The AE titles a CSR asks for: its ``dicom-ae:`` SAN URIs, else its subject CN."""
+    from urllib.parse import unquote
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise ConfigurationError(f"not a PEM certificate signing request ({exc})") from exc
+    titles: list[str] = []
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        titles.extend(unquote(uri[len("dicom-ae:"):]).strip(" ")
+                      for uri in san.get_values_for_type(x509.UniformResourceIdentifier)
+                      if uri.lower().startswith("dicom-ae:"))
+    except x509.ExtensionNotFound:
+        pass
+    if not titles:
+        titles = [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return [t for t in titles if t]
 
 
 def split_list(text: str) -> list[str]:
@@ -210,6 +240,34 @@ class PKI:
                                          serial=serial, expires=now + DOWNLOAD_SECONDS)
         return Enrolment(record=issued.record, token=token, filename=filename,
                          passphrase=passphrase, commands=self.commands(issued.record, stem, fmt))
+
+    def sign_csr(self, csr_pem: bytes, *, ae_titles: list[str], org: str | None,
+                 groups: list[str], days: int = LEAF_DAYS, now: float = 0.0) -> Enrolment:
+        """Sign a modality's CSR; without `ae_titles`, those it asks for (its ``dicom-ae:``
+        SAN URIs, else its CN). The download: its certificate (+ chain) and the root CA."""
+        if not ae_titles:
+            ae_titles = requested_ae_titles(csr_pem)
+        if not 1 <= days <= 3650:
+            raise ConfigurationError(f"validity must be 1 to 3650 days, not {days}")
+        titles = self.check_titles(ae_titles, org)
+        stem = f"{''.join(c for c in titles[0] if c.isalnum()) or 'client'}-{secrets.token_hex(3)}"
+        issued = sign_client_request(self.directory, csr_pem, ae_titles=titles, org=org or None,
+                                     groups=groups, out=self.state / "certs" / stem, days=days)
+        self.crl_covers_issuers()
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"{stem}.crt", issued.cert.read_bytes())
+            zf.writestr("ca.crt", (self.directory / "ca.crt").read_bytes())
+        token = secrets.token_urlsafe(24)
+        serial = format(issued.record.serial, "X")
+        self.downloads[token] = Download(filename=f"{stem}-certificate.zip",
+                                         content_type="application/zip",
+                                         data=buffer.getvalue(), serial=serial,
+                                         expires=now + DOWNLOAD_SECONDS)
+        commands = self.commands(issued.record, stem, "pem")
+        commands = {k: v.replace(f"{stem}.key", "YOUR.key") for k, v in commands.items()}
+        return Enrolment(record=issued.record, token=token, filename=f"{stem}-certificate.zip",
+                         passphrase=None, commands=commands)
 
     def take_download(self, token: str, now: float) -> Download | None:
         """The prepared download for `token`, removed (a second request gets nothing)."""

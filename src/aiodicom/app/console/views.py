@@ -113,6 +113,21 @@ async def enrol_post(request: web.Request) -> web.StreamResponse:
     return render(request, "enrolled.html", e=enrolment)
 
 
+async def csr_post(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    form = dict((await request.post()).items())
+    upload = form.get("csr_file")
+    pem = upload.file.read(64 * 1024) if isinstance(upload, web.FileField) else b""
+    if not pem:
+        pem = str(form.get("csr") or "").encode()
+    try:
+        enrolment = actions.sign_csr(ctx, session_of(request).admin, pem, form)
+    except actions.ActionError as exc:
+        return render(request, "enrol.html", status=exc.status, orgs=ctx.pki.organizations(),
+                      admin_org=session_of(request).admin.org, error=str(exc), values={})
+    return render(request, "enrolled.html", e=enrolment)
+
+
 async def download(request: web.Request) -> web.StreamResponse:
     try:
         item = actions.take_download(context(request), session_of(request).admin,
@@ -205,6 +220,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/certificates/{serial:[0-9A-Fa-f]{1,40}}/revoke", revoke_post)
     r.add_get("/enrol", enrol_page)
     r.add_post("/enrol", enrol_post)
+    r.add_post("/csr", csr_post)
     r.add_get("/download/{token:[A-Za-z0-9_-]{1,64}}", download)
     r.add_get("/connected", connected)
     r.add_post("/connected/{assoc:[0-9]{1,12}}/abort", abort_post)
