@@ -53,9 +53,14 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-port", type=int, help="mutual-TLS DICOM port (e.g. 2762)")
     serve.add_argument("--cert", type=Path, help="server certificate (PEM)")
     serve.add_argument("--key", type=Path, help="server private key (PEM)")
-    serve.add_argument("--ca", type=Path,
-                       help="CA certificate(s) that client certificates must chain to")
-    serve.add_argument("--crl", type=Path, help="certificate revocation list (PEM)")
+    serve.add_argument("--ca", type=_path_or_url, metavar="FILE|URL",
+                       help="CA certificate(s) that client certificates must chain to; a file "
+                       "or an object URL (az://container/ca.crt, s3://...) polled by ETag")
+    serve.add_argument("--crl", type=_path_or_url, metavar="FILE|URL",
+                       help="certificate revocation list (PEM), a file or an object URL "
+                       "(`aiodicom pki publish`)")
+    serve.add_argument("--trust-poll-interval", type=float, metavar="SECONDS",
+                       help="how often trust given as URLs is re-fetched (default 2)")
     serve.add_argument("--storage", type=_path_or_url, metavar="DIR|URL",
                        help="where instances go: a directory (default ./storage) or an object "
                             "store az://container/prefix, s3://bucket/prefix, gs://bucket/prefix "
@@ -66,7 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--require-ae-binding", action="store_true", default=None,
                        help="refuse client certificates that name no AE title")
-    serve.add_argument("--policy", type=Path, metavar="FILE",
+    serve.add_argument("--policy", type=_path_or_url, metavar="FILE|URL",
                        help="access policy by organization/group (TOML; see docs/security.md)")
     serve.add_argument("--metrics", metavar="[HOST:]PORT", help="Prometheus endpoint")
     serve.add_argument("--audit-log", type=Path, help="append PS3.15 A.5 audit messages here")
@@ -102,7 +107,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="addresses the proxy connects from (default 127.0.0.0/8,::1)")
     serve.add_argument("--tls-profile", metavar="PROFILE",
                        help="PS3.15 profile: bcp195 (B.12, default) or bcp195-modified (B.13)")
-    serve.add_argument("--users", type=Path, metavar="FILE",
+    serve.add_argument("--users", type=_path_or_url, metavar="FILE|URL",
                        help='user identity passwords: TOML [users] name = "hash" '
                        "(see `aiodicom user hash`)")
     serve.add_argument("--jwt-key", type=Path, metavar="FILE",
@@ -200,7 +205,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                   "tls_profile", "users", "jwt_key", "jwt_algorithm", "jwt_audience",
                   "jwt_issuer", "require_user_identity",
                   "idle_timeout", "acse_timeout", "dimse_timeout", "artim_timeout",
-                  "tls_handshake_timeout", "max_pending_handshakes",
+                  "tls_handshake_timeout", "trust_poll_interval", "max_pending_handshakes",
                   "max_pending_handshakes_per_peer", "max_pre_association",
                   "max_pre_association_per_peer", "max_associate_length",
                   "proxy_protocol", "proxy_from", "console", "console_pki", "console_users")

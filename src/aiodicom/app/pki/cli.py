@@ -130,6 +130,18 @@ def _cmd_crl(args: argparse.Namespace) -> int:
 
 
 @_guarded
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from aiodicom.app.pki.publish import publish
+
+    done = publish(args.dir, args.url)
+    for url in done.urls:
+        print(f"wrote {url}")
+    print(f"  {done.revoked} revoked certificate(s); servers reading --crl "
+          f"{done.urls[0]} refuse them within their poll interval (2 s by default)")
+    return 0
+
+
+@_guarded
 def _cmd_list(args: argparse.Namespace) -> int:
     now = utcnow()
     rows = [("SERIAL", "KIND", "STATUS", "NOT AFTER", "SUBJECT", "AE TITLES / NAMES")]
@@ -252,6 +264,20 @@ def add_subparsers(subparsers: argparse._SubParsersAction[Any]) -> None:
     crl.add_argument("--days", type=int, default=CRL_DAYS,
                      help=f"validity of the CRL (next-update) in days (default {CRL_DAYS})")
     crl.set_defaults(func=_cmd_crl)
+
+    pub = sub.add_parser(
+        "publish", help="write DIR's ca.crt and crl.pem to an object store for every node",
+        formatter_class=_FMT,
+        description="Write DIR/crl.pem and DIR/ca.crt to URL/crl.pem and URL/ca.crt (one PUT "
+        "each, visible only when complete; the CRL first). Servers started with --ca "
+        "URL/ca.crt --crl URL/crl.pem poll them by ETag and apply a new CRL within seconds. "
+        "Credentials and endpoints come from the environment (AZURE_STORAGE_*, AWS_*).",
+        epilog="example:\n  aiodicom pki revoke ca/ ct01.crt\n"
+        "  aiodicom pki publish ca/ az://trust/site",
+    )
+    pub.add_argument("dir", type=Path, metavar="DIR", help="the CA directory")
+    pub.add_argument("url", metavar="URL", help="az://container/prefix or s3://bucket/prefix")
+    pub.set_defaults(func=_cmd_publish)
 
     lst = sub.add_parser("list", help="list issued certificates and their status",
                          description="List every certificate issued by the CA in DIR.")

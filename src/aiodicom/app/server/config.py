@@ -34,8 +34,12 @@ class ServeOptions:
     """Mutual-TLS listener (2762, PS3.15)."""
     cert: Path | None = None
     key: Path | None = None
-    ca: Path | None = None
-    crl: Path | None = None
+    ca: Path | str | None = None
+    crl: Path | str | None = None
+    """--ca, --crl, --policy and --users take a path or an object URL (``az://container/key``,
+    ``s3://bucket/key``), polled by ETag every `trust_poll_interval` (app/server/trust_source)."""
+    trust_poll_interval: float = 2.0
+    """Seconds between conditional GETs of trust objects given as URLs."""
     storage: Path | str = Path("storage")
     """A directory, or an object store: ``az://container/prefix``, ``s3://bucket/prefix``,
     ``gs://bucket/prefix`` (credentials from the environment; app/objstore.py)."""
@@ -44,7 +48,7 @@ class ServeOptions:
     for a directory storage, required for an object store."""
     workers: int = 1
     require_ae_binding: bool = False
-    policy: Path | None = None
+    policy: Path | str | None = None
     """Access policy file (TOML, see docs/security.md), reloaded while the server runs."""
     metrics: str | None = None
     """Prometheus endpoint, "[HOST:]PORT" (host defaults to 127.0.0.1)."""
@@ -71,7 +75,7 @@ class ServeOptions:
     duplicates: str = "overwrite"
     tls_profile: str = "bcp195"
     """PS3.15 secure transport profile: "bcp195" (B.12) or "bcp195-modified" (B.13)."""
-    users: Path | None = None
+    users: Path | str | None = None
     """User identity passwords: TOML ``[users] name = "hash"`` (`aiodicom user hash`)."""
     jwt_key: Path | None = None
     """JWT verification key: the HS* shared secret file or an RS*/ES* public key PEM."""
@@ -158,11 +162,11 @@ class ServeOptions:
                 )
             for name in ("cert", "key", "ca", "crl"):
                 path = getattr(self, name)
-                if path is not None and not Path(path).is_file():
+                if path is not None and not _url(name, path) and not Path(path).is_file():
                     raise ConfigurationError(f"--{name} {path}: no such file")
         for name in ("policy", "users", "jwt_key"):
             path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
+            if path is not None and not _url(name, path) and not Path(path).is_file():
                 raise ConfigurationError(f"--{name.replace('_', '-')} {path}: no such file")
         from aiodicom.aio.tls import PROFILES
 
@@ -190,7 +194,7 @@ class ServeOptions:
 
             parse_listen_address(self.metrics)
         for name in ("drain_timeout", "idle_timeout", "acse_timeout", "dimse_timeout",
-                     "artim_timeout", "tls_handshake_timeout"):
+                     "artim_timeout", "tls_handshake_timeout", "trust_poll_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         if self.console is not None:
@@ -233,6 +237,21 @@ class ServeOptions:
                 f"--storage {self.storage} is an object store: give --index too, an SQLite "
                 "file (e.g. /var/lib/aiodicom/index.sqlite) or postgresql://user:pass@host/db "
                 "(several nodes share one PostgreSQL index)")
+
+
+def _url(name: str, value: object) -> bool:
+    """True if an option that may be an object URL is one (and a valid one)."""
+    if name not in ("ca", "crl", "policy", "users") or not isinstance(value, str):
+        return False
+    from aiodicom.app.objstore import is_store_url, parse_store_url
+
+    if not is_store_url(value):
+        return False
+    try:
+        parse_store_url(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"--{name}: {exc}") from None
+    return True
 
 
 def _expected(name: str) -> tuple[type, ...]:

@@ -44,6 +44,7 @@ __all__ = [
     "MetricsObserver",
     "parse_listen_address",
     "register_crl_metrics",
+    "register_trust_metrics",
     "serve_metrics",
 ]
 
@@ -120,6 +121,45 @@ def register_crl_metrics(metrics: Metrics, tls_context: Any) -> None:
         if validity.next_update is not None:
             next_update.set(validity.next_update.timestamp())
         age.set(time.time() - validity.last_update.timestamp())
+
+    refresh()
+    metrics.on_refresh(refresh)
+
+
+def register_trust_metrics(metrics: Metrics, mirrors: Any, tls_context: Any = None) -> None:
+    """Trust objects polled from an object store (`app/server/trust_source.TrustMirrors`):
+    fetches by result (``updated``, ``unchanged``, ``failed``, ``refused``) and the time of
+    the last fetch that reached the store, per option; alert when that time falls behind or
+    ``failed``/``refused`` grow. ``aiodicom_tls_reload_failing`` is 1 while the newest trust
+    files do not build a TLS context (the previous one stays in force)."""
+    from prometheus_client import Counter, Gauge
+
+    fetches = Counter("aiodicom_trust_fetches_total",
+                      "Conditional GETs of trust objects (--ca/--crl/--policy/--users URLs), "
+                      "by option and result.", ("option", "result"), registry=metrics.registry)
+    last = Gauge("aiodicom_trust_last_success_timestamp_seconds",
+                 "Unix time of the last fetch of a trust object that reached the store.",
+                 ("option",), registry=metrics.registry, multiprocess_mode="livemin")
+    seen: dict[tuple[str, str], int] = {}
+    failing = None
+    if tls_context is not None:
+        failing = Gauge("aiodicom_tls_reload_failing",
+                        "1 while the newest trust files do not build a TLS context.",
+                        registry=metrics.registry, multiprocess_mode="livemax")
+    for f in mirrors.files:
+        for result in ("updated", "unchanged", "failed", "refused"):
+            fetches.labels(option=f.option, result=result)
+
+    def refresh() -> None:  # counters follow the mirrors' own counts (no prometheus there)
+        for f in mirrors.files:
+            for result, count in f.stats.results.items():
+                before = seen.get((f.option, result), 0)
+                if count > before:
+                    fetches.labels(option=f.option, result=result).inc(count - before)
+                    seen[(f.option, result)] = count
+            last.labels(option=f.option).set(f.stats.last_success)
+        if failing is not None:
+            failing.set(0 if getattr(tls_context, "last_error", None) is None else 1)
 
     refresh()
     metrics.on_refresh(refresh)

@@ -201,7 +201,8 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
         reloading = _Reloaders(reloading, policy_file)
     from aiodicom.app.server.users import build_verifier
 
-    verify_identity = build_verifier(options.users, options.jwt_key, options.jwt_algorithm,
+    users = Path(options.users) if options.users is not None else None  # a URL's mirror
+    verify_identity = build_verifier(users, options.jwt_key, options.jwt_algorithm,
                                      jwt_audience=options.jwt_audience,
                                      jwt_issuer=options.jwt_issuer)
     if verify_identity is not None:
@@ -304,12 +305,36 @@ async def run_server(
     started: Callable[[list[tuple[str, str, int]]], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop``), then drain; SIGHUP reloads trust files."""
+    """Run until SIGTERM/SIGINT (or ``stop``), then drain; SIGHUP reloads trust files.
+
+    Trust given as object URLs (--ca/--crl/--policy/--users) is fetched into local mirrors
+    first and polled while the server runs (app/server/trust_source.py)."""
+    from aiodicom.app.server.trust_source import open_mirrors
+
+    options, mirrors = await open_mirrors(options)
+    try:
+        return await _run_server(options, mirrors, started=started, stop=stop)
+    finally:
+        if mirrors is not None:
+            mirrors.close()
+
+
+async def _run_server(
+    options: ServeOptions,
+    mirrors: Any,
+    *,
+    started: Callable[[list[tuple[str, str, int]]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
     observer, metrics, audit = build_observers(options)
     backend = open_storage(options)
     server, reloading = build_server(options, observer, audit, backend)
     if metrics is not None and reloading is not None:  # CRL age / next update gauges
         register_crl_metrics(metrics.metrics, getattr(reloading, "tls", reloading))
+    if mirrors is not None:
+        from aiodicom.app.server.trust_source import attach_mirrors
+
+        attach_mirrors(mirrors, reloading, metrics.metrics if metrics is not None else None)
     bound: list[tuple[str, str, int]] = []
     supervisor = os.environ.get("AIODICOM_WORKER", "")
     reuse = supervisor.isdigit()  # a worker of `serve --workers N`: the supervisor's pid
@@ -342,9 +367,10 @@ async def run_server(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if reloading is not None:
-        loop.add_signal_handler(signal.SIGHUP, reloading.reload)
+    if reloading is not None or mirrors is not None:
+        loop.add_signal_handler(signal.SIGHUP, _on_hup(reloading, mirrors))
     watcher = asyncio.create_task(_watch(reloading)) if reloading is not None else None
+    poller = asyncio.create_task(mirrors.run()) if mirrors is not None else None
     refresher = (asyncio.create_task(_refresh_shared(metrics.metrics))
                  if metrics is not None and metrics.metrics.shared else None)
     orphan_guard = (asyncio.create_task(_exit_with_supervisor(int(supervisor), stop))
@@ -354,7 +380,7 @@ async def run_server(
     finally:
         log.info("shutting down: draining %d association(s) for up to %.0f s",
                  server.active, options.drain_timeout)
-        for task in (watcher, orphan_guard, refresher):
+        for task in (watcher, orphan_guard, refresher, poller):
             if task is not None:
                 task.cancel()
         if console is not None:
@@ -407,6 +433,19 @@ class _Reloaders:
                 getattr(part, method)()
             except ConfigurationError as exc:
                 log.warning("trust files not reloaded: %s", exc)
+
+
+def _on_hup(reloading: Any, mirrors: Any) -> Callable[[], None]:
+    """SIGHUP: reload the files now, and fetch the trust objects now (then reload again if
+    one changed)."""
+
+    def hup() -> None:
+        if reloading is not None:
+            reloading.reload()
+        if mirrors is not None:
+            mirrors.wake()
+
+    return hup
 
 
 async def _watch(reloading: Any) -> None:
