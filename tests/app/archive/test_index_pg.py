@@ -234,3 +234,79 @@ def test_cli_rebuilds_a_postgresql_index(database: str, storage: Storage) -> Non
     assert "aiodicom-test-pw" not in result.stdout
     with PgIndex(database) as index:
         assert index.count() == len(stored)
+
+
+def _serve_store_find(tmp_path: Path, index: str | None, run: Any,
+                      cut: CuttableProxy | None = None) -> tuple[list[Status], Any, list[Any]]:
+    """`aiodicom serve`'s server with ``index``: 3 C-STOREs, then C-FINDs at STUDY and
+    IMAGE level; with ``cut``, the index server is cut off before the third C-STORE."""
+    from pydicom.dataset import Dataset
+
+    from aiodicom.aio.client import connect
+    from aiodicom.app.server.config import ServeOptions
+    from aiodicom.app.server.run import build_server
+    from aiodicom.core.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS
+    from aiodicom.core.qr import qr_contexts
+    from tests.conftest import write_ct
+
+    root = tmp_path / "store"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    sources = [write_ct(tmp_path / f"ct{n}.dcm", size=64, sop_instance_uid=f"1.2.3.9.{n}",
+                        series_uid=f"1.2.3.4.5.{6 + n % 2}") for n in range(3)]
+    options = ServeOptions(port=0, storage=root, index=index)
+
+    async def main() -> tuple[list[Status], Any, list[Any]]:
+        server, _ = build_server(options)
+        contexts = [("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"]),
+                    (VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]), *qr_contexts()]
+        answers: list[Any] = []
+        async with server:
+            host, port = await server.listen()
+            async with connect(host, port, contexts=contexts) as assoc:
+                stored = []
+                for number, source in enumerate(sources):
+                    if cut is not None and number == 2:
+                        cut.cut()
+                    stored.append(await assoc.send_store(source))
+                for level, keys in (("STUDY", {"StudyInstanceUID": "", "PatientName": "",
+                                               "ModalitiesInStudy": "",
+                                               "NumberOfStudyRelatedInstances": ""}),
+                                    ("IMAGE", {"StudyInstanceUID": "1.2.3.4.5",
+                                               "SeriesInstanceUID": "1.2.3.4.5.6",
+                                               "SOPInstanceUID": "", "InstanceNumber": ""})):
+                    query = Dataset()
+                    query.QueryRetrieveLevel = level
+                    for keyword, value in keys.items():
+                        setattr(query, keyword, value)
+                    async with assoc.find(query) as matches:
+                        found = [ds async for ds in matches]
+                    answers.append((matches.status, found))
+        return stored, answers, sources
+
+    return run(main())
+
+
+def test_serve_answers_the_same_from_both_backends(tmp_path: Path, database: str,
+                                                   run: Any) -> None:
+    stored, sqlite_answers, _ = _serve_store_find(tmp_path / "sqlite", None, run)
+    pg_stored, pg_answers, _ = _serve_store_find(tmp_path / "pg", database, run)
+    assert stored == pg_stored == [Status.SUCCESS] * 3
+    assert [status for status, _ in pg_answers] == [Status.SUCCESS] * 2
+    assert [len(found) for _, found in pg_answers] == [1, 2]
+    assert pg_answers == sqlite_answers  # every status and every data set, in order
+    (_, (study,)), _ = pg_answers
+    assert int(study.NumberOfStudyRelatedInstances) == 3
+
+
+def test_serve_with_postgresql_cut_off(tmp_path: Path, database: str, postgres: Any,
+                                       proxy: CuttableProxy, run: Any,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C-STORE after the cut is answered with success (its file is in place), and the
+    C-FIND answers a failure, within the test's 60 s bound, not a hang."""
+    monkeypatch.setattr(index_writer, "SETTLE_TIMEOUT", 1.0)
+    monkeypatch.setattr(index_writer, "RETRY_FOR", 2.0)
+    url = database.replace(f":{postgres.port}/", f":{proxy.port}/")
+    stored, answers, sources = _serve_store_find(tmp_path, url, run, cut=proxy)
+    assert stored == [Status.SUCCESS] * 3
+    assert [(int(status), found) for status, found in answers] == [(0xC000, [])] * 2
+    assert len(list((tmp_path / "store").rglob("*.dcm"))) == 3

@@ -123,7 +123,7 @@ class PgIndex(Index):
         try:
             async def open_pool() -> Any:  # created on the index loop, which it binds to
                 return await asyncpg.create_pool(
-                    url, min_size=1, max_size=max_connections, timeout=TIMEOUT,
+                    url, min_size=0, max_size=max_connections, timeout=TIMEOUT,
                     command_timeout=TIMEOUT)
 
             self._pool = self._call(open_pool())
