@@ -234,7 +234,7 @@ class _Upload:
         import obstore
 
         self.key = key
-        self._queue: asyncio.Queue[bytes | _End | _Aborted] = asyncio.Queue(maxsize=1)
+        self._queue: asyncio.Queue[bytearray | _End | _Aborted] = asyncio.Queue(maxsize=1)
         self.task = asyncio.ensure_future(obstore.put_async(
             storage.store, key, self, chunk_size=storage.settings.part_size,
             max_concurrency=1, use_multipart=True))
@@ -243,7 +243,7 @@ class _Upload:
     def __aiter__(self) -> _Upload:
         return self
 
-    async def __anext__(self) -> bytes:
+    async def __anext__(self) -> bytearray:
         item = await self._queue.get()
         if isinstance(item, _End):
             raise StopAsyncIteration
@@ -251,7 +251,7 @@ class _Upload:
             raise item
         return item
 
-    async def _put(self, item: bytes | _End) -> None:
+    async def _put(self, item: bytearray | _End) -> None:
         """Queue ``item``, unless the upload failed meanwhile (its error is raised)."""
         if self.task.done():
             self.task.result()  # raises the store's error
@@ -266,7 +266,8 @@ class _Upload:
             self.task.result()
             raise _Aborted("the upload ended early")
 
-    async def send(self, part: bytes) -> None:
+    async def send(self, part: bytearray) -> None:
+        """Queue a part (obstore takes it as it is: the writer never touches it again)."""
         await self._put(part)
 
     async def finish(self) -> None:
@@ -303,6 +304,8 @@ class ObjectWriter:
         self.source_ae_title = checked.source_ae_title
         self._meta_length = len(checked.meta)
         self._buffer = bytearray(checked.meta)
+        """The part being filled; full parts move to `_ready` whole (never copied)."""
+        self._ready: list[bytearray] = []
         self._part = storage.settings.part_size
         self._upload: _Upload | None = None
         self._attributes: dict[str, str] | None = None
@@ -325,22 +328,26 @@ class ObjectWriter:
         self.size += view.nbytes
         if self._exists:
             return False
-        self._buffer += view
-        return len(self._buffer) >= self._part
+        while view.nbytes:
+            room = self._part - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) == self._part:
+                self._ready.append(self._buffer)
+                self._buffer = bytearray()
+        return bool(self._ready)
 
     async def drain(self) -> None:
         """Ship every full part; the first starts the upload once the head is checked."""
         try:
-            while len(self._buffer) >= self._part and not self._exists:
+            while self._ready and not self._exists:
                 if self._upload is None:
-                    await self._start(complete=False)
+                    await self._start(self._ready[0], complete=False)
                     if self._upload is None:  # an existing object, kept or rejected
+                        self._ready.clear()
                         self._buffer = bytearray()
                         return
-                with memoryview(self._buffer) as view:
-                    part = bytes(view[: self._part])
-                del self._buffer[: self._part]
-                await self._upload.send(part)
+                await self._upload.send(self._ready.pop(0))
         except BaseException as exc:
             self.abort()
             translated = _translate(exc, self.sop_instance_uid)
@@ -348,10 +355,10 @@ class ObjectWriter:
                 raise
             raise translated from exc
 
-    async def _start(self, *, complete: bool) -> None:
-        """Check the buffered head, name the object, apply the duplicate policy and (for a
-        multipart instance) open the upload."""
-        attributes = self._head(complete=complete)
+    async def _start(self, first: bytearray, *, complete: bool) -> None:
+        """Check the head in ``first`` (the first part, or the whole instance), name the
+        object, apply the duplicate policy and (for a multipart instance) open the upload."""
+        attributes = self._head(first, complete=complete)
         check_header(attributes, sop_instance_uid=self.sop_instance_uid,
                      sop_class_uid=self.sop_class_uid)
         self._attributes = attributes
@@ -366,11 +373,11 @@ class ObjectWriter:
             return
         self._upload = _Upload(self._storage, self._key)
 
-    def _head(self, *, complete: bool) -> dict[str, str]:
+    def _head(self, first: bytearray, *, complete: bool) -> dict[str, str]:
         """`read_header`'s attributes from the buffered bytes (the data set's first part or
         all of it); a head not within the first part is refused, never read back."""
         start, syntax = self._meta_length, self.transfer_syntax_uid
-        with memoryview(self._buffer) as whole, whole[start:] as head:
+        with memoryview(first) as whole, whole[start:] as head:
             length = head.nbytes
             try:
                 found = header_from_prefix(head, length, syntax)  # type: ignore[arg-type]
@@ -432,7 +439,7 @@ class ObjectWriter:
 
         policy = self._storage.settings.duplicates
         if not self._exists and self._upload is None:  # the whole instance is buffered
-            await self._start(complete=True)
+            await self._start(self._buffer, complete=True)
             assert self._key is not None
             if policy is DuplicatePolicy.OVERWRITE:
                 await obstore.put_async(self._storage.store, self._key, self._buffer,
@@ -447,8 +454,8 @@ class ObjectWriter:
                     self._exists = True
         elif self._upload is not None:
             if self._buffer:
-                await self._upload.send(bytes(self._buffer))
-                self._buffer = bytearray()
+                last, self._buffer = self._buffer, bytearray()
+                await self._upload.send(last)
             await self._upload.finish()
         if not self._exists:
             return StoreOutcome.STORED
@@ -458,6 +465,7 @@ class ObjectWriter:
         """Drop the instance: the upload (if any) is aborted; idempotent."""
         self._finished = True
         self._buffer = bytearray()
+        self._ready.clear()
         upload, self._upload = self._upload, None
         if upload is not None and not upload.task.done():
             upload.abort()
@@ -467,7 +475,7 @@ def _translate(exc: BaseException, sop_instance_uid: str) -> BaseException:
     """A store failure as `StoreUnavailable`; our own errors and cancellation unchanged."""
     if isinstance(exc, StorageError) or not isinstance(exc, Exception):
         return exc
-    if isinstance(exc, _Aborted | store_errors()):
+    if isinstance(exc, (_Aborted, *store_errors())):
         return StoreUnavailable(
             f"the object store failed while storing {sop_instance_uid}: "
             f"{type(exc).__name__}: {str(exc)[:300]}; nothing was stored")
