@@ -36,7 +36,7 @@ from aiodicom.core.negotiation import (
 from aiodicom.core.pdu import AReleaseRQ, encode_pdu
 from tests.app.server.test_serve_cli import ServeProcess
 from tests.interop.peers import dcmtk, run_tool
-from tests.services.haproxy import HAProxyServer, start_haproxy
+from tests.services.haproxy import HAProxyServer, start_haproxy, tcp_config
 
 pytestmark = pytest.mark.interop
 
@@ -249,3 +249,37 @@ def test_example_config_carries_the_library_bytes(certs: Certs, tmp_path: Path) 
     done = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True,
                           text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_plain_tcp_checks_are_routine_for_the_node(certs: Certs, tmp_path: Path) -> None:
+    """HAProxy's default check with send-proxy-v2: a LOCAL header, then a reset, every
+    500 ms. The node counts them as probes at debug level: no warning, no failed handshake,
+    no association (REFERENCE.md, "Running the cluster parts on these machines")."""
+    node = ServeProcess.start(
+        "--ae-title", NODE_AE, "--tls-port", "0", "--cert", certs.server_cert,
+        "--key", certs.server_key, "--ca", certs.ca, "--proxy-protocol",
+        "--storage", tmp_path / "storage", "--log-format", "json", "--log-level", "debug",
+        expect=("dicom+tls",))
+    try:
+        port = node.ports["dicom+tls"]
+        workdir = tmp_path / "haproxy"
+        with start_haproxy(workdir, lambda front: tcp_config(front, [("127.0.0.1", port)])):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                probes = [line for line in node.lines if "health check" in line
+                          or "closed before its PROXY header" in line]
+                if len(probes) >= 6:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError("no HAProxy checks reached the node:\n" + node.log())
+    finally:
+        assert node.stop() == 0, node.log()
+    records = [json.loads(line) for line in node.lines if line.startswith("{")]
+    loud = [r for r in records if r["level"] in ("warning", "error")
+            or r["message"].startswith("association")]
+    assert not loud, loud
+    # One client connection did reach the node through HAProxy and closed without a TLS
+    # handshake: start_haproxy's readiness probe. Every check after it was a probe.
+    failed = [r for r in records if r["message"].startswith("a TLS handshake failed")]
+    assert len(failed) <= 1, failed
