@@ -223,6 +223,14 @@ def test_enrol_download_store_watch_revoke(served: dict[str, object], tmp_path: 
             page.click("#check button[type=submit]")
             assert "refused" in page.locator("#answer").inner_text()
             page.screenshot(path=shots / "policy.png", full_page=True)
+            page.goto(base + "/enrol")
+            page.fill("input[name=ae_titles]", "US03")
+            page.fill("input[name=org]", "Radiology East")
+            page.check("input[name=queue]")
+            page.click("#enrol button[type=submit]")
+            assert "waiting for an administrator" in page.locator("#filed").inner_text()
+            assert "US03" in page.locator("#requests").inner_text()
+            page.screenshot(path=shots / "requests.png", full_page=True)
             assert not errors, errors  # no CSP violation or script error in the console
 
             # The link was consumed: a second browser cannot use it.

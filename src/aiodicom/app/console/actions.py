@@ -10,13 +10,14 @@ import time
 from typing import Any
 
 from aiodicom.app.console.auth import Admin
-from aiodicom.app.console.pki_ops import Download, Enrolment, split_list
+from aiodicom.app.console.pki_ops import Download, Enrolment, requested_ae_titles, split_list
+from aiodicom.app.console.queue import Request
 from aiodicom.app.console.web import ConsoleContext
 from aiodicom.app.server.audit import Outcome
 from aiodicom.errors import ConfigurationError
 
-__all__ = ["ActionError", "abort_association", "add_organization", "enrol", "revoke",
-           "sign_csr", "take_download"]
+__all__ = ["ActionError", "abort_association", "add_organization", "approve", "enrol",
+           "maybe_queue", "reject", "revoke", "sign_csr", "take_download"]
 
 log = logging.getLogger("aiodicom.console")
 
@@ -177,3 +178,73 @@ def add_organization(ctx: ConsoleContext, admin: Admin, name: str) -> dict[str, 
     ctx.audit.change(admin, "C", f"created the intermediate CA of organization {name!r}",
                      event="organization", object_id=name, object_name=name, org=name)
     return {"name": name}
+
+
+def maybe_queue(ctx: ConsoleContext, admin: Admin, kind: str, data: dict[str, Any],
+                csr_pem: bytes = b"") -> Request | None:
+    """File the enrolment or CSR in the approval queue when the user is a requester or asks
+    for it (``queue``); None when it is to be done at once. Checked now as at approval."""
+    if admin.role != "requester" and str(data.get("queue") or "") not in ("1", "on", "True",
+                                                                          "true"):
+        return None
+    org = str(data.get("org") or "").strip() or None
+    titles = _listed(data.get("ae_titles"))
+    try:
+        org = _scope_org(admin, org)
+        if kind == "csr" and not titles:
+            titles = requested_ae_titles(csr_pem)
+        titles = ctx.pki.check_titles(titles, org)
+        days = int(str(data.get("days") or 365))
+    except (ActionError, ConfigurationError, ValueError) as exc:
+        ctx.audit.change(admin, "C", f"refused request for {', '.join(titles) or '-'}: {exc}",
+                         event="request", org=org, outcome=Outcome.MINOR_FAILURE)
+        raise ActionError(str(exc), getattr(exc, "status", 400)) from exc
+    request = ctx.pki.queue.file(kind=kind, requested_by=admin.name, org=org,
+                                 ae_titles=tuple(titles), groups=tuple(_listed(data.get("groups"))),
+                                 days=days, format=str(data.get("format") or "pem"),
+                                 csr=csr_pem.decode("ascii", "replace"))
+    ctx.audit.change(admin, "C", f"requested {kind} of {', '.join(titles)} for "
+                     f"{org or 'no organization'} (request {request.id}, awaiting approval)",
+                     event="request", object_id=request.id, org=org)
+    return request
+
+
+def _decidable(ctx: ConsoleContext, admin: Admin, request_id: str) -> Request:
+    try:
+        request = ctx.pki.queue.get(request_id)
+    except ConfigurationError as exc:
+        raise ActionError(str(exc), 404) from exc
+    if admin.role != "admin":
+        raise ActionError("requesters cannot approve or reject requests", 403)
+    if request.requested_by == admin.name:
+        raise ActionError("nobody approves their own request", 403)
+    _scope_org(admin, request.org)
+    if request.status != "pending":
+        raise ActionError(f"request {request_id} is already {request.status}", 409)
+    return request
+
+
+def approve(ctx: ConsoleContext, admin: Admin, request_id: str) -> Enrolment:
+    """Do what the request asked (the download goes to the approver, to hand over)."""
+    request = _decidable(ctx, admin, request_id)
+    data = {"ae_titles": list(request.ae_titles), "org": request.org,
+            "groups": list(request.groups), "days": request.days, "format": request.format}
+    if request.kind == "csr":
+        enrolment = sign_csr(ctx, admin, request.csr.encode(), data)
+    else:
+        enrolment = enrol(ctx, admin, data)
+    ctx.pki.queue.decide(request_id, status="approved", decided_by=admin.name,
+                         serial=format(enrolment.record.serial, "X"))
+    ctx.audit.change(admin, "U", f"approved request {request_id} of {request.requested_by}",
+                     event="approve", object_id=request_id, org=request.org)
+    return enrolment
+
+
+def reject(ctx: ConsoleContext, admin: Admin, request_id: str, reason: str) -> Request:
+    request = _decidable(ctx, admin, request_id)
+    reason = " ".join(reason.split())[:200] or "no reason given"
+    decided = ctx.pki.queue.decide(request_id, status="rejected", decided_by=admin.name,
+                                   reason=reason)
+    ctx.audit.change(admin, "U", f"rejected request {request_id} of {request.requested_by}: "
+                     f"{reason}", event="reject", object_id=request_id, org=request.org)
+    return decided

@@ -56,8 +56,12 @@ async def get_certificate(request: web.Request) -> web.Response:
 
 async def post_enrol(request: web.Request) -> web.Response:
     ctx = context(request)
+    data = await _json(request)
     try:
-        enrolment = actions.enrol(ctx, session_of(request).admin, await _json(request))
+        queued = actions.maybe_queue(ctx, session_of(request).admin, "enrol", data)
+        if queued is not None:
+            return web.json_response({"request": queued.public()}, status=202)
+        enrolment = actions.enrol(ctx, session_of(request).admin, data)
     except actions.ActionError as exc:
         return _error(exc)
     serial = format(enrolment.record.serial, "X")
@@ -73,9 +77,12 @@ async def post_enrol(request: web.Request) -> web.Response:
 async def post_csr(request: web.Request) -> web.Response:
     ctx = context(request)
     data = await _json(request)
+    pem = str(data.get("csr") or "").encode()
     try:
-        enrolment = actions.sign_csr(ctx, session_of(request).admin,
-                                     str(data.get("csr") or "").encode(), data)
+        queued = actions.maybe_queue(ctx, session_of(request).admin, "csr", data, pem)
+        if queued is not None:
+            return web.json_response({"request": queued.public()}, status=202)
+        enrolment = actions.sign_csr(ctx, session_of(request).admin, pem, data)
     except actions.ActionError as exc:
         return _error(exc)
     serial = format(enrolment.record.serial, "X")
@@ -151,6 +158,37 @@ async def post_policy_check(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+def _enrolment_json(ctx: Any, enrolment: Any) -> dict[str, Any]:
+    serial = format(enrolment.record.serial, "X")
+    return {"certificate": next((r for r in ctx.pki.rows() if r["serial"] == serial), None),
+            "download": f"/download/{enrolment.token}", "filename": enrolment.filename,
+            "passphrase": enrolment.passphrase, "commands": enrolment.commands}
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    return web.json_response({"requests": [
+        r.public() for r in context(request).pki.queue.all()]})
+
+
+async def post_approve(request: web.Request) -> web.Response:
+    ctx = context(request)
+    try:
+        enrolment = actions.approve(ctx, session_of(request).admin, request.match_info["rid"])
+    except actions.ActionError as exc:
+        return _error(exc)
+    return web.json_response(_enrolment_json(ctx, enrolment), status=201)
+
+
+async def post_reject(request: web.Request) -> web.Response:
+    data = await _json(request)
+    try:
+        decided = actions.reject(context(request), session_of(request).admin,
+                                 request.match_info["rid"], str(data.get("reason") or ""))
+    except actions.ActionError as exc:
+        return _error(exc)
+    return web.json_response({"request": decided.public()})
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/session", get_session)
@@ -164,5 +202,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/organizations", list_organizations)
     r.add_post("/api/organizations", post_organization)
     r.add_get("/api/activity", get_activity)
+    r.add_get("/api/requests", list_requests)
+    r.add_post("/api/requests/{rid:[0-9a-f]{1,32}}/approve", post_approve)
+    r.add_post("/api/requests/{rid:[0-9a-f]{1,32}}/reject", post_reject)
     r.add_get("/api/policy", get_policy)
     r.add_post("/api/policy/check", post_policy_check)

@@ -35,6 +35,8 @@ class ConsoleUser:
     passcode_hash: str
     org: str | None = None
     """The organization this administrator manages; None: every organization."""
+    role: str = "admin"
+    """"admin", or "requester": enrolments wait in the approval queue."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +46,7 @@ class Admin:
     name: str
     org: str | None
     address: str = ""
+    role: str = "admin"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -70,18 +73,23 @@ def load_console_users(path: Path) -> dict[str, ConsoleUser]:
     users: dict[str, ConsoleUser] = {}
     for name, value in table.items():
         org: Any = None
+        role: Any = "admin"
         if isinstance(value, dict):
-            unknown = set(value) - {"passcode", "org"}
+            unknown = set(value) - {"passcode", "org", "role"}
             if unknown:
                 raise ConfigurationError(f"{path}: users.{name}: unknown key(s) {sorted(unknown)}")
             hashed, org = value.get("passcode"), value.get("org")
+            role = value.get("role", "admin")
         else:
             hashed = value
+        if role not in ("admin", "requester"):
+            raise ConfigurationError(f'{path}: users.{name}: role must be "admin" or '
+                                     f'"requester", not {role!r}')
         if not isinstance(hashed, str) or (org is not None and not isinstance(org, str)):
             raise ConfigurationError(f"{path}: users.{name} needs a passcode hash string "
                                      "(and org, if given, a string)")
         verify_passcode(b"", hashed)  # a malformed hash is refused at start (ConfigurationError)
-        users[name] = ConsoleUser(name=name, passcode_hash=hashed, org=org)
+        users[name] = ConsoleUser(name=name, passcode_hash=hashed, org=org, role=role)
     return users
 
 
@@ -122,7 +130,7 @@ class Sessions:
             return None
         if not verify_passcode(passcode.encode(), user.passcode_hash):
             return None
-        return self._open(Admin(name=user.name, org=user.org, address=address))
+        return self._open(Admin(name=user.name, org=user.org, address=address, role=user.role))
 
     def _open(self, admin: Admin) -> tuple[str, Session]:
         self._expire()

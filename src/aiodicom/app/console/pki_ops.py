@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from aiodicom.aio.tls import load_pem_crls, validate_ae_title
+from aiodicom.app.console.queue import RequestQueue
 from aiodicom.app.pki.bundle import DICOM_TLS_PORT, export_bundle
 from aiodicom.app.pki.ca import (
     LEAF_DAYS,
@@ -138,6 +139,7 @@ class PKI:
         self.state.mkdir(mode=0o700, exist_ok=True)
         (self.state / "certs").mkdir(mode=0o700, exist_ok=True)
         self.downloads: dict[str, Download] = {}
+        self.queue = RequestQueue(self.state)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -106,6 +106,9 @@ async def enrol_post(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     form = dict((await request.post()).items())
     try:
+        queued = actions.maybe_queue(ctx, session_of(request).admin, "enrol", form)
+        if queued is not None:
+            raise web.HTTPSeeOther(f"/requests?filed={queued.id}")
         enrolment = actions.enrol(ctx, session_of(request).admin, form)
     except actions.ActionError as exc:
         return render(request, "enrol.html", status=exc.status, orgs=ctx.pki.organizations(),
@@ -121,6 +124,9 @@ async def csr_post(request: web.Request) -> web.StreamResponse:
     if not pem:
         pem = str(form.get("csr") or "").encode()
     try:
+        queued = actions.maybe_queue(ctx, session_of(request).admin, "csr", form, pem)
+        if queued is not None:
+            raise web.HTTPSeeOther(f"/requests?filed={queued.id}")
         enrolment = actions.sign_csr(ctx, session_of(request).admin, pem, form)
     except actions.ActionError as exc:
         return render(request, "enrol.html", status=exc.status, orgs=ctx.pki.organizations(),
@@ -205,6 +211,34 @@ async def policy_page(request: web.Request) -> web.StreamResponse:
                   operations=list(SERVICE_OF_OPERATION)[:5])
 
 
+async def requests_page(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    return render(request, "requests.html", requests=list(reversed(ctx.pki.queue.all())),
+                  filed=request.query.get("filed", ""), error=None)
+
+
+async def approve_post(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    try:
+        enrolment = actions.approve(ctx, session_of(request).admin, request.match_info["rid"])
+    except actions.ActionError as exc:
+        return render(request, "requests.html", status=exc.status,
+                      requests=list(reversed(ctx.pki.queue.all())), filed="", error=str(exc))
+    return render(request, "enrolled.html", e=enrolment)
+
+
+async def reject_post(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    form = await request.post()
+    try:
+        actions.reject(ctx, session_of(request).admin, request.match_info["rid"],
+                       str(form.get("reason") or ""))
+    except actions.ActionError as exc:
+        return render(request, "requests.html", status=exc.status,
+                      requests=list(reversed(ctx.pki.queue.all())), filed="", error=str(exc))
+    raise web.HTTPSeeOther("/requests")
+
+
 async def favicon(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
@@ -227,5 +261,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/organizations", organizations)
     r.add_post("/organizations", organization_post)
     r.add_get("/activity", activity)
+    r.add_get("/requests", requests_page)
+    r.add_post("/requests/{rid:[0-9a-f]{1,32}}/approve", approve_post)
+    r.add_post("/requests/{rid:[0-9a-f]{1,32}}/reject", reject_post)
     r.add_get("/policy", policy_page)
     r.add_post("/policy", policy_page)
