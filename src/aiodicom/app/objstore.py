@@ -102,6 +102,8 @@ def parse_store_url(url: str) -> StoreURL:
         )
     parts = urlsplit(url.strip())
     scheme = _SCHEMES[parts.scheme.lower()]
+    if "@" in parts.netloc:  # never echo what may be a secret
+        url = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
     if parts.query or parts.fragment:
         raise ValueError(f"{url!r}: an object-store URL takes no ?query or #fragment")
     if "@" in parts.netloc or parts.port is not None:
