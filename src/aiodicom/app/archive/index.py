@@ -175,8 +175,12 @@ class Index:
                 else read_stored_file(stored.path) for stored in instances
                 if stored.outcome is not StoreOutcome.KEPT_EXISTING
                 or self.locate(stored.sop_instance_uid) is None]
-        if not rows:
-            return
+        if rows:
+            self._write(rows)
+
+    def _write(self, rows: list[StoredInstance]) -> None:
+        """Upsert ``rows`` (and their parents; prune what they left empty) in one
+        transaction."""
         with self._transaction() as db:
             now = time.time()
             for stored in rows:
@@ -348,25 +352,21 @@ def _parents(
     return series, studies, patients
 
 
+PRUNE = (
+    'DELETE FROM series WHERE "SeriesInstanceUID" = ? AND NOT EXISTS '
+    '(SELECT 1 FROM instance WHERE "SeriesInstanceUID" = ?)',
+    'DELETE FROM study WHERE "StudyInstanceUID" = ? AND NOT EXISTS '
+    '(SELECT 1 FROM series WHERE "StudyInstanceUID" = ?)',
+    'DELETE FROM patient WHERE "PatientID" = ? AND NOT EXISTS '
+    '(SELECT 1 FROM study WHERE "PatientID" = ?)',
+)
+"""Delete a series, study or patient (its key given twice) if nothing is left below it."""
+
+
 def _prune(db: Any, series: set[str], studies: set[str], patients: set[str]) -> None:
-    for uid in series:
-        db.execute(
-            'DELETE FROM series WHERE "SeriesInstanceUID" = ? AND NOT EXISTS '
-            '(SELECT 1 FROM instance WHERE "SeriesInstanceUID" = ?)',
-            (uid, uid),
-        )
-    for uid in studies:
-        db.execute(
-            'DELETE FROM study WHERE "StudyInstanceUID" = ? AND NOT EXISTS '
-            '(SELECT 1 FROM series WHERE "StudyInstanceUID" = ?)',
-            (uid, uid),
-        )
-    for pid in patients:
-        db.execute(
-            'DELETE FROM patient WHERE "PatientID" = ? AND NOT EXISTS '
-            '(SELECT 1 FROM study WHERE "PatientID" = ?)',
-            (pid, pid),
-        )
+    for sql, keys in zip(PRUNE, (series, studies, patients), strict=True):
+        for key in keys:
+            db.execute(sql, (key, key))
 
 
 def _upsert_sql(table: str, names: list[str]) -> str:
@@ -397,7 +397,9 @@ _UPSERTS = _upsert_plan()
 """Built once: a store's index update is ~10 statements, and building them cost as much."""
 
 
-def _upsert(db: Any, stored: StoredInstance, now: float) -> None:
+def upsert_rows(stored: StoredInstance, now: float) -> list[tuple[str, list[object]]]:
+    """The upserts of one instance, top down (patient, study, series, instance): each
+    statement with its arguments."""
     attributes = dict(stored.attributes)
     attributes.update(
         SOPInstanceUID=stored.sop_instance_uid,
@@ -408,22 +410,24 @@ def _upsert(db: Any, stored: StoredInstance, now: float) -> None:
     )
     for keyword in FOLDED:
         attributes[f"{keyword}_fold"] = fold(attributes.get(keyword, "")) or ""
+    get = attributes.get
+    rows: list[tuple[str, list[object]]] = [
+        (sql, [get(name, "") for name in names]) for sql, names in _UPSERTS]
+    rows[-1][1].extend([str(stored.path), stored.size, stored.source_ae_title,
+                        stored.received_at, now])
+    return rows
+
+
+def _upsert(db: Any, stored: StoredInstance, now: float) -> None:
     series, studies, patients = _parents(
         db, stored.sop_instance_uid, stored.series_instance_uid, stored.study_instance_uid
     )
-    get = attributes.get
-    for sql, names in _UPSERTS[:-1]:
-        db.execute(sql, [get(name, "") for name in names])
-    sql, names = _UPSERTS[-1]
-    db.execute(
-        sql,
-        [get(name, "") for name in names]
-        + [str(stored.path), stored.size, stored.source_ae_title, stored.received_at, now],
-    )
+    for sql, args in upsert_rows(stored, now):
+        db.execute(sql, args)
     # The rows just written are in use; only a parent the instance left can be empty now.
     series.discard(stored.series_instance_uid)
     studies.discard(stored.study_instance_uid)
-    patients.discard(get("PatientID", ""))
+    patients.discard(stored.attributes.get("PatientID", ""))
     _prune(db, series, studies, patients)
 
 
