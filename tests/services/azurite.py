@@ -92,6 +92,13 @@ class AzuriteServer:
         if status not in (201, 409):
             raise ServiceError(f"Azurite: create container {name!r}: HTTP {status} {body[:300]!r}")
 
+    def put_blob(self, container: str, name: str, data: bytes) -> None:
+        """Write one block blob (one PUT: visible only when complete)."""
+        status, body = self.request("PUT", f"{container}/{name}", body=data,
+                                    headers={"x-ms-blob-type": "BlockBlob"})
+        if status != 201:
+            raise ServiceError(f"Azurite: put {container}/{name}: HTTP {status} {body[:300]!r}")
+
     def list_blobs(self, container: str, prefix: str = "") -> list[str]:
         """Names of the blobs in ``container`` under ``prefix`` (one page is enough for tests)."""
         import re

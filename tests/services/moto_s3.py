@@ -45,9 +45,16 @@ class MotoS3:
                 "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region, "AWS_ALLOW_HTTP": "true"}
 
-    def _call(self, method: str, path: str) -> tuple[int, bytes]:
+    def _call(self, method: str, path: str, data: bytes = b"") -> tuple[int, bytes]:
         req = urllib.request.Request(f"{self.endpoint}/{path.lstrip('/')}", method=method,
-                                     data=b"" if method == "PUT" else None)
+                                     data=data if method == "PUT" else None)
+        if method == "PUT":
+            req.add_header("Content-Type", "application/octet-stream")
+        # moto does not check signatures (it would need SigV4 here), but it treats a request
+        # without credentials as anonymous, which object ACLs refuse: name the test account.
+        req.add_header("Authorization",
+                       f"AWS4-HMAC-SHA256 Credential={self.access_key}/20260101/{self.region}"
+                       "/s3/aws4_request, SignedHeaders=host, Signature=unchecked")
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, resp.read()
@@ -58,6 +65,18 @@ class MotoS3:
         status, body = self._call("PUT", name)
         if status not in (200, 409):
             raise ServiceError(f"moto: create bucket {name!r}: HTTP {status} {body[:300]!r}")
+
+    def put_object(self, bucket: str, key: str, data: bytes) -> None:
+        """Write one object (one PUT: visible only when complete)."""
+        status, body = self._call("PUT", f"{bucket}/{key}", data)
+        if status != 200:
+            raise ServiceError(f"moto: put {bucket}/{key}: HTTP {status} {body[:300]!r}")
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        status, body = self._call("GET", f"{bucket}/{key}")
+        if status != 200:
+            raise ServiceError(f"moto: get {bucket}/{key}: HTTP {status} {body[:300]!r}")
+        return body
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Keys in ``bucket`` under ``prefix`` (ListObjectsV2, up to 1000: enough for tests)."""

@@ -57,10 +57,10 @@ def test_azurite_start_use_stop(tmp_path: Path) -> None:
     with start_azurite(tmp_path) as server:
         server.create_container("svc-test")
         server.create_container("svc-test")  # existing is fine
-        status, _ = server.request("PUT", "svc-test/a/b.dcm", body=b"DICM",
-                                   headers={"x-ms-blob-type": "BlockBlob"})
-        assert status == 201
+        server.put_blob("svc-test", "a/b.dcm", b"DICM")
         assert server.list_blobs("svc-test") == ["a/b.dcm"]
+        status, body = server.request("GET", "svc-test/a/b.dcm")
+        assert (status, body) == (200, b"DICM")
         env = server.env()
         assert env["AZURE_STORAGE_ENDPOINT"] == server.endpoint
         assert env["AZURE_STORAGE_ACCOUNT_NAME"] == "devstoreaccount1"
@@ -71,14 +71,11 @@ def test_azurite_start_use_stop(tmp_path: Path) -> None:
 def test_moto_start_use_stop(tmp_path: Path) -> None:
     with start_moto(tmp_path) as server:
         server.create_bucket("svc-test")
-        import obstore
-        from obstore.store import S3Store
-
-        store = S3Store("svc-test", endpoint=server.endpoint, access_key_id=server.access_key,
-                        secret_access_key=server.secret_key, region=server.region,
-                        client_options={"allow_http": True})
-        obstore.put(store, "x/y.dcm", b"DICM")
-        assert server.list_keys("svc-test") == ["x/y.dcm"]
+        server.put_object("svc-test", "x/z.dcm", b"DICM")
+        assert server.list_keys("svc-test") == ["x/z.dcm"]
+        assert server.get_object("svc-test", "x/z.dcm") == b"DICM"
+        # (obstore is not used in the pytest process: its runtime may abort at interpreter
+        # exit, REFERENCE.md; the nodes and tools under test use it in their own processes.)
         assert server.env()["AWS_ENDPOINT_URL"] == server.endpoint
         pid, port = server.process.pid, server.port
     assert _gone(pid) and not port_answers(port)
