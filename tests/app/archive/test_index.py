@@ -390,3 +390,25 @@ def test_sqlite_index_upgraded_in_place(tmp_path: Path) -> None:
         db.close()
     with pytest.raises(StorageError, match="schema version 3, newer"):
         Index(path)
+
+
+def test_a_batch_prunes_as_one_by_one_would(filled: Index, storage: Storage) -> None:
+    """add_many (one transaction; on PostgreSQL a batch of executemany) ends where adding
+    the same instances one at a time ends: moved instances leave no empty parent, the last
+    instance of the batch wins."""
+    batch = []
+    for number in (1, 2):  # study 3 (P2's only one) moves under P3
+        sop = uid(3, 4, number)
+        batch.append(store(storage, encode(make_dataset(
+            sop=sop, PatientID="P3", StudyInstanceUID=uid(3), SeriesInstanceUID=uid(3, 4),
+            AccessionNumber=f"NEW{number}"), EXPLICIT), sop=sop))
+    sop = uid(2, 3, 1)  # series 3 (study 2's only one) moves into study 1
+    batch.append(store(storage, encode(make_dataset(
+        sop=sop, PatientID="P1", StudyInstanceUID=uid(1), SeriesInstanceUID=uid(2, 3)),
+        EXPLICIT), sop=sop))
+    filled.add_many(batch)
+    assert keys(filled.query("PATIENT"), "PatientID") == ["P1", "P3"]
+    assert uid(2) not in keys(filled.query("STUDY"), "StudyInstanceUID")
+    assert [r["AccessionNumber"] for r in filled.query(
+        "STUDY", {"StudyInstanceUID": uid(3)})] == ["NEW2"]
+    assert filled.count() == 9
