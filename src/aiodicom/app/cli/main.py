@@ -327,6 +327,31 @@ def _cmd_index_rebuild(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if argv is None and "obstore" in sys.modules:  # this process's own command line
+        _exit_past_obstore(code)
+    return code
+
+
+def _exit_past_obstore(code: int) -> None:
+    """Exit with ``code`` now. obstore's runtime threads can abort the interpreter during
+    its finalization (SIGABRT) after every call succeeded (../shared/REFERENCE.md): our
+    status, not that race, must decide the exit status. Non-daemon threads (the index
+    writer) are joined first, as the interpreter would."""
+    import logging
+    import os
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
