@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import ssl
@@ -183,22 +184,24 @@ def _scrape(port: int) -> str:
         return str(answer.read().decode())
 
 
-@pytest.fixture
-def nodes(site: Site, tmp_path: Path) -> Iterator[list[tuple[int, int]]]:
-    """Two `aiodicom serve` processes with --ca/--crl from the same URLs: (tls, metrics)."""
+@contextlib.contextmanager
+def _nodes(site: Site, tmp_path: Path, count: int, *extra: str,
+           interval: float = 1.0) -> Iterator[list[tuple[int, int, int]]]:
+    """``count`` `aiodicom serve` processes with --ca/--crl from the same URLs:
+    (tls port, metrics port, pid) each."""
     publish(site.ca, site.url)
     procs, ports = [], []
-    for i in range(2):
+    for i in range(count):
         port, metrics = free_port(), free_port()
         procs.append(subprocess.Popen(
             [AIODICOM, "serve", "--tls-port", str(port), "--cert", str(site.server.cert),
              "--key", str(site.server.key), "--ca", f"{site.url}/ca.crt",
              "--crl", f"{site.url}/crl.pem", "--storage", str(tmp_path / f"s{i}"),
-             "--metrics", str(metrics), "--trust-poll-interval", "1"],
+             "--metrics", str(metrics), "--trust-poll-interval", str(interval), *extra],
             env=site.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-        ports.append((port, metrics))
+        ports.append((port, metrics, procs[-1].pid))
     try:
-        for port, _ in ports:
+        for port, _, _ in ports:
             _until(lambda port=port: _accepted(port, site.ct02, site.ca / "ca.crt"), 30,
                    "the node answering")
         yield ports
@@ -215,28 +218,78 @@ def nodes(site: Site, tmp_path: Path) -> Iterator[list[tuple[int, int]]]:
             assert proc.stdout is not None
             print(proc.stdout.read().decode(errors="replace"))
             proc.stdout.close()
-        assert codes == [0, 0]  # drained, mirrors removed, never obstore's abort at exit
+        assert codes == [0] * count  # drained, mirrors removed, never obstore's abort at exit
+
+
+@pytest.fixture
+def nodes(site: Site, tmp_path: Path) -> Iterator[list[tuple[int, int, int]]]:
+    with _nodes(site, tmp_path, 2) as ports:
+        yield ports
 
 
 def test_a_revocation_published_once_is_refused_by_every_node_within_10_s(
-    site: Site, nodes: list[tuple[int, int]]
+    site: Site, nodes: list[tuple[int, int, int]]
 ) -> None:
     ca = site.ca / "ca.crt"
-    assert all(_accepted(port, site.ct01, ca) for port, _ in nodes)
+    assert all(_accepted(port, site.ct01, ca) for port, _, _ in nodes)
     pki.revoke(site.ca, site.ct01.cert)
     pki.write_crl(site.ca)
     publish(site.ca, site.url)  # once
-    for port, _ in nodes:
+    for port, _, _ in nodes:
         _until(lambda port=port: not _accepted(port, site.ct01, ca), 10,
                f"node {port} refusing the revoked certificate")
         assert _accepted(port, site.ct02, ca)  # the others still get in
 
     # A junk CRL (and then a replayed older one) keeps the last good trust on every node.
-    before = [_scrape(metrics) for _, metrics in nodes]
+    before = [_scrape(metrics) for _, metrics, _ in nodes]
     asyncio.run(_put(site, "crl.pem", b"not a CRL"))
-    for port, metrics in nodes:
+    for port, metrics, _ in nodes:
         _until(lambda metrics=metrics: 'aiodicom_trust_fetches_total{option="crl",'
                'result="refused"} 1.0' in _scrape(metrics), 10, "the junk refused")
         assert not _accepted(port, site.ct01, ca)
         assert _accepted(port, site.ct02, ca)
     assert all('result="refused"} 0.0' in text for text in before)
+
+
+def test_sighup_fetches_at_once(site: Site, tmp_path: Path) -> None:
+    """A node polling every 10 minutes applies a revocation at SIGHUP."""
+    ca = site.ca / "ca.crt"
+    with _nodes(site, tmp_path, 1, interval=600) as [(port, metrics, pid)]:
+        assert _accepted(port, site.ct01, ca)
+        pki.revoke(site.ca, site.ct01.cert)
+        pki.write_crl(site.ca)
+        publish(site.ca, site.url)
+        assert _accepted(port, site.ct01, ca)  # not polled yet: the old CRL is in force
+        os.kill(pid, signal.SIGHUP)
+        _until(lambda: not _accepted(port, site.ct01, ca), 10, "the revocation after SIGHUP")
+        text = _scrape(metrics)
+    assert 'aiodicom_trust_fetches_total{option="crl",result="updated"} 2.0' in text
+    assert "aiodicom_tls_reload_failing 0.0" in text
+
+
+def test_policy_from_a_url_follows_the_store(site: Site, tmp_path: Path) -> None:
+    """--policy URL: a new policy published is in force after the next poll; a policy the
+    server would refuse keeps the previous one."""
+    from aiodicom.app.server.policy import PolicyFile
+    from aiodicom.app.server.trust_source import TrustMirrors
+
+    allow = b'default = "allow"\n'
+    deny = b'default = "deny"\n'
+
+    async def main() -> list[str]:
+        await _put(site, "policy.toml", allow)
+        mirrors = TrustMirrors([RemoteTrustFile("policy", f"{site.url}/policy.toml", tmp_path)],
+                               tmp_path, interval=0.1)
+        await mirrors.poll()
+        policy = PolicyFile(mirrors.files[0].path)
+        mirrors.on_change = policy.reload
+        seen = [policy.policy.default]
+        await _put(site, "policy.toml", deny)
+        await mirrors.poll()
+        seen.append(policy.policy.default)
+        await _put(site, "policy.toml", b'default = "maybe"\n')
+        await mirrors.poll()
+        seen.append(policy.policy.default)
+        return seen
+
+    assert asyncio.run(main()) == ["allow", "deny", "deny"]
