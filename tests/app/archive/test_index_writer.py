@@ -28,16 +28,15 @@ from aiodicom.core.qr import qr_contexts
 from aiodicom.settings import AssociationSettings, Timeouts
 from tests.conftest import write_ct
 
-from .test_index import populate, storage  # noqa: F401 - fixture
+from .test_index import index, pg_index_url, populate, storage  # noqa: F401 - fixtures
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def test_updates_run_in_one_thread_batched_and_settle(storage: Storage,  # noqa: F811
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_updates_run_in_one_thread_batched_and_settle(
+        storage: Storage, index: Index, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setattr(index_writer, "IDLE_EXIT", 0.05)
     stored = populate(storage)
-    index = Index.for_root(storage.root)
     threads: list[str] = []
     batches: list[int] = []
     real = index.add_many
@@ -61,12 +60,11 @@ def test_updates_run_in_one_thread_batched_and_settle(storage: Storage,  # noqa:
     writer.submit(stored[0])
     writer.flush(timeout=10)
     assert len(threads) == len(batches) >= 2
-    index.close()
 
 
-def test_a_failed_update_spoils_only_its_own_instance(storage: Storage) -> None:  # noqa: F811
+def test_a_failed_update_spoils_only_its_own_instance(
+        storage: Storage, index: Index) -> None:  # noqa: F811
     stored = populate(storage)
-    index = Index.for_root(storage.root)
     bad = dataclasses.replace(stored[0], sop_instance_uid="1.2.3.999",
                               path=storage.root / "gone.dcm",
                               outcome=type(stored[0].outcome).KEPT_EXISTING)
@@ -80,7 +78,6 @@ def test_a_failed_update_spoils_only_its_own_instance(storage: Storage) -> None:
     writer.flush(timeout=10)
     assert [s.sop_instance_uid for s, _ in failures] == ["1.2.3.999"]
     assert index.count() == len(stored)
-    index.close()
 
 
 def _blocker(event: threading.Event) -> Any:

@@ -233,10 +233,16 @@ class PgIndex(Index):
         """`Index.rebuild`, then ANALYZE: the planner needs statistics after a bulk load
         (autovacuum gathers them later otherwise; until then a count per study scans)."""
         indexed = super().rebuild(root)
-        self._call(self._pool.execute("ANALYZE patient, study, series, instance"))
+        self.analyze()
         return indexed
 
+    def analyze(self) -> None:
+        """Refresh the planner's statistics (after a bulk load)."""
+        self._call(self._pool.execute("ANALYZE patient, study, series, instance"))
+
     def close(self) -> None:
+        if self._loop.is_closed() or not self._thread.is_alive():
+            return  # closed already
         with contextlib.suppress(Exception):
             self._call(self._pool.close())
         self._stop()
