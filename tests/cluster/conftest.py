@@ -1,0 +1,40 @@
+"""Cluster fixtures: one Azurite-backed cluster for the module, one on moto S3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.cluster import Cluster, start_cluster
+from tests.services.azurite import AzuriteServer
+from tests.services.moto_s3 import MotoS3
+from tests.services.postgres import PostgresServer
+
+
+@pytest.fixture(scope="module")
+def az_cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer,
+               azurite: AzuriteServer) -> Iterator[Cluster]:
+    azurite.create_container("dicom")
+    azurite.create_container("trust")
+    with start_cluster(tmp_path_factory.mktemp("az-cluster"), postgres=postgres,
+                       database="cluster_az", storage_url="az://dicom/cluster",
+                       trust_url="az://trust/cluster", env=azurite.env(),
+                       list_objects=lambda: azurite.list_blobs("dicom", "cluster/"),
+                       upload=lambda name, data: azurite.put_blob("trust", f"cluster/{name}",
+                                                                  data)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer,
+               moto_s3: MotoS3) -> Iterator[Cluster]:
+    moto_s3.create_bucket("dicom")
+    moto_s3.create_bucket("trust")
+    with start_cluster(tmp_path_factory.mktemp("s3-cluster"), postgres=postgres,
+                       database="cluster_s3", storage_url="s3://dicom/cluster",
+                       trust_url="s3://trust/cluster", env=moto_s3.env(),
+                       list_objects=lambda: moto_s3.list_keys("dicom", "cluster/"),
+                       upload=lambda name, data: moto_s3.put_object("trust", f"cluster/{name}",
+                                                                    data)) as c:
+        yield c
