@@ -241,9 +241,10 @@ def build_server(options: ServeOptions, observer: Observer | None = None,
 
 
 def _handlers(options: ServeOptions, qr: Any, audit: AuditTrail | None,
-              backend: StorageBackend) -> Handlers:
+              backend: StorageBackend | None = None) -> Handlers:
     """Store and Q/R handlers; with an audit trail, C-FIND is audited as a Query and the
     files C-GET/C-MOVE hand out as Instances Transferred (PS3.15 A.5.3)."""
+    backend = backend if backend is not None else open_storage(options)
     store = make_store_handler(options, audit, backend)
     commit = backend.commit_handler(lambda: qr.index)
     if audit is None:
