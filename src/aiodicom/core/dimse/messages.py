@@ -496,7 +496,17 @@ def decode_message(data: ReadableBuffer) -> Message:
 
     Raises `DimseError` for malformed bytes, an unknown CommandField, a missing
     CommandDataSetType or a missing mandatory field. Empty strings count as absent.
+    C-ECHO and C-STORE command sets in the usual layout take a fixed-layout fast path
+    (`_fastpath.decode_common`, same result); everything else the general decoder below.
     """
+    message = decode_common(data)
+    if message is not None:
+        return message
+    return _decode_general(data)
+
+
+def _decode_general(data: ReadableBuffer) -> Message:
+    """`decode_message` for any command set (the fast path's reference)."""
     elements = decode_command_set(data)
     command_field = elements.get(0x0100)
     if not isinstance(command_field, int):
@@ -525,3 +535,6 @@ def decode_message(data: ReadableBuffer) -> Message:
     return factory(**kwargs)
 
 
+
+
+from aiodicom.core.dimse._fastpath import decode_common  # noqa: E402 - it needs the classes
