@@ -310,3 +310,12 @@ def test_serve_with_postgresql_cut_off(tmp_path: Path, database: str, postgres: 
     assert stored == [Status.SUCCESS] * 3
     assert [(int(status), found) for status, found in answers] == [(0xC000, [])] * 2
     assert len(list((tmp_path / "store").rglob("*.dcm"))) == 3
+
+
+def test_newer_schema_and_bad_url_are_refused(database: str) -> None:
+    with PgIndex(database) as index, index._transaction() as db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StorageError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
+        PgIndex(database)
+    with pytest.raises(StorageError, match="cannot open the PostgreSQL index"):
+        PgIndex("postgresql://u:secret@127.0.0.1:notaport/db")

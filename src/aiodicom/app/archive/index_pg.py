@@ -126,6 +126,10 @@ async def _write_batch(connection: Any, rows: list[StoredInstance],
                                          timeout=TIMEOUT)
 
 
+class _Newer(Exception):
+    """The database's schema is newer than this aiodicom's."""
+
+
 class PgIndex(Index):
     """The index in a PostgreSQL database; safe to share between threads, processes and
     nodes. Opening it connects, and migrates the schema (one node at a time)."""
@@ -154,15 +158,18 @@ class PgIndex(Index):
             self._pool = self._call(open_pool())
             with self._transaction() as db:
                 db.execute(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
-                upgrade(lambda sql, args: db.execute(sql, args).fetchall(), POSTGRES)
-        except ValueError as exc:
-            self._stop()
-            raise StorageError(f"the index {self.path}: {exc}; upgrade aiodicom",
+                try:
+                    upgrade(lambda sql, args: db.execute(sql, args).fetchall(), POSTGRES)
+                except ValueError as exc:  # a newer schema than ours
+                    raise _Newer(str(exc)) from None
+        except _Newer as exc:
+            self.close()
+            raise StorageError(f"the index {self.key}: {exc}; upgrade aiodicom",
                                failure=StorageFailure.IO_ERROR) from None
-        except StorageError as exc:
-            self._stop()
-            raise StorageError(f"cannot open the PostgreSQL index: {exc}; check that the "
-                               "server runs and the URL, user and password are right",
+        except (StorageError, ValueError, TypeError) as exc:  # down, refused, a bad URL
+            self.close()
+            raise StorageError(f"cannot open the PostgreSQL index {self.key}: {exc}; check "
+                               "that the server runs and the URL, user and password are right",
                                failure=StorageFailure.IO_ERROR) from None
 
     @property
@@ -182,10 +189,10 @@ class PgIndex(Index):
         except self._transient as exc:
             future.cancel()
             raise IndexUnavailable(
-                f"the PostgreSQL index {self.path} is unavailable "
+                f"the PostgreSQL index {self.key} is unavailable "
                 f"({type(exc).__name__}: {exc})") from None
         except self._asyncpg.PostgresError as exc:
-            raise StorageError(f"the PostgreSQL index {self.path}: {exc}",
+            raise StorageError(f"the PostgreSQL index {self.key}: {exc}",
                                failure=StorageFailure.IO_ERROR) from None
 
     @contextlib.contextmanager
@@ -243,8 +250,10 @@ class PgIndex(Index):
     def close(self) -> None:
         if self._loop.is_closed() or not self._thread.is_alive():
             return  # closed already
-        with contextlib.suppress(Exception):
-            self._call(self._pool.close())
+        pool = getattr(self, "_pool", None)  # None: opening failed before the pool existed
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                self._call(pool.close())
         self._stop()
 
     def _stop(self) -> None:
