@@ -90,6 +90,17 @@ def test_an_object_store_needs_an_index_and_a_valid_url(tmp_path: Path) -> None:
     assert "give --index too" in done.stderr
 
 
+def test_a_directory_storage_never_imports_obstore(tmp_path: Path) -> None:
+    """The optional library is loaded only for an object store (issue 18's RSS floor)."""
+    code = ("import sys; from aiodicom.app.server.config import ServeOptions; "
+            "from aiodicom.app.server.run import build_server; "
+            f"build_server(ServeOptions(port=0, storage={str(tmp_path)!r}).check()); "
+            "print('obstore' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
+
+
 def _serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int, list[str]]:
     proc = subprocess.Popen([AIODICOM, "serve", "--port", "0", *args], text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

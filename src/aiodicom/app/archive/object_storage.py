@@ -7,9 +7,10 @@ it holds one part (`part_size`, at least 5 MiB, the S3 minimum), the head of the
 is checked on the buffered bytes (UIDs against the command, Study/Series UIDs valid: the
 same `check_header` as on disk, never by reading the object back), which names the object
 ``PREFIX/{Study}/{Series}/{SOP}.dcm`` (the disk layout), and a multipart upload starts;
-every later full part is handed to it and the handler waits while one part is still in
-flight. Memory per store is thus about three parts whatever the data set's size (the
-buffer, the part queued, the part uploading). A data set smaller than one part is one PUT.
+every later full part is handed to it (the bytearray itself, never copied) and the handler
+waits while the queue is full. Memory per store is thus at most about five parts whatever
+the data set's size (the part filling, the part queued, two uploading; 4.5 measured by
+tests/app/archive/test_object_storage_memory.py). A data set under one part is one PUT.
 
 The object becomes visible only when complete: a multipart upload is completed at commit
 and aborted on any failure (obstore aborts it when the part iterator raises), so no reader
