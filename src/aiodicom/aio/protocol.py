@@ -80,10 +80,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
         # uvloop's TLS transport is not an asyncio.Transport subclass, but has its methods.
         self.transport = transport  # type: ignore[assignment]
         self.handshake_done[0] = True
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Both loops set TCP_NODELAY on every TCP transport (tests/aio/test_nodelay.py); we
+        # keep setting it on the default loop, where it is cheap, but not on uvloop, whose
+        # get_extra_info("socket") builds a socket object per connection.
+        if "uvloop" not in type(self._loop).__module__:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._on_connection_made is not None:
             self._on_connection_made(self)
         self.ul.connection_made(self._loop.time())

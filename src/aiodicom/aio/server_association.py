@@ -215,7 +215,10 @@ class ServerAssociation(Association):
             answer = dataclasses.replace(answer, user_information=dataclasses.replace(
                 ui, maximum_length=self.settings.limits.hard_max_pdu_length))
         self.negotiated = conclude_as_acceptor(rq, answer)
-        self.info = dataclasses.replace(info, negotiated=self.negotiated, user=decision.user)
+        self.info = AssociationInfo(  # direct: dataclasses.replace costs ~4x this
+            id=info.id, calling_ae_title=info.calling_ae_title,
+            called_ae_title=info.called_ae_title, peer_address=info.peer_address,
+            identity=info.identity, negotiated=self.negotiated, user=decision.user)
         self._window = asyncio.Semaphore(max(1, self.negotiated.max_operations_performed or 1))
         server.stats.accepted += 1
         log.debug("association %d from %s accepted (%r -> %r)", self.id, self.peer,
