@@ -336,3 +336,29 @@ def test_c_get_sends_back_what_the_store_holds(tmp_path: Path, bucket: Bucket) -
         assert received[uid] == data[144 + group_length:]  # the data set, byte for byte
     assert left == []  # each staged copy went once the retrieve let go of it
     assert backend.reader._staging is None  # and the directory at close
+
+
+def test_a_head_that_differs_from_the_command_is_refused_from_the_first_part(
+        tmp_path: Path, bucket: Bucket) -> None:
+    """The data set names another SOP instance than the command: 0xA900 decided on the
+    buffered first part (no upload begun, nothing read back), the rest of the data set
+    dropped, and the association goes on."""
+    import pydicom
+
+    source = write_ct(tmp_path / "ct.dcm", size=2 * MIN_PART_SIZE, study_uid=STUDY,
+                      series_uid=SERIES)
+    ds = pydicom.dcmread(source)
+    ds.file_meta.MediaStorageSOPInstanceUID = "2.25.1"  # what the command will say
+    ds.save_as(source, enforce_file_format=False)
+    good = write_ct(tmp_path / "good.dcm", size=1024, study_uid=STUDY, series_uid=SERIES)
+    backend = bucket.backend()
+
+    async def main() -> tuple[list[Status], int]:
+        async with serving(options_for(tmp_path, bucket), backend) as (host, port):
+            statuses = await send(host, port, source, good)
+            return statuses, len(backend._uploads)
+
+    statuses, uploads = run(main())
+    assert statuses == [Status.DATASET_MISMATCH, Status.SUCCESS]
+    assert uploads == 0
+    assert len(bucket.keys()) == 1 and bucket.pending() == []
