@@ -75,6 +75,12 @@ def test_https_sets_secure_host_cookies(tmp_path: Path, arun: Callable[..., Any]
             assert cookie.startswith("__Host-aiodicom-console=")
             assert "Secure" in cookie and "HttpOnly" in cookie
             assert "max-age" in response.headers["Strict-Transport-Security"]
+            # The certificate's names are hosts the console answers to; others are not.
+            assert "localhost" in c.console.context.allowed_hosts
+            port = c.url.rsplit(":", 1)[1]
+            other = await c.http.get(c.url + "/login", ssl=tls,
+                                     headers={"Host": f"pacs.evil.example:{port}"})
+            assert other.status == 421
 
     arun(go())
 

@@ -84,6 +84,25 @@ def _tls(settings: ConsoleSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+def _certificate_names(settings: ConsoleSettings) -> set[str]:
+    """The DNS names and addresses of the HTTPS certificate: the names browsers use to
+    reach the console beyond loopback (the Host allow-list)."""
+    if settings.cert is None:
+        return set()
+    from cryptography import x509
+
+    from aiodicom.app.pki.files import read_certificates
+
+    try:
+        san = read_certificates(settings.cert)[0].extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    addresses = {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    return {*san.get_values_for_type(x509.DNSName),
+            *(f"[{a}]" if ":" in a else a for a in addresses)}
+
+
 class Console:
     """A running console: its URL, a fresh login link, `close`."""
 
@@ -144,7 +163,7 @@ async def start_console(settings: ConsoleSettings, *, server: Any = None,
         raise ConfigurationError(f"console cannot listen on {settings.host}:{settings.port}: "
                                  f"{exc}") from exc
     port = int(runner.addresses[0][1])  # port 0 picks a free one
-    names = {settings.host, "localhost", "127.0.0.1", "[::1]"}
+    names = {settings.host, "localhost", "127.0.0.1", "[::1]", *_certificate_names(settings)}
     if settings.public_host:
         names.add(settings.public_host)
     hosts = {n.lower() for n in names} | {f"{n}:{port}".lower() for n in names}
