@@ -2,11 +2,14 @@
 3,000-instance C-MOVE against the bundled Q/R, time and the SCP's peak RSS.
 
     .venv/bin/python bench/qr.py [--studies 100000] [--instances 3000] [--out FILE.md]
+                                 [--index postgresql://... | --postgres]
 
 The SCP (aiodicom.aio.Server + app.archive.qr.QueryRetrieve) runs in a child process so
 its peak RSS (VmHWM) is its own; the client and the C-MOVE destination run here. The
 100,000-study index is written directly (Index.add_many, no files, no C-STORE); the C-MOVE
-archive is 3,000 small CT files of one series, indexed by Index.rebuild.
+archive is 3,000 small CT files of one series, indexed by Index.rebuild. With --index URL
+(or --postgres: a throw-away PostgreSQL 15 from tests/services), the C-FIND index is that
+PostgreSQL database instead of SQLite (the C-MOVE archive stays on SQLite).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ SRC = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(SRC))
 
 
-def build_index(root: Path, studies: int) -> float:
-    from aiodicom.app.archive.index import Index
+def build_index(root: Path, studies: int, index_url: str | None = None) -> float:
+    from aiodicom.app.archive.index_pg import PgIndex
+    from aiodicom.app.archive.index_writer import open_index
     from aiodicom.app.archive.storage import StoredInstance
 
     started = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
-    with Index.for_root(root) as index:
+    with open_index(index_url, root) as index:
         batch: list[StoredInstance] = []
         for n in range(studies):
             study = f"2.25.{n + 1}"
@@ -48,6 +52,8 @@ def build_index(root: Path, studies: int) -> float:
                 index.add_many(batch)
                 batch = []
         index.add_many(batch)
+        if isinstance(index, PgIndex):
+            index.analyze()  # what autovacuum would do soon after such a load
     return time.perf_counter() - started
 
 
@@ -59,7 +65,7 @@ def build_archive(root: Path, count: int) -> float:
     return time.perf_counter() - started
 
 
-def serve(root: str, dest_port: int) -> None:
+def serve(root: str, dest_port: int, index_url: str | None = None) -> None:
     """The child: a Q/R SCP over ``root``, C-MOVE destination DEST at ``dest_port``."""
     from aiodicom.aio.client import RemoteAE
     from aiodicom.aio.server import Handlers, Server
@@ -68,7 +74,9 @@ def serve(root: str, dest_port: int) -> None:
     from aiodicom.core.qr import qr_contexts
 
     async def main() -> None:
-        qr = QueryRetrieve(Path(root))
+        from aiodicom.app.archive.index_writer import open_index
+
+        qr = QueryRetrieve(Path(root), open_index(index_url, root) if index_url else None)
         policy = AcceptorPolicy(abstract_syntaxes={
             uid: (EXPLICIT_VR_LITTLE_ENDIAN,) for uid, _ in qr_contexts()})
         async with Server(admission=policy, handlers=Handlers(find=qr.find, move=qr.move),
@@ -96,7 +104,7 @@ class Row:
     rss_mib: float
 
 
-async def measure(root: Path, kind: str) -> Row:
+async def measure(root: Path, kind: str, index_url: str | None = None) -> Row:
     from pydicom.dataset import Dataset
 
     from aiodicom.aio.client import connect
@@ -117,7 +125,8 @@ async def measure(root: Path, kind: str) -> Row:
     async with Server(admission=AcceptorPolicy(accept_any_abstract_syntax=True),
                       handlers=Handlers(store=on_store)) as dest:
         _, dest_port = await dest.listen()
-        child = subprocess.Popen([sys.executable, __file__, "--serve", str(root), str(dest_port)],
+        child = subprocess.Popen([sys.executable, __file__, "--serve", str(root), str(dest_port),
+                                  *([index_url] if index_url else [])],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert child.stdout is not None and child.stdin is not None
@@ -235,22 +244,34 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument("--out", type=Path)
     args.add_argument("--dcmqrscp", action="store_true",
                       help="also the C-MOVE against DCMTK's dcmqrscp (indexed by dcmqridx)")
-    args.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    args.add_argument("--index", metavar="URL", help="the C-FIND index: postgresql://...")
+    args.add_argument("--postgres", action="store_true",
+                      help="the C-FIND index in a throw-away PostgreSQL (tests/services)")
+    args.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     opts = args.parse_args(argv)
     if opts.serve:
-        serve(opts.serve[0], int(opts.serve[1]))
+        serve(opts.serve[0], int(opts.serve[1]), *opts.serve[2:3])
         return 0
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None
-                                     ) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(
+            dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        index_url = opts.index
+        if opts.postgres:
+            from tests.services.postgres import start_postgres
+
+            server = stack.enter_context(start_postgres(Path(tmp) / "pg"))
+            index_url = server.create_database("bench")
         find_root, move_root = Path(tmp) / "find", Path(tmp) / "move"
-        built = build_index(find_root, opts.studies)
+        built = build_index(find_root, opts.studies, index_url)
         made = build_archive(move_root, opts.instances)
-        rows = [asyncio.run(measure(find_root, "find")), asyncio.run(measure(move_root, "move"))]
+        rows = [asyncio.run(measure(find_root, "find", index_url)),
+                asyncio.run(measure(move_root, "move"))]
         if opts.dcmqrscp:
             indexed = dcmqridx(Path(tmp) / "dcmtk" / "db", move_root)
             rows.append(asyncio.run(measure_dcmqrscp(Path(tmp) / "dcmtk" / "db")))
             print(f"dcmqridx of {opts.instances} files: {indexed:.1f} s")
-    lines = [f"index of {opts.studies} studies written directly: {built:.1f} s; "
+    backend = "PostgreSQL" if (opts.index or opts.postgres) else "SQLite"
+    lines = [f"{backend} index of {opts.studies} studies written directly: {built:.1f} s; "
              f"{opts.instances} files made and indexed: {made:.1f} s", "",
              "| measure | matches/instances | seconds | per second | SCP peak RSS MiB |",
              "|---|---|---|---|---|"]
