@@ -155,7 +155,8 @@ def test_revoke_republishes_the_crl_and_reloads_the_server(
             serial = data["certificate"]["serial"]
             assert (await c.post_json(f"/api/certificates/{serial}/revoke", {})).status == 400
             response = await c.post_json(f"/api/certificates/{serial}/revoke",
-                                         {"reason": "key compromise"})
+                                         {"reason": "key compromise",
+                                          "code": "keyCompromise"})
             assert response.status == 200
             result = await response.json()
             row = await (await c.http.get(f"{c.url}/api/certificates/{serial}")).json()
@@ -168,8 +169,11 @@ def test_revoke_republishes_the_crl_and_reloads_the_server(
     serial, result = arun(go())
     assert result["server_reloaded"] is True and len(reloads) == 2  # enrol + revoke
     crls = load_pem_crls((pki / "crl.pem").read_bytes())
-    revoked = {r.serial_number for crl in crls for r in crl}
+    revoked = {r.serial_number: r for crl in crls for r in crl}
     assert int(serial, 16) in revoked
+    entry_reason = revoked[int(serial, 16)].extensions.get_extension_for_class(x509.CRLReason)
+    assert entry_reason.value.reason == x509.ReasonFlags.key_compromise
+    assert result["code"] == "keyCompromise"
 
 
 def test_policy_check_answers_with_the_servers_rules(

@@ -114,7 +114,7 @@ def take_download(ctx: ConsoleContext, admin: Admin, token: str) -> Download:
 
 
 def revoke(ctx: ConsoleContext, admin: Admin, serial: str, reason: str,
-           abort: bool) -> dict[str, Any]:
+           abort: bool, code: str | None = None) -> dict[str, Any]:
     """Revoke, republish the CRL, reload the running server's trust, abort if asked."""
     reason = " ".join(reason.split())[:200]
     if not reason:
@@ -125,7 +125,7 @@ def revoke(ctx: ConsoleContext, admin: Admin, serial: str, reason: str,
         raise ActionError(str(exc), 404) from exc
     try:
         _scope_org(admin, record.org)
-        record = ctx.pki.revoke(serial, reason)
+        record = ctx.pki.revoke(serial, reason, code or None)
     except (ActionError, ConfigurationError) as exc:
         ctx.audit.change(admin, "D", f"refused revocation of {record.subject}: {exc}",
                          event="revoke", object_id=serial, object_name=record.subject,
@@ -139,13 +139,15 @@ def revoke(ctx: ConsoleContext, admin: Admin, serial: str, reason: str,
         except Exception:  # the revocation stands; the server's 2 s poll retries
             log.exception("console: reloading the server's trust files failed")
     aborted = ctx.live.abort_serial(format(record.serial, "X")) if abort else []
-    ctx.audit.change(admin, "D", f"revoked {record.subject} ({reason}); CRL republished"
+    ctx.audit.change(admin, "D", f"revoked {record.subject} ({reason}"
+                     + (f", {code}" if code else "") + "); CRL republished"
                      + (f"; {len(aborted)} association(s) aborted" if aborted else ""),
                      event="revoke", object_id=format(record.serial, "X"),
                      object_name=record.subject, org=record.org)
     return {"serial": format(record.serial, "X"), "subject": record.subject,
             "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
-            "reason": reason, "crl": str(ctx.pki.directory / "crl.pem"),
+            "reason": reason, "code": record.revocation_reason,
+            "crl": str(ctx.pki.directory / "crl.pem"),
             "server_reloaded": reloaded, "aborted": [a["id"] for a in aborted]}
 
 

@@ -99,7 +99,8 @@ async def post_revoke(request: web.Request) -> web.Response:
     try:
         result = actions.revoke(context(request), session_of(request).admin,
                                 request.match_info["serial"].upper(),
-                                str(data.get("reason") or ""), bool(data.get("abort", True)))
+                                str(data.get("reason") or ""), bool(data.get("abort", True)),
+                                str(data.get("code") or "") or None)
     except actions.ActionError as exc:
         return _error(exc)
     return web.json_response(result)

@@ -325,12 +325,13 @@ class PKI:
         lines["aiodicom"] = f"aiodicom store {host} {port} FILE {aio} {tls}"
         return lines
 
-    def revoke(self, serial_hex: str, reason: str) -> CertRecord:
-        """Revoke by serial, note the reason, republish DIR/crl.pem."""
+    def revoke(self, serial_hex: str, reason: str, code: str | None = None) -> CertRecord:
+        """Revoke by serial (with an RFC 5280 reason `code` for the CRL entry), note the
+        administrator's reason, republish DIR/crl.pem."""
         record = self.find(serial_hex)
         if record.kind is not CertKind.CLIENT and record.kind is not CertKind.SERVER:
             raise ConfigurationError("intermediates are revoked with `aiodicom pki revoke`")
-        record = revoke_serial(self.directory, record.serial)
+        record = revoke_serial(self.directory, record.serial, reason=code)
         reasons = self._reasons()
         reasons.setdefault(format(record.serial, "X"), reason)
         write_file(self.state / "revocations.json",

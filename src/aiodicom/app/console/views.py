@@ -16,6 +16,7 @@ from aiodicom.app.console.web import (
     session_of,
     set_session_cookie,
 )
+from aiodicom.app.pki.revoke import REASON_CODES
 
 __all__ = ["add_routes"]
 
@@ -92,7 +93,8 @@ async def certificates(request: web.Request) -> web.StreamResponse:
     sort = q.get("sort", "not_after")
     sort = sort if sort in SORT_KEYS else "not_after"
     rows.sort(key=lambda r: str(r[sort] or ""), reverse=q.get("order") == "desc")
-    return render(request, "certificates.html", rows=rows, q=q.get("q", ""), status_filter=status,
+    return render(request, "certificates.html", codes=REASON_CODES, rows=rows,
+                  q=q.get("q", ""), status_filter=status,
                   sort=sort, order=q.get("order", "asc"), sort_keys=SORT_KEYS, message=None)
 
 
@@ -150,7 +152,8 @@ async def revoke_post(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     try:
         result = actions.revoke(ctx, session_of(request).admin, request.match_info["serial"],
-                                str(form.get("reason") or ""), form.get("abort") == "on")
+                                str(form.get("reason") or ""), form.get("abort") == "on",
+                                str(form.get("code") or "") or None)
     except actions.ActionError as exc:
         return web.Response(status=exc.status, text=f"not revoked: {exc}\n")
     raise web.HTTPSeeOther(f"/certificates?q={result['serial']}")

@@ -1,12 +1,13 @@
 """The console's aiohttp application: security middleware, templates, static files.
 
 Every response carries a strict Content-Security-Policy (scripts and styles from this origin
-only, no inline code), ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` (the login
-link must not leak) and ``Cache-Control: no-store``. Requests are refused when the Host is
-not one we serve (DNS rebinding), when an Origin other than ours is presented (a cookie sent
-from another site), without a session (pages redirect to /login, /api answers 401), and,
-for every state-changing method, without the session's CSRF token (form field ``csrf`` or
-header ``X-CSRF-Token``). Handlers are in `views` (pages) and `api` (JSON).
+only, no inline code), ``X-Frame-Options: DENY``, ``Referrer-Policy: same-origin`` (the
+login link never leaves the site; "no-referrer" would make Chrome send ``Origin: null``) and
+``Cache-Control: no-store``. Requests are refused when the Host is not one we serve (DNS
+rebinding), when an Origin other than ours is presented (a cookie sent from another site),
+without a session (pages redirect to /login, /api answers 401), and, for every
+state-changing method, without the session's CSRF token (form field ``csrf`` or header
+``X-CSRF-Token``). Handlers are in `views` (pages) and `api` (JSON).
 """
 
 from __future__ import annotations

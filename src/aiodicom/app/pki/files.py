@@ -65,6 +65,9 @@ class CertRecord:
     """Where the certificate was written when it was issued."""
     revoked: bool = False
     revoked_at: datetime | None = None
+    revocation_reason: str | None = None
+    """RFC 5280 CRLReason name (``keyCompromise``...), written into the CRL entry; None:
+    no reason code."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +86,7 @@ class CertRecord:
             "path": self.path,
             "revoked": self.revoked,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            **({"revocation_reason": self.revocation_reason} if self.revocation_reason else {}),
         }
 
     @classmethod
@@ -104,6 +108,7 @@ class CertRecord:
             path=data.get("path"),
             revoked=bool(data.get("revoked", False)),
             revoked_at=datetime.fromisoformat(revoked_at) if revoked_at else None,
+            revocation_reason=data.get("revocation_reason"),
         )
 
 
@@ -117,10 +122,12 @@ class Index:
     def find(self, serial: int) -> CertRecord | None:
         return next((r for r in self.records if r.serial == serial), None)
 
-    def mark_revoked(self, serial: int, when: datetime) -> CertRecord:
+    def mark_revoked(self, serial: int, when: datetime,
+                     reason: str | None = None) -> CertRecord:
         for i, record in enumerate(self.records):
             if record.serial == serial:
-                self.records[i] = replace(record, revoked=True, revoked_at=when)
+                self.records[i] = replace(record, revoked=True, revoked_at=when,
+                                          revocation_reason=reason)
                 return self.records[i]
         raise KeyError(serial)
 

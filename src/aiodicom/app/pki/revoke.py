@@ -116,6 +116,17 @@ def revoke(directory: Path, certfile: Path, *, when: datetime | None = None) -> 
     return record
 
 
+_REASON_FLAGS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "keyCompromise": x509.ReasonFlags.key_compromise,
+    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
+    "certificateHold": x509.ReasonFlags.certificate_hold,
+}
+REASON_CODES = tuple(_REASON_FLAGS)
+"""RFC 5280 5.3.1 CRLReason names `revoke_serial` accepts (written into the CRL entry)."""
+
 CRL_BACKDATE = timedelta(minutes=5)
 """How far a CRL's lastUpdate is set in the past (the certificates' clock-skew margin)."""
 
@@ -152,12 +163,15 @@ def write_crl(directory: Path, *, days: int = CRL_DAYS, now: datetime | None = N
             )
             for record in index.records:
                 if record.revoked and record.signed_by == org:
-                    builder = builder.add_revoked_certificate(
+                    entry = (
                         x509.RevokedCertificateBuilder()
                         .serial_number(record.serial)
                         .revocation_date(record.revoked_at or now)
-                        .build()
                     )
+                    if record.revocation_reason in REASON_CODES:
+                        flag = _REASON_FLAGS[record.revocation_reason]
+                        entry = entry.add_extension(x509.CRLReason(flag), critical=False)
+                    builder = builder.add_revoked_certificate(entry.build())
             crl = builder.sign(ca_key, hashes.SHA256())
             pems.append(crl.public_bytes(serialization.Encoding.PEM))
         out = directory / CRL_NAME
@@ -172,10 +186,15 @@ def list_certs(directory: Path) -> list[CertRecord]:
     return list(read_index(directory).records)
 
 
-def revoke_serial(directory: Path, serial: int, *, when: datetime | None = None) -> CertRecord:
+def revoke_serial(directory: Path, serial: int, *, when: datetime | None = None,
+                  reason: str | None = None) -> CertRecord:
     """Mark the certificate with `serial` revoked in DIR/index.json (no certificate file
-    needed: the console revokes what the index lists). Revoking twice is harmless; the root
-    cannot be revoked. The revocation reaches servers through the next `write_crl`."""
+    needed: the console revokes what the index lists), with an RFC 5280 reason code from
+    `REASON_CODES` if given. Revoking twice is harmless. The revocation reaches servers
+    through the next `write_crl`."""
+    if reason is not None and reason not in REASON_CODES:
+        raise ConfigurationError(f"revocation reason {reason!r} is not one of "
+                                 f"{', '.join(REASON_CODES)}")
     require_ca(directory)
     with locked(directory):
         index = read_index(directory)
@@ -186,6 +205,6 @@ def revoke_serial(directory: Path, serial: int, *, when: datetime | None = None)
                 "was revoked")
         if record.revoked:
             return record
-        record = index.mark_revoked(serial, when or utcnow())
+        record = index.mark_revoked(serial, when or utcnow(), reason)
         write_index(directory, index)
     return record
