@@ -17,7 +17,7 @@ from aiodicom.app.server.audit import Outcome
 from aiodicom.errors import ConfigurationError
 
 __all__ = ["ActionError", "abort_association", "add_organization", "approve", "enrol",
-           "maybe_queue", "reject", "revoke", "sign_csr", "take_download"]
+           "maybe_queue", "publish_trust", "reject", "revoke", "sign_csr", "take_download"]
 
 log = logging.getLogger("aiodicom.console")
 
@@ -250,3 +250,27 @@ def reject(ctx: ConsoleContext, admin: Admin, request_id: str, reason: str) -> R
     ctx.audit.change(admin, "U", f"rejected request {request_id} of {request.requested_by}: "
                      f"{reason}", event="reject", object_id=request_id, org=request.org)
     return decided
+
+
+async def publish_trust(ctx: ConsoleContext, admin: Admin) -> str | None:
+    """Publish DIR/ca.crt and DIR/crl.pem to the shared object store, if one is configured,
+    so every node refuses a revoked certificate (they poll it). The URL written, None when
+    nothing is configured; a failure is logged and audited and raises ActionError (the
+    change itself stands: publish again with `aiodicom pki publish`)."""
+    if ctx.publish_url is None:
+        return None
+    from aiodicom.app.pki.publish import publish_async
+
+    try:
+        published = await publish_async(ctx.pki.directory, ctx.publish_url)
+    except ConfigurationError as exc:
+        log.error("console: publishing trust to %s failed: %s", ctx.publish_url, exc)
+        ctx.audit.change(admin, "U", f"publishing the CRL to {ctx.publish_url} failed: {exc}",
+                         event="publish", object_id=ctx.publish_url,
+                         outcome=Outcome.SERIOUS_FAILURE)
+        raise ActionError(f"the change is made but the CRL was not published to "
+                          f"{ctx.publish_url}: {exc}", 502) from exc
+    ctx.audit.change(admin, "U", f"published {', '.join(published.urls)} "
+                     f"({published.revoked} revoked)", event="publish",
+                     object_id=ctx.publish_url)
+    return ctx.publish_url

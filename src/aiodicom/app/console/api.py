@@ -101,6 +101,8 @@ async def post_revoke(request: web.Request) -> web.Response:
                                 request.match_info["serial"].upper(),
                                 str(data.get("reason") or ""), bool(data.get("abort", True)),
                                 str(data.get("code") or "") or None)
+        result["published"] = await actions.publish_trust(context(request),
+                                                          session_of(request).admin)
     except actions.ActionError as exc:
         return _error(exc)
     return web.json_response(result)
@@ -132,6 +134,8 @@ async def post_organization(request: web.Request) -> web.Response:
     try:
         result = actions.add_organization(context(request), session_of(request).admin,
                                           str(data.get("name") or ""))
+        result["published"] = await actions.publish_trust(context(request),
+                                                          session_of(request).admin)
     except actions.ActionError as exc:
         return _error(exc)
     return web.json_response(result, status=201)

@@ -46,6 +46,8 @@ class ConsoleSettings:
     called_ae: str = "AIODICOM"
     public_host: str | None = None
     """Another name the console is reached by (added to the Host allow-list)."""
+    publish: str | None = None
+    """Object-store URL to publish ca.crt and crl.pem to after each change (shared trust)."""
 
 
 def parse_console_address(text: str) -> tuple[str, int]:
@@ -151,7 +153,7 @@ async def start_console(settings: ConsoleSettings, *, server: Any = None,
     ctx = ConsoleContext(pki=pki, sessions=Sessions(users), audit=ConsoleAudit(audit),
                          live=LiveAssociations(server), https=tls is not None,
                          allowed_hosts=frozenset(), policy_path=settings.policy,
-                         reload_trust=reload_trust)
+                         reload_trust=reload_trust, publish_url=settings.publish)
     runner = web.AppRunner(make_app(ctx), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls,
@@ -202,7 +204,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     settings = ConsoleSettings(
         pki=args.pki, host=host, port=port, cert=args.cert, key=args.key, users=args.users,
         audit_log=args.audit_log, policy=args.policy, dicom_host=args.dicom_host,
-        dicom_port=args.dicom_port, called_ae=args.called_ae, public_host=args.public_host)
+        dicom_port=args.dicom_port, called_ae=args.called_ae, public_host=args.public_host,
+        publish=args.publish)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(_run(settings))
@@ -232,6 +235,9 @@ def add_subparser(sub: Any) -> None:
     p.add_argument("--called-ae", default="AIODICOM", help="its AE title (default AIODICOM)")
     p.add_argument("--public-host", metavar="NAME",
                    help="another host name the console is reached by")
+    p.add_argument("--publish", metavar="URL",
+                   help="after each change, publish ca.crt and crl.pem to this object-store "
+                   "URL (az://, s3://, gs://; as `aiodicom pki publish`) for every node")
     p.set_defaults(func=cmd_console)
 
 
@@ -246,7 +252,12 @@ async def start_for_server(options: Any, server: Any, reloading: Any, audit: Any
     pki = options.console_pki_dir()
     assert pki is not None
     crl = pki / "crl.pem"
-    if options.crl is None or Path(options.crl).resolve() != crl.resolve():
+    from aiodicom.app.objstore import is_store_url
+
+    publish = None
+    if isinstance(options.crl, str) and is_store_url(options.crl):
+        publish = options.crl.rsplit("/", 1)[0]  # nodes read URL/crl.pem: publish there
+    elif options.crl is None or Path(options.crl).resolve() != crl.resolve():
         log.warning("the console publishes revocations to %s but this server reads --crl %s: "
                     "revocations made in the console do not reach it", crl, options.crl)
     settings = ConsoleSettings(
@@ -254,7 +265,7 @@ async def start_for_server(options: Any, server: Any, reloading: Any, audit: Any
         cert=options.cert if not is_loopback(host) else None,
         key=options.key if not is_loopback(host) else None,
         users=options.console_users, policy=options.policy, dicom_host=dicom_host,
-        dicom_port=tls_port, called_ae=options.ae_title)
+        dicom_port=tls_port, called_ae=options.ae_title, publish=publish)
     console = await start_console(settings, server=server,
                                   reload_trust=reloading.reload if reloading else None,
                                   audit=audit)

@@ -156,6 +156,10 @@ async def revoke_post(request: web.Request) -> web.StreamResponse:
                                 str(form.get("code") or "") or None)
     except actions.ActionError as exc:
         return web.Response(status=exc.status, text=f"not revoked: {exc}\n")
+    try:
+        await actions.publish_trust(ctx, session_of(request).admin)
+    except actions.ActionError as exc:
+        return web.Response(status=exc.status, text=f"{exc}\n")
     raise web.HTTPSeeOther(f"/certificates?q={result['serial']}")
 
 
@@ -185,6 +189,7 @@ async def organization_post(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     try:
         actions.add_organization(ctx, session_of(request).admin, str(form.get("name") or ""))
+        await actions.publish_trust(ctx, session_of(request).admin)
     except actions.ActionError as exc:
         return render(request, "organizations.html", status=exc.status,
                       orgs=ctx.pki.organizations(), rows=ctx.pki.rows(), error=str(exc))

@@ -53,6 +53,9 @@ class ConsoleContext:
     reload_trust: Callable[[], object] | None = None
     """The running server's trust reload (the CRL changed); None without a server here."""
     templates: Any = None
+    publish_url: str | None = None
+    """Object-store URL (``az://container/prefix``...) where the CA and CRL are published
+    after each change (`aiodicom pki publish`), for nodes that share trust; None: local."""
 
     @property
     def cookie_name(self) -> str:
