@@ -69,9 +69,12 @@ def start_cluster(workdir: Path, *, postgres: PostgresServer, database: str, sto
     upload("crl.pem", (pki.ca_dir / "crl.pem").read_bytes())
     ca, crl = f"{trust_url}/ca.crt", f"{trust_url}/crl.pem"
     dsn = postgres.create_database(database)
+    # The nodes get the password from PGPASSWORD, as docs/deployment.md advises (not in ps).
+    node_dsn = dsn.replace(f":{postgres.password}@", "@")
+    env = {**env, "PGPASSWORD": postgres.password}
     common = ["--ae-title", CALLED_AE, "--cert", str(pki.server.cert),
               "--key", str(pki.server.key), "--ca", ca, "--crl", crl, "--require-ae-binding",
-              "--storage", storage_url, "--index", dsn, "--proxy-protocol",
+              "--storage", storage_url, "--index", node_dsn, "--proxy-protocol",
               "--proxy-from", f"{PROXY_SOURCE}/32", "--drain-timeout", "2",
               "--log-level", "info"]
     nodes = [Node(name=f"node{i}", workdir=workdir, args=common, env=env)
