@@ -233,3 +233,34 @@ def test_endpoint_answers_only_metrics(run: Any) -> None:
     assert int(head[1]["content-length"]) > 0
     assert huge[0] == "HTTP/1.1 431 Request Header Fields Too Large"
     assert garbage[0] == "HTTP/1.1 400 Bad Request"
+
+
+def test_trust_metrics_follow_the_mirrors_counts() -> None:
+    """register_trust_metrics: counters move by the mirrors' own counts at each refresh
+    (no prometheus_client in trust_source), the reload-failing gauge follows last_error."""
+    from types import SimpleNamespace
+
+    from aiodicom.app.server.metrics import Metrics, register_trust_metrics
+    from aiodicom.app.server.trust_source import TrustStats
+
+    stats = TrustStats()
+    mirrors = SimpleNamespace(files=[SimpleNamespace(option="crl", stats=stats)])
+    tls_context = SimpleNamespace(last_error=None)
+    metrics = Metrics()
+    register_trust_metrics(metrics, mirrors, tls_context)
+    s = parse(metrics.render())
+    assert s['aiodicom_trust_fetches_total{option="crl",result="failed"}'] == 0
+    assert s["aiodicom_tls_reload_failing"] == 0
+    for result in ("updated", "unchanged", "unchanged", "failed"):
+        stats.count(result)
+    stats.last_success = 1234.0
+    tls_context.last_error = "no CRL from CA ..."
+    s = parse(metrics.render())
+    assert s['aiodicom_trust_fetches_total{option="crl",result="unchanged"}'] == 2
+    assert s['aiodicom_trust_fetches_total{option="crl",result="failed"}'] == 1
+    assert s['aiodicom_trust_last_success_timestamp_seconds{option="crl"}'] == 1234
+    assert s["aiodicom_tls_reload_failing"] == 1
+    stats.count("refused")
+    s = parse(metrics.render())  # counted once, not again at the next scrape
+    assert s['aiodicom_trust_fetches_total{option="crl",result="failed"}'] == 1
+    assert s['aiodicom_trust_fetches_total{option="crl",result="refused"}'] == 1
