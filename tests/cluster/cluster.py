@@ -30,8 +30,6 @@ class Cluster:
     postgres: PostgresServer
     list_objects: Callable[[], list[str]]
     """Every object key under the storage prefix (the instances written)."""
-    upload: Callable[[str, bytes], None]
-    """Write one object under the trust URL's prefix."""
 
     @property
     def port(self) -> int:
@@ -48,25 +46,15 @@ class Cluster:
         """`aiodicom pki publish CA_DIR TRUST_URL`: the CA bundle and CRL to every node."""
         cli("pki", "publish", self.pki.ca_dir, self.trust_url, env=self.env)
 
-    def upload_crl(self) -> None:
-        """The CA directory's crl.pem to TRUST_URL/crl.pem by one REST PUT."""
-        self.upload("crl.pem", (self.pki.ca_dir / "crl.pem").read_bytes())
-
 
 @contextlib.contextmanager
 def start_cluster(workdir: Path, *, postgres: PostgresServer, database: str, storage_url: str,
                   trust_url: str, env: dict[str, str],
-                  list_objects: Callable[[], list[str]],
-                  upload: Callable[[str, bytes], None]) -> Iterator[Cluster]:
-    """Start everything (PKI, trust publication, nodes, HAProxy); stop it all on exit.
-
-    ``upload(name, data)`` writes one object under the trust URL's prefix."""
+                  list_objects: Callable[[], list[str]]) -> Iterator[Cluster]:
+    """Start everything (PKI, trust publication, nodes, HAProxy); stop it all on exit."""
     pki = make_pki(workdir, CLIENTS)
     cli("pki", "crl", pki.ca_dir)
-    # The first publication goes up by plain REST PUTs from the test (what `aiodicom pki
-    # publish` writes: ca.crt, crl.pem); the revocation case uses the command itself.
-    upload("ca.crt", pki.ca.read_bytes())
-    upload("crl.pem", (pki.ca_dir / "crl.pem").read_bytes())
+    cli("pki", "publish", pki.ca_dir, trust_url, env=env)
     ca, crl = f"{trust_url}/ca.crt", f"{trust_url}/crl.pem"
     dsn = postgres.create_database(database)
     # The nodes get the password from PGPASSWORD, as docs/deployment.md advises (not in ps).
@@ -94,4 +82,4 @@ def start_cluster(workdir: Path, *, postgres: PostgresServer, database: str, sto
         proxy = stack.enter_context(start_haproxy(workdir, config))
         yield Cluster(workdir=workdir, pki=pki, nodes=nodes, proxy=proxy,
                       storage_url=storage_url, trust_url=trust_url, index_dsn=dsn, env=env,
-                      postgres=postgres, list_objects=list_objects, upload=upload)
+                      postgres=postgres, list_objects=list_objects)

@@ -20,9 +20,7 @@ def az_cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServe
     with start_cluster(tmp_path_factory.mktemp("az-cluster"), postgres=postgres,
                        database="cluster_az", storage_url="az://dicom/cluster",
                        trust_url="az://trust/cluster", env=azurite.env(),
-                       list_objects=lambda: azurite.list_blobs("dicom", "cluster/"),
-                       upload=lambda name, data: azurite.put_blob("trust", f"cluster/{name}",
-                                                                  data)) as c:
+                       list_objects=lambda: azurite.list_blobs("dicom", "cluster/")) as c:
         yield c
 
 
@@ -34,7 +32,5 @@ def s3_cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServe
     with start_cluster(tmp_path_factory.mktemp("s3-cluster"), postgres=postgres,
                        database="cluster_s3", storage_url="s3://dicom/cluster",
                        trust_url="s3://trust/cluster", env=moto_s3.env(),
-                       list_objects=lambda: moto_s3.list_keys("dicom", "cluster/"),
-                       upload=lambda name, data: moto_s3.put_object("trust", f"cluster/{name}",
-                                                                    data)) as c:
+                       list_objects=lambda: moto_s3.list_keys("dicom", "cluster/")) as c:
         yield c

@@ -173,10 +173,7 @@ def test_revocation_published_once_is_refused_by_every_node(
             done = echoscu(pki, "REVOKED", port)
             assert done.returncode == 0, done.stderr
         cli("pki", "revoke", pki.ca_dir, pki.clients["REVOKED"].cert)
-        # Published once, to the object store every node reads. (By one PUT of the new CRL,
-        # what `aiodicom pki publish` writes: the command itself still exits 134 in about a
-        # third of its runs, obstore aborting at interpreter exit after both writes.)
-        az_cluster.upload_crl()
+        az_cluster.publish_trust()  # once, to the object store every node reads
         published = time.monotonic()
         accepting = set(direct.ports)
         while accepting and time.monotonic() - published < 10.0:
