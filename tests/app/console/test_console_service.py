@@ -94,3 +94,17 @@ def test_serve_without_console_does_not_import_the_web_stack() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_serve_console_options_are_checked(tmp_path: Path) -> None:
+    from aiodicom.app.server.config import merge
+
+    base = {"port": 0, "console": "127.0.0.1:0"}
+    with pytest.raises(ConfigurationError, match="console needs the CA directory"):
+        merge({}, base)
+    with pytest.raises(ConfigurationError, match="workers = 1"):
+        merge({}, {**base, "console_pki": tmp_path, "workers": 2})
+    with pytest.raises(ConfigurationError, match=r"\[HOST:\]PORT"):
+        merge({}, {**base, "console": "nowhere:", "console_pki": tmp_path})
+    options = merge({}, {**base, "ca": tmp_path / "ca.crt"})
+    assert options.console_pki_dir() == tmp_path
