@@ -7,9 +7,20 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.cluster import Cluster, start_cluster
+from tests.services import _process
 from tests.services.azurite import AzuriteServer
 from tests.services.moto_s3 import MotoS3
 from tests.services.postgres import PostgresServer
+
+SESSION_SERVICES = {"postgres", "azurite", "moto_server"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """After each module's clusters are stopped, none of their processes runs any more."""
+    yield
+    left = [(p.name, p.pid) for p in _process._RUNNING if p.name not in SESSION_SERVICES]
+    assert not left, f"processes left running: {left}"
 
 
 @pytest.fixture(scope="module")
