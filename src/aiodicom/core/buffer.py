@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass
+from typing import NoReturn
 
 from aiodicom.errors import AbortReason, InvalidPDU
 
@@ -79,48 +80,57 @@ class Reader:
     def at_end(self) -> bool:
         return self._pos >= self._end
 
-    def _need(self, n: int, what: str) -> None:
-        if n > self._end - self._pos:
-            raise InvalidPDU(
-                f"{what} needs {n} bytes but only {self._end - self._pos} remain",
-                offset=self.offset,
-            )
+    def _short(self, n: int, what: str) -> NoReturn:
+        raise InvalidPDU(
+            f"{what} needs {n} bytes but only {self._end - self._pos} remain",
+            offset=self.offset,
+        )
+
+    # The common case inline (no call); _short words the refusal.
 
     def u8(self, what: str = "byte") -> int:
-        self._need(1, what)
-        value = self._view[self._pos]
-        self._pos += 1
-        return value
+        pos = self._pos
+        if pos >= self._end:
+            self._short(1, what)
+        self._pos = pos + 1
+        return self._view[pos]
 
     def u16(self, what: str = "16-bit field") -> int:
-        self._need(2, what)
-        (value,) = _U16.unpack_from(self._view, self._pos)
-        self._pos += 2
-        return int(value)
+        pos = self._pos
+        if self._end - pos < 2:
+            self._short(2, what)
+        self._pos = pos + 2
+        return int(_U16.unpack_from(self._view, pos)[0])
 
     def u32(self, what: str = "32-bit field") -> int:
-        self._need(4, what)
-        (value,) = _U32.unpack_from(self._view, self._pos)
-        self._pos += 4
-        return int(value)
+        pos = self._pos
+        if self._end - pos < 4:
+            self._short(4, what)
+        self._pos = pos + 4
+        return int(_U32.unpack_from(self._view, pos)[0])
 
     def skip(self, n: int, what: str = "reserved bytes") -> None:
-        self._need(n, what)
+        if n > self._end - self._pos:
+            self._short(n, what)
         self._pos += n
 
     def take(self, n: int, what: str = "field") -> memoryview:
         """The next ``n`` bytes as a view (no copy)."""
         if n < 0:
             raise InvalidPDU(f"{what} has a negative length", offset=self.offset)
-        self._need(n, what)
-        view = self._view[self._pos : self._pos + n]
-        self._pos += n
-        return view
+        pos = self._pos
+        if n > self._end - pos:
+            self._short(n, what)
+        self._pos = pos + n
+        return self._view[pos : pos + n]
 
     def sub(self, n: int, what: str = "item") -> Reader:
         """A reader over the next ``n`` bytes, keeping absolute offsets."""
-        start = self.offset
-        return Reader(self.take(n, what), base=start)
+        start = self.base + self._pos
+        view = self.take(n, what)  # a slice of a 1-D byte view: no format check needed
+        reader = Reader.__new__(Reader)
+        reader._view, reader._pos, reader._end, reader.base = view, 0, len(view), start
+        return reader
 
     def rest(self) -> memoryview:
         return self.take(self._end - self._pos, "rest")
