@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,20 @@ def _remove(path: str) -> None:
         pass
 
 
+async def _items(stream: Any) -> AsyncIterator[Any]:
+    """An obstore stream's items. Its exhausted ``__anext__`` future keeps the final
+    StopAsyncIteration, whose traceback would hold the awaiting frame (and what that frame
+    refers to: a staged path) in a cycle through Rust objects the collector cannot see;
+    the traceback is dropped here so each frame is freed when it returns."""
+    while True:
+        try:
+            item = await stream.__anext__()
+        except StopAsyncIteration as exc:
+            exc.__traceback__ = None
+            return
+        yield item
+
+
 class ObjectReader:
     """Reads of one `ObjectStorage`: staged copies for retrieves, File Meta for commitment."""
 
@@ -93,13 +107,14 @@ class ObjectReader:
         result = await obstore.get_async(self.storage.store, key)
         fp = await asyncio.to_thread(open, target, "wb")
         try:
-            async for chunk in result.stream(min_chunk_size=FETCH_CHUNK):
+            async for chunk in _items(result.stream(min_chunk_size=FETCH_CHUNK)):
                 await asyncio.to_thread(fp.write, chunk)
         except BaseException:
             await asyncio.to_thread(fp.close)
             _remove(str(target))
             raise
         await asyncio.to_thread(fp.close)
+        del result
         staged = _StagedPath(target)
         weakref.finalize(staged, _remove, str(target))
         return staged
@@ -131,7 +146,7 @@ class ObjectReader:
         depth = prefix.count("/") + 3 if prefix else 2
         stream = obstore.list(self.storage.store, prefix=f"{prefix}/" if prefix else None,
                               chunk_size=1000)
-        async for batch in stream:
+        async for batch in _items(stream):
             for meta in batch:
                 path = meta["path"]
                 uid = wanted.get(path.rsplit("/", 1)[-1])
