@@ -104,15 +104,17 @@ def _check_crl(data: bytes, previous: bytes | None, path: Path) -> None:
         raise ConfigurationError("holds no '-----BEGIN X509 CRL-----' block")
     if previous is None:
         return
-    new = {c.issuer.rfc4514_string(): _crl_order(c) for c in crls}
+    new = {c.issuer.rfc4514_string(): c for c in crls}
     for old in load_pem_crls(previous):
         issuer = old.issuer.rfc4514_string()
         if issuer not in new:
             continue  # a CA left the bundle: the TLS reloader checks CA and CRL agree
-        (old_number, old_time), (number, when) = _crl_order(old), new[issuer]
+        if new[issuer].tbs_certlist_bytes == old.tbs_certlist_bytes:
+            continue  # this CA's CRL unchanged beside another CA's new one
+        (old_number, old_time), (number, when) = _crl_order(old), _crl_order(new[issuer])
         older = number < old_number if min(number, old_number) >= 0 else when < old_time
         same = number == old_number if min(number, old_number) >= 0 else when == old_time
-        if older or same:
+        if older or same:  # same number or time, other contents: a replay, not an update
             raise ConfigurationError(
                 f"the CRL of {issuer} is not newer than the one in use (CRL number "
                 f"{number} vs {old_number}, lastUpdate {time.ctime(when)} vs "
