@@ -21,6 +21,7 @@ result of any size costs one page of memory.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -120,14 +121,37 @@ def _time(column: str, dialect: Dialect = SQLITE) -> str:
     """A TM column as HHMMSS[.F]: ACR-NEMA colons dropped, missing minutes/seconds as 00."""
     bare = f"replace({column}, ':', '')"
     instr = dialect.instr
+    fraction = f"rtrim(rtrim(substr({bare}, {instr}({bare} || '.', '.')), '0'), '.')"
     return (f"(substr(substr({bare}, 1, {instr}({bare} || '.', '.') - 1) || '000000', 1, 6)"
-            f" || substr({bare}, {instr}({bare} || '.', '.')))")
+            f" || {fraction})")
 
 
 def _time_value(value: str) -> str:
+    """A TM value as `_time` spells a column: 12:00, 1200 and 120000.000 are 120000."""
     bare = value.replace(":", "")
-    whole, dot, fraction = bare.partition(".")
-    return (whole + "000000")[:6] + dot + fraction
+    whole, _, fraction = bare.partition(".")
+    fraction = fraction.rstrip("0")
+    return (whole + "000000")[:6] + ("." + fraction if fraction else "")
+
+
+_DT = r"\d{4}(?:\d{2}){0,5}(?:\.\d{1,6})?(?:[+-](?:0\d|1[0-4])(?:00|15|30|45))?"
+"""A DT value (PS3.5 6.2): YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX], & being + or -."""
+_DT_RANGE = re.compile(f"({_DT})?-({_DT})?")
+
+
+def _bounds(value: str, vr: str) -> tuple[str, str] | None:
+    """A range key's (low, high), either may be ""; None for a single value. A DT's "-"
+    may be its UTC offset's sign: "20240102120000-0500" is one value, and a value that
+    reads both ways (2024-1000) is taken as one value with its offset."""
+    if "-" not in value:
+        return None
+    if vr == "DT":
+        if re.fullmatch(_DT, value):
+            return None
+        if (found := _DT_RANGE.fullmatch(value)) is not None:
+            return found.group(1) or "", found.group(2) or ""
+    low, _, high = value.partition("-")
+    return low, high
 
 
 def condition(column: str, keyword: str, value: str,
@@ -146,14 +170,16 @@ def condition(column: str, keyword: str, value: str,
         return f"{column} IN ({', '.join('?' * len(uids))})", uids
     if keyword == "ModalitiesInStudy":
         modalities = [m for m in value.split("\\") if m]
+        if not modalities:  # "\\": a list of empty values names no modality
+            return None
         tests = [_wildcard('s."Modality"', m, dialect) for m in modalities]
         return (f'EXISTS (SELECT 1 FROM {_SERIES_OF_STUDY} AND '
                 f'({" OR ".join(sql for sql, _ in tests)}))', [arg for _, arg in tests])
-    if vr in ("DA", "TM", "DT") and "-" in value:
-        low, _, high = value.partition("-")
+    if vr in ("DA", "TM", "DT") and (bounds := _bounds(value, vr)) is not None:
+        low, high = bounds
+        parts, args = [f"{column} != ''"], []  # "" is no time: _time would read 000000
         if vr == "TM":
             column = _time(column, dialect)
-        parts, args = [f"{column} != ''"], []
         if low:
             parts.append(f"{column} >= ?")
             args.append(_time_value(low) if vr == "TM" else low)
@@ -164,7 +190,8 @@ def condition(column: str, keyword: str, value: str,
             args.append(high.replace(":", "") + "\U0010ffff" if vr in ("TM", "DT") else high)
         return f"({unknown}({' AND '.join(parts)}))", args
     if vr == "TM":
-        return f"({unknown}{_time(column, dialect)} = ?)", [_time_value(value)]
+        return (f"({unknown}({column} != '' AND {_time(column, dialect)} = ?))",
+                [_time_value(value)])
     if vr == "PN":
         column, value = f'{column[:-1]}_fold"', value.casefold()
     if vr not in ("DA", "TM", "DT", "IS") and ("*" in value or "?" in value):
