@@ -420,6 +420,8 @@ class ObjectWriter:
             raise StorageError(
                 f"SOP instance {self.sop_instance_uid} is already stored and the duplicate "
                 "policy is REJECT; nothing was changed", failure=StorageFailure.DUPLICATE)
+        if outcome is StoreOutcome.KEPT_EXISTING:
+            return await self._kept(self._key)
         return StoredInstance(
             path=Path(self._key),
             sop_class_uid=self.sop_class_uid,
@@ -461,6 +463,38 @@ class ObjectWriter:
         if not self._exists:
             return StoreOutcome.STORED
         return StoreOutcome.KEPT_EXISTING if policy is DuplicatePolicy.KEEP else None
+
+    async def _kept(self, key: str) -> StoredInstance:
+        """The object KEEP kept, described from its own first part (as the index describes
+        a kept file on disk, which it cannot do for an object: it would look for a local
+        file). Reported as STORED so the index learns it: the object may be one whose
+        index write was lost (a node killed between the two), and success was answered."""
+        import obstore
+
+        from aiodicom.core.part10 import read_file_meta
+
+        unreadable: tuple[type[BaseException], ...] = (HeaderError, ValueError, *store_errors())
+        try:
+            size = int((await obstore.head_async(self._storage.store, key))["size"])
+            first = bytes(await obstore.get_range_async(
+                self._storage.store, key, start=0, length=min(size, self._part)))
+            fp = io.BytesIO(first)
+            meta = read_file_meta(fp)
+            syntax = meta.text(0x00020010)
+            attributes = read_header(fp, meta.dataset_offset, len(first) - meta.dataset_offset,
+                                     syntax)
+        except unreadable as exc:
+            raise StoreUnavailable(
+                f"{self.sop_instance_uid} is already stored (KEEP) but the object {key} could "
+                f"not be read back to index it: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
+        return StoredInstance(
+            path=Path(key), sop_class_uid=attributes["SOPClassUID"] or meta.text(0x00020002),
+            sop_instance_uid=self.sop_instance_uid, transfer_syntax_uid=syntax,
+            study_instance_uid=attributes["StudyInstanceUID"],
+            series_instance_uid=attributes["SeriesInstanceUID"], size=size,
+            source_ae_title=meta.text(0x00020016), received_at=time.time(),
+            outcome=StoreOutcome.STORED, attributes=attributes)
 
     def abort(self) -> None:
         """Drop the instance: the upload (if any) is aborted; idempotent."""
