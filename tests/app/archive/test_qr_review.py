@@ -70,3 +70,20 @@ def test_an_empty_optional_time_is_not_midnight(
     assert _image(qr, ContentTime="-0900") == [(Status.PENDING, uid(7, 1, 2))]
     assert _image(qr, ContentTime="000000") == [(Status.PENDING, uid(7, 1, 2))]
     assert len(_image(qr, ContentTime="")) == 2
+
+
+def test_is_single_value_matches_by_value(qr: QueryRetrieve) -> None:  # noqa: F811
+    """IS is an integer: SeriesNumber 01 (or +1) names the series stored as 1."""
+    for value in ("01", "+1", "1"):
+        found = find(qr, "study", "SERIES", StudyInstanceUID=uid(1), SeriesNumber=value)
+        assert [str(ds.SeriesInstanceUID) for _, ds in found] == [uid(1, 1)], value
+
+
+def test_charset_is_the_answer_s_own(qr: QueryRetrieve) -> None:  # noqa: F811
+    """A SERIES answer that holds only ASCII declares no (0008,0005), though the study's
+    patient (not asked for) is Müller^Jörg; asking for the name brings ISO_IR 100."""
+    plain = find(qr, "study", "SERIES", StudyInstanceUID=uid(1), Modality="")
+    assert plain and all("SpecificCharacterSet" not in ds for _, ds in plain)
+    named = find(qr, "study", "SERIES", StudyInstanceUID=uid(1), PatientName="")
+    assert [ds.SpecificCharacterSet for _, ds in named] == ["ISO_IR 100"] * len(named)
+    assert {str(ds.PatientName) for _, ds in named} == {"Müller^Jörg"}

@@ -192,6 +192,9 @@ def condition(column: str, keyword: str, value: str,
     if vr == "TM":
         return (f"({unknown}({column} != '' AND {_time(column, dialect)} = ?))",
                 [_time_value(value)])
+    if vr == "IS" and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        # An integer: 01 and +1 name what is stored as 1 (and as written, if it was so).
+        return f"({unknown}{column} IN (?, ?))", [value, str(int(value))]
     if vr == "PN":
         column, value = f'{column[:-1]}_fold"', value.casefold()
     if vr not in ("DA", "TM", "DT", "IS") and ("*" in value or "?" in value):

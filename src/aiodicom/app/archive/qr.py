@@ -190,6 +190,7 @@ def _response(row: Mapping[str, str], keys: QueryKeys, level: str, levels: tuple
     """One C-FIND match: the requested keys, the unique keys of its level and the levels
     above (C.4.1.2.1), Retrieve AE Title, and a character set that holds the text."""
     from pydicom.dataset import Dataset
+    from pydicom.multival import MultiValue
 
     ds = Dataset()
     ds.QueryRetrieveLevel = level
@@ -204,7 +205,9 @@ def _response(row: Mapping[str, str], keys: QueryKeys, level: str, levels: tuple
     for each in levels:
         setattr(ds, UNIQUE_KEYS[each], row[UNIQUE_KEYS[each]])
     ds.RetrieveAETitle = retrieve_ae
-    charset = response_charset(v for v in row.values())
+    charset = response_charset(  # of the answer's own text, not the whole row's
+        str(v) for e in ds if e.VR not in ("SQ", "UI") and e.value is not None
+        for v in (e.value if isinstance(e.value, list | MultiValue) else [e.value]))
     if charset is not None:
         ds.SpecificCharacterSet = charset
     return ds
