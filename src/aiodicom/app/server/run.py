@@ -27,6 +27,7 @@ from aiodicom.app.server.metrics import (
     MetricsObserver,
     parse_listen_address,
     register_crl_metrics,
+    register_proxy_metrics,
     serve_metrics,
 )
 from aiodicom.core.dimse import Status
@@ -332,6 +333,8 @@ async def _run_server(
     server, reloading = build_server(options, observer, audit, backend)
     if metrics is not None and reloading is not None:  # CRL age / next update gauges
         register_crl_metrics(metrics.metrics, getattr(reloading, "tls", reloading))
+    if metrics is not None and server.proxy is not None:  # --proxy-protocol refusals
+        register_proxy_metrics(metrics.metrics, server.proxy_stats)
     if mirrors is not None:
         from aiodicom.app.server.trust_source import attach_mirrors
 
