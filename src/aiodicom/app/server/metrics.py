@@ -44,6 +44,7 @@ __all__ = [
     "MetricsObserver",
     "parse_listen_address",
     "register_crl_metrics",
+    "register_proxy_metrics",
     "register_trust_metrics",
     "serve_metrics",
 ]
@@ -160,6 +161,45 @@ def register_trust_metrics(metrics: Metrics, mirrors: Any, tls_context: Any = No
             last.labels(option=f.option).set(f.stats.last_success)
         if failing is not None:
             failing.set(0 if getattr(tls_context, "last_error", None) is None else 1)
+
+    refresh()
+    metrics.on_refresh(refresh)
+
+
+PROXY_COUNTERS = (
+    ("refused_sources", "aiodicom_proxy_refused_sources_total",
+     "Connections refused because their source is not in --proxy-from."),
+    ("bad_headers", "aiodicom_proxy_bad_headers_total",
+     "Connections closed for a missing, malformed or unaccepted PROXY v2 header."),
+    ("timeouts", "aiodicom_proxy_header_timeouts_total",
+     "Connections closed because no whole PROXY header arrived in time."),
+    ("probes", "aiodicom_proxy_probes_total",
+     "LOCAL connections that closed before speaking (the proxy's health checks)."),
+    ("relayed", "aiodicom_proxy_relayed_total",
+     "Connections handed on after their PROXY header (a client's, or LOCAL that spoke)."),
+)
+"""`ProxyStats` field, metric name, help: what ``--proxy-protocol`` refused or let through."""
+
+
+def register_proxy_metrics(metrics: Metrics, stats: Any) -> None:
+    """The PROXY stage's counters (``Server.proxy_stats``, `aiodicom.aio._proxy.ProxyStats`,
+    plain integers in the aio layer) as Prometheus counters. Each refresh adds what the
+    stats gained since the last one, so in a worker of ``serve --workers N`` the counter in
+    its own multiprocess file holds that worker's count and the supervisor's sum is the
+    server's: read at scrape time, never counted twice. Alert on ``refused_sources`` (a
+    machine that is not the proxy reaching the port) and ``bad_headers`` growing."""
+    from prometheus_client import Counter
+
+    counters = [(field, Counter(name, text, registry=metrics.registry))
+                for field, name, text in PROXY_COUNTERS]
+    seen = dict.fromkeys((field for field, _ in counters), 0)
+
+    def refresh() -> None:
+        for field, counter in counters:
+            count = int(getattr(stats, field))
+            if count > seen[field]:
+                counter.inc(count - seen[field])
+                seen[field] = count
 
     refresh()
     metrics.on_refresh(refresh)
