@@ -190,7 +190,14 @@ class RemoteTrustFile:
             tmp.unlink(missing_ok=True)
             self.etag = etag  # not fetched again until it changes
             return self._failed("refused", f"{self.url} refused: {exc}")
-        os.replace(tmp, self.path)
+        except OSError as exc:  # the local disk (full, read-only): fetched again next poll
+            tmp.unlink(missing_ok=True)
+            return self._failed("failed", f"cannot write the mirror of {self.url}: {exc}")
+        try:
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            return self._failed("failed", f"cannot write the mirror of {self.url}: {exc}")
         first = self._data is None
         self._data, self.etag = data, etag
         self._ok("updated")
@@ -251,7 +258,11 @@ class TrustMirrors:
             except TimeoutError:
                 pass
             self._wake.clear()
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception:  # never stop polling: the next revocation must still apply
+                log.exception("polling the trust sources failed; trying again in %.1f s",
+                              self.interval)
 
     def close(self) -> None:
         """Remove the mirrors (the stores hold no connection worth closing explicitly)."""
