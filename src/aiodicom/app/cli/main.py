@@ -167,10 +167,13 @@ def _build_parser() -> argparse.ArgumentParser:
                            description="Maintain STORAGE/index.sqlite.")
     index_sub = index.add_subparsers(dest="index_command", metavar="ACTION")
     rebuild = index_sub.add_parser("rebuild", help="rebuild the index from the stored files")
-    rebuild.add_argument("storage", type=Path)
+    rebuild.add_argument("storage", metavar="STORAGE",
+                         help="the storage directory or object store (az://container/prefix, "
+                              "s3://bucket/prefix, gs://bucket/prefix)")
     rebuild.add_argument("--index", metavar="FILE|URL",
                          help="the index to rebuild: an SQLite file or postgresql://user:pass@"
-                         "host:port/db (default STORAGE/index.sqlite)")
+                         "host:port/db (default STORAGE/index.sqlite; required with an "
+                         "object store)")
     rebuild.set_defaults(func=_cmd_index_rebuild)
 
     import aiodicom.app.pki as pki
@@ -315,8 +318,27 @@ def _cmd_qr(args: argparse.Namespace) -> int:
 
 def _cmd_index_rebuild(args: argparse.Namespace) -> int:
     from aiodicom.app.archive.index_writer import open_index
+    from aiodicom.app.objstore import is_store_url
 
-    root: Path = args.storage
+    if is_store_url(args.storage):
+        from aiodicom.app.archive.index_objects import rebuild_from_store
+        from aiodicom.app.archive.object_storage import store_errors
+
+        if not args.index:
+            raise ConfigurationError(
+                f"{args.storage}: an object store needs --index (an SQLite file or "
+                "postgresql://user:pass@host:port/db)")
+        with open_index(args.index, args.storage) as index:
+            try:
+                count = rebuild_from_store(index, args.storage)
+            except store_errors() as exc:
+                raise ConfigurationError(
+                    f"{args.storage}: the object store failed, nothing was pruned: "
+                    f"{exc}") from None
+            where = index.key
+        print(f"indexed {count} instance(s) in {where}")
+        return 0
+    root = Path(args.storage)
     if not root.is_dir():
         raise ConfigurationError(f"{root} is not a directory")
     with open_index(args.index, root) as index:
