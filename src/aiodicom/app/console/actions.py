@@ -36,6 +36,16 @@ def _scope_org(admin: Admin, org: str | None) -> str | None:
     return org if admin.org is None else admin.org
 
 
+def _require_owner(admin: Admin, org: str | None) -> None:
+    """Refuse an organization's administrator a thing that exists already and is not that
+    organization's, including one of no organization (a root-issued or server certificate,
+    an association without one, a request filed for none): unlike a new enrolment, "no
+    organization" here is not "yours"."""
+    if admin.org is not None and org != admin.org:
+        raise ActionError(f"{admin.name} administers {admin.org!r} only, not "
+                          f"{org or 'no organization'!r}", 403)
+
+
 def _listed(value: Any) -> list[str]:
     if isinstance(value, list):
         return [str(v).strip() for v in value if str(v).strip()]
@@ -124,7 +134,7 @@ def revoke(ctx: ConsoleContext, admin: Admin, serial: str, reason: str,
     except ConfigurationError as exc:
         raise ActionError(str(exc), 404) from exc
     try:
-        _scope_org(admin, record.org)
+        _require_owner(admin, record.org)
         record = ctx.pki.revoke(serial, reason, code or None)
     except (ActionError, ConfigurationError) as exc:
         ctx.audit.change(admin, "D", f"refused revocation of {record.subject}: {exc}",
@@ -155,7 +165,7 @@ def abort_association(ctx: ConsoleContext, admin: Admin, assoc_id: int) -> dict[
     row = next((r for r in ctx.live.rows() if r["id"] == assoc_id), None)
     if row is None:
         raise ActionError(f"association {assoc_id} is not connected", 404)
-    _scope_org(admin, row["organization"])
+    _require_owner(admin, row["organization"])
     done = ctx.live.abort(assoc_id)
     if done is None:
         raise ActionError(f"association {assoc_id} ended meanwhile", 404)
@@ -220,7 +230,7 @@ def _decidable(ctx: ConsoleContext, admin: Admin, request_id: str) -> Request:
         raise ActionError("requesters cannot approve or reject requests", 403)
     if request.requested_by == admin.name:
         raise ActionError("nobody approves their own request", 403)
-    _scope_org(admin, request.org)
+    _require_owner(admin, request.org)
     if request.status != "pending":
         raise ActionError(f"request {request_id} is already {request.status}", 409)
     return request

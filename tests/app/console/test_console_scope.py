@@ -1,0 +1,89 @@
+"""An organization's administrator acts on that organization only, also on things that
+belong to no organization: a root-issued client, the server's own certificate, an
+association without an organization, a request filed for no organization (review of
+issue 15: "no organization" used to mean "yours")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from aiodicom.aio.user_identity import hash_passcode
+from aiodicom.app.console import actions
+from aiodicom.app.console.auth import Admin
+from aiodicom.app.pki.ca import issue_client, issue_server
+from aiodicom.app.pki.files import read_index
+from tests.app.console.conftest import Client, running
+
+
+def _users(tmp_path: Path) -> Path:
+    users = tmp_path / "users.toml"
+    users.write_text("".join(
+        f'[users.{name}]\npasscode = "{hash_passcode(name)}"\n{extra}\n'
+        for name, extra in (("east", 'org = "Radiology East"'),
+                            ("anytech", 'role = "requester"'))))
+    return users
+
+
+async def _as(c: Client, name: str) -> None:
+    c.http.cookie_jar.clear()
+    response = await c.http.post(c.url + "/login", data={"name": name, "passcode": name},
+                                 allow_redirects=False)
+    assert response.status == 303
+    c.csrf = (await (await c.http.get(c.url + "/api/session")).json())["csrf"]
+
+
+def test_organization_admin_cannot_revoke_certificates_of_no_organization(
+        pki: Path, tmp_path: Path, arun: Callable[..., Any]) -> None:
+    root_client = issue_client(pki, ae_titles=["ROOTCL"], out=tmp_path / "rootcl").record
+    server = issue_server(pki, name="dicom.example", out=tmp_path / "server").record
+
+    async def go() -> list[int]:
+        async with running(pki, users=_users(tmp_path)) as c:
+            await _as(c, "east")
+            statuses = []
+            for record in (root_client, server):
+                response = await c.post_json(f"/api/certificates/{record.serial:X}/revoke",
+                                             {"reason": "not mine"})
+                statuses.append(response.status)
+            return statuses
+
+    assert arun(go()) == [403, 403]
+    assert not any(r.revoked for r in read_index(pki).records)
+    audit = (pki / "console" / "audit.log").read_text()
+    assert "refused revocation" in audit and 'UserID="east"' in audit
+
+
+def test_organization_admin_cannot_abort_an_association_of_no_organization() -> None:
+    row = {"id": 7, "organization": None, "calling_ae": "OTHER", "peer": "10.0.0.9:4000",
+           "subject": None, "serial": None}
+    aborted: list[int] = []
+    live = SimpleNamespace(rows=lambda: [row], abort=lambda i: aborted.append(i) or row)
+    ctx: Any = SimpleNamespace(live=live, audit=SimpleNamespace(change=lambda *a, **k: None))
+    east = Admin(name="east", org="Radiology East")
+    with pytest.raises(actions.ActionError) as refused:
+        actions.abort_association(ctx, east, 7)
+    assert refused.value.status == 403 and aborted == []
+    assert actions.abort_association(ctx, Admin(name="root", org=None), 7) is row
+    assert aborted == [7]
+
+
+def test_organization_admin_cannot_approve_a_request_of_no_organization(
+        pki: Path, tmp_path: Path, arun: Callable[..., Any]) -> None:
+    async def go() -> int:
+        async with running(pki, users=_users(tmp_path)) as c:
+            await _as(c, "anytech")
+            filed = await c.post_json("/api/enrol", {"ae_titles": ["NOORG1"]})
+            assert filed.status == 202
+            request = (await filed.json())["request"]
+            assert request["org"] is None
+            await _as(c, "east")
+            approved = await c.post_json(f"/api/requests/{request['id']}/approve", {})
+            return approved.status
+
+    assert arun(go()) == 403
+    assert [r for r in read_index(pki).records if r.kind.value == "client"] == []
