@@ -139,12 +139,15 @@ class ServeOptions:
         return Path(self.console_pki) if self.console_pki else Path(self.ca or ".").parent
 
     def listener_files(self) -> TLSFiles | None:
-        """The listener's --cert/--key/--ca, what a destination's ``tls = "listener"`` uses."""
+        """The listener's --cert/--key/--ca, what a destination's ``tls = "listener"`` uses.
+        An object-store --ca is used through its local mirror: `run_server` puts the
+        mirror's path in --ca before building the server; until then ``ca`` is None."""
         from aiodicom.app.server.destinations import TLSFiles
 
         if self.cert is None or self.key is None or self.ca is None:
             return None
-        return TLSFiles(cert=Path(self.cert), key=Path(self.key), ca=Path(self.ca))
+        ca = None if _url("ca", self.ca) else Path(self.ca)
+        return TLSFiles(cert=Path(self.cert), key=Path(self.key), ca=ca)
 
     def check(self) -> ServeOptions:
         """Cross-field rules; returns self so it chains."""

@@ -16,6 +16,7 @@ act as a TLS client is a `ConfigurationError` naming ``move_destinations.DEST...
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,11 @@ class TLSFiles:
 
     cert: Path
     key: Path
-    ca: Path
+    ca: Path | None
+    """None only for the listener's files while its --ca is an object-store URL not fetched
+    yet (the configuration check before the server starts): the certificate and key are
+    checked then, and the server builds its destinations on the CA's local mirror
+    (`app/server/trust_source.open_mirrors` puts the mirror's path in --ca first)."""
 
 
 def parse_move_destinations(table: Mapping[str, Any], *, listener: TLSFiles | None = None,
@@ -97,10 +102,26 @@ def _table_entry(entry: Mapping[str, Any], where: str, listener: TLSFiles | None
 
     try:
         _check_client_certificate(files.cert)
-        context = client_context(cert=files.cert, key=files.key, ca=files.ca, profile=profile)
+        if files.ca is None:  # --ca is an object-store URL: its mirror comes at start
+            context = _identity_only(files.cert, files.key)
+        else:
+            context = client_context(cert=files.cert, key=files.key, ca=files.ca,
+                                     profile=profile)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{where}.tls: {exc}") from exc
     return RemoteAE(host, port, tls=context, server_hostname=server_name)
+
+
+def _identity_only(cert: Path, key: Path) -> ssl.SSLContext:
+    """Check that ``cert`` and ``key`` load and match (no CA yet: this context verifies
+    nothing and is never used for a connection; the server builds the real one)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"cannot load certificate {cert} with key {key}: {exc}") from exc
+    return context
 
 
 def _tls_files(tls: object, where: str, listener: TLSFiles | None) -> TLSFiles:
