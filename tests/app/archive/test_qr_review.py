@@ -87,3 +87,13 @@ def test_charset_is_the_answer_s_own(qr: QueryRetrieve) -> None:  # noqa: F811
     named = find(qr, "study", "SERIES", StudyInstanceUID=uid(1), PatientName="")
     assert [ds.SpecificCharacterSet for _, ds in named] == ["ISO_IR 100"] * len(named)
     assert {str(ds.PatientName) for _, ds in named} == {"Müller^Jörg"}
+
+
+def test_a_long_uid_list_matches_on_both_backends(qr: QueryRetrieve,  # noqa: F811
+                                                  index: Index) -> None:  # noqa: F811
+    """A UID list of 12,000 UIDs (~330 KB: an implicit VR identifier, under the 1 MiB
+    bound) matches on PostgreSQL as on SQLite: one bound value per UID ran out of
+    numbered placeholders (RuntimeError "coroutine raised StopIteration" past 9,999)."""
+    uids = [f"1.2.826.0.1.3680043.9.99.{n}" for n in range(12_000)] + [uid(1)]
+    rows = index.query("STUDY", {"StudyInstanceUID": "\\".join(uids)})
+    assert [row["StudyInstanceUID"] for row in rows] == [uid(1)]

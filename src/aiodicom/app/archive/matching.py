@@ -167,6 +167,8 @@ def condition(column: str, keyword: str, value: str,
     unknown = f"{column} = '' OR " if keyword in REQUIRED else ""
     if vr == "UI":
         uids = value.split("\\")
+        if dialect.wildcard_escape and len(uids) > 1:  # PostgreSQL: one value, any length
+            return f"{column} = ANY(string_to_array(?, '\\'))", [value]
         return f"{column} IN ({', '.join('?' * len(uids))})", uids
     if keyword == "ModalitiesInStudy":
         modalities = [m for m in value.split("\\") if m]
