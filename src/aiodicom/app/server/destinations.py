@@ -113,8 +113,9 @@ def _table_entry(entry: Mapping[str, Any], where: str, listener: TLSFiles | None
 
 
 def _identity_only(cert: Path, key: Path) -> ssl.SSLContext:
-    """Check that ``cert`` and ``key`` load and match (no CA yet: this context verifies
-    nothing and is never used for a connection; the server builds the real one)."""
+    """Check that ``cert`` and ``key`` load and match. No CA yet: this context trusts no
+    certificate, so a connection with it would fail, never pass unverified; it is only the
+    configuration check's, and the server builds the real one on the CA's mirror."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         context.load_cert_chain(cert, key)
