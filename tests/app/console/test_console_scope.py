@@ -87,3 +87,37 @@ def test_organization_admin_cannot_approve_a_request_of_no_organization(
 
     assert arun(go()) == 403
     assert [r for r in read_index(pki).records if r.kind.value == "client"] == []
+
+
+def test_requester_only_files_requests(pki: Path, tmp_path: Path,
+                                       arun: Callable[..., Any]) -> None:
+    """A requester ("files requests; an administrator approves") neither revokes, nor aborts,
+    nor creates an organization's intermediate CA."""
+    east_client = issue_client(pki, ae_titles=["EASTCT"], org="Radiology East",
+                               out=tmp_path / "eastct").record
+    users = tmp_path / "users.toml"
+    users.write_text("".join(
+        f'[users.{name}]\npasscode = "{hash_passcode(name)}"\n{extra}\n'
+        for name, extra in (("tech", 'org = "Radiology East"\nrole = "requester"'),
+                            ("anytech", 'role = "requester"'))))
+
+    async def go() -> list[int]:
+        async with running(pki, users=users) as c:
+            await _as(c, "tech")
+            revoke = await c.post_json(f"/api/certificates/{east_client.serial:X}/revoke",
+                                       {"reason": "oops"})
+            await _as(c, "anytech")
+            org = await c.post_json("/api/organizations", {"name": "Rogue Clinic"})
+            return [revoke.status, org.status]
+
+    assert arun(go()) == [403, 403]
+    assert not any(r.revoked for r in read_index(pki).records)
+    assert not (pki / "orgs" / "Rogue Clinic").exists()
+    row = {"id": 3, "organization": "Radiology East", "calling_ae": "EASTCT", "peer": "",
+           "subject": None, "serial": None}
+    ctx: Any = SimpleNamespace(live=SimpleNamespace(rows=lambda: [row], abort=lambda i: row),
+                               audit=SimpleNamespace(change=lambda *a, **k: None))
+    with pytest.raises(actions.ActionError) as refused:
+        actions.abort_association(ctx, Admin(name="tech", org="Radiology East",
+                                             role="requester"), 3)
+    assert refused.value.status == 403

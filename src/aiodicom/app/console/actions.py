@@ -36,6 +36,12 @@ def _scope_org(admin: Admin, org: str | None) -> str | None:
     return org if admin.org is None else admin.org
 
 
+def _require_admin(admin: Admin, what: str) -> None:
+    """A requester files requests only (an administrator approves them)."""
+    if admin.role != "admin":
+        raise ActionError(f"{admin.name} is a requester: only administrators {what}", 403)
+
+
 def _require_owner(admin: Admin, org: str | None) -> None:
     """Refuse an organization's administrator a thing that exists already and is not that
     organization's, including one of no organization (a root-issued or server certificate,
@@ -134,6 +140,7 @@ def revoke(ctx: ConsoleContext, admin: Admin, serial: str, reason: str,
     except ConfigurationError as exc:
         raise ActionError(str(exc), 404) from exc
     try:
+        _require_admin(admin, "revoke certificates")
         _require_owner(admin, record.org)
         record = ctx.pki.revoke(serial, reason, code or None)
     except (ActionError, ConfigurationError) as exc:
@@ -165,6 +172,7 @@ def abort_association(ctx: ConsoleContext, admin: Admin, assoc_id: int) -> dict[
     row = next((r for r in ctx.live.rows() if r["id"] == assoc_id), None)
     if row is None:
         raise ActionError(f"association {assoc_id} is not connected", 404)
+    _require_admin(admin, "abort associations")
     _require_owner(admin, row["organization"])
     done = ctx.live.abort(assoc_id)
     if done is None:
@@ -179,6 +187,7 @@ def abort_association(ctx: ConsoleContext, admin: Admin, assoc_id: int) -> dict[
 
 def add_organization(ctx: ConsoleContext, admin: Admin, name: str) -> dict[str, Any]:
     name = name.strip()
+    _require_admin(admin, "add organizations")
     if admin.org is not None:
         raise ActionError("only an administrator of every organization adds organizations", 403)
     try:
