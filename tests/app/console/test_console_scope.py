@@ -121,3 +121,25 @@ def test_requester_only_files_requests(pki: Path, tmp_path: Path,
         actions.abort_association(ctx, Admin(name="tech", org="Radiology East",
                                              role="requester"), 3)
     assert refused.value.status == 403
+
+
+def test_refused_sign_ins_are_audited(pki: Path, tmp_path: Path,
+                                      arun: Callable[..., Any]) -> None:
+    """A wrong passcode and a used login link leave a failed login in the audit trail, with
+    the name tried and the address (a guessing attack is seen)."""
+    async def go() -> None:
+        async with running(pki, users=_users(tmp_path)) as c:
+            bad = await c.http.post(c.url + "/login", data={"name": "east", "passcode": "x"},
+                                    allow_redirects=False)
+            assert bad.status == 403
+            link = c.console.login_link()
+            assert (await c.http.get(link, allow_redirects=False)).status == 303
+            c.http.cookie_jar.clear()
+            assert (await c.http.get(link, allow_redirects=False)).status == 403
+
+    arun(go())
+    audit = (pki / "console" / "audit.log").read_text()
+    refused = [line for line in audit.splitlines() if 'EventOutcomeIndicator="4"' in line
+               and "console login" in line]
+    assert len(refused) == 2, audit
+    assert 'UserID="east"' in refused[0] and "127.0.0.1" in refused[0]

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from aiodicom.app.console import actions
 from aiodicom.app.console.audit import read_activity
+from aiodicom.app.console.auth import Admin
 from aiodicom.app.console.policy_view import SERVICE_OF_OPERATION, check_policy, policy_rows
 from aiodicom.app.console.web import (
     context,
@@ -17,6 +18,7 @@ from aiodicom.app.console.web import (
     set_session_cookie,
 )
 from aiodicom.app.pki.revoke import REASON_CODES
+from aiodicom.app.server.audit import Outcome
 
 __all__ = ["add_routes"]
 
@@ -32,12 +34,20 @@ def _peer(request: web.Request) -> str:
     return request.remote or ""
 
 
+def _refused_login(request: web.Request, name: str, why: str) -> None:
+    """A failed sign-in in the audit trail (name tried, address): guessing is seen."""
+    context(request).audit.change(Admin(name=name, org=None, address=_peer(request)), "E",
+                                  f"refused sign-in: {why}", event="login",
+                                  outcome=Outcome.MINOR_FAILURE)
+
+
 async def login_page(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     token = request.query.get("token")
     if token:
         opened = ctx.sessions.redeem(token, _peer(request))
         if opened is None:
+            _refused_login(request, "login-link", "a used, expired or unknown login link")
             return render(request, "login.html", status=403, users=bool(ctx.sessions.users),
                           error="This login link was already used or has expired.")
         sid, session = opened
@@ -55,6 +65,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     name, passcode = str(form.get("name") or ""), str(form.get("passcode") or "")
     opened = ctx.sessions.sign_in(name, passcode, _peer(request)) if name else None
     if opened is None:
+        _refused_login(request, name[:64] or "-", "an unknown user or a wrong passcode")
         return render(request, "login.html", status=403, users=bool(ctx.sessions.users),
                       error="Unknown user or wrong passcode.")
     sid, session = opened
