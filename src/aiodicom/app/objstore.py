@@ -168,14 +168,26 @@ def open_store(
     env = os.environ if environ is None else environ
     from datetime import timedelta
 
-    from obstore.store import AzureStore, GCSStore, S3Store
-
     retry: RetryConfig = {
         "max_retries": 3,
         "retry_timeout": timedelta(seconds=retry_timeout),
         "backoff": {"init_backoff": timedelta(milliseconds=100),
                     "max_backoff": timedelta(seconds=2), "base": 2},
     }
+
+    try:
+        return _build(parsed, env, retry), parsed.prefix
+    except Exception as exc:  # obstore's builder refusing a setting (a malformed key...)
+        from aiodicom.errors import ConfigurationError
+
+        reason = str(exc).split("\n", 1)[0][:300]  # its first line, without the debug dump
+        raise ConfigurationError(
+            f"{parsed}: cannot open the store with the credentials and endpoint of the "
+            f"environment: {reason}") from None
+
+
+def _build(parsed: StoreURL, env: Mapping[str, str], retry: RetryConfig) -> ObjectStore:
+    from obstore.store import AzureStore, GCSStore, S3Store
 
     store: ObjectStore
     if parsed.scheme == "az":
@@ -222,4 +234,4 @@ def open_store(
         # read by obstore's builder itself (from_env).
         store = GCSStore(parsed.bucket, client_options=_client_options(None),
                          retry_config=retry)
-    return store, parsed.prefix
+    return store
