@@ -143,3 +143,26 @@ def test_refused_sign_ins_are_audited(pki: Path, tmp_path: Path,
                and "console login" in line]
     assert len(refused) == 2, audit
     assert 'UserID="east"' in refused[0] and "127.0.0.1" in refused[0]
+
+
+@pytest.mark.parametrize("given", ["cert", "key", "policy"])
+def test_console_refuses_what_it_cannot_honour(pki: Path, tmp_path: Path, given: str,
+                                               arun: Callable[..., Any]) -> None:
+    """--cert without --key (or the reverse) used to serve plain HTTP on loopback, and a
+    missing --policy file started a console whose policy page only said so: the user asked
+    for HTTPS or that policy, so the start fails (exit 1), naming what is missing."""
+    server = issue_server(pki, name="localhost", ips=["127.0.0.1"], out=tmp_path / "srv")
+    settings: dict[str, Any] = {
+        "cert": {"cert": server.cert},
+        "key": {"key": server.key},
+        "policy": {"policy": tmp_path / "no-such-policy.toml"},
+    }[given]
+
+    async def go() -> None:
+        async with running(pki, **settings):
+            pass
+
+    from aiodicom.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="--key|--cert|policy"):
+        arun(go())

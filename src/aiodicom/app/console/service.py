@@ -70,6 +70,9 @@ def is_loopback(host: str) -> bool:
 
 
 def _tls(settings: ConsoleSettings) -> ssl.SSLContext | None:
+    if (settings.cert is None) != (settings.key is None):
+        raise ConfigurationError("HTTPS needs both --cert and --key (only "
+                                 f"--{'cert' if settings.key is None else 'key'} was given)")
     if settings.cert is None or settings.key is None:
         if not is_loopback(settings.host):
             raise ConfigurationError(
@@ -138,11 +141,18 @@ async def start_console(settings: ConsoleSettings, *, server: Any = None,
     from aiodicom.app.console.live import LiveAssociations
     from aiodicom.app.console.pki_ops import PKI
     from aiodicom.app.console.web import ConsoleContext, make_app
+    from aiodicom.app.objstore import is_store_url
     from aiodicom.app.pki.ca import require_ca
     from aiodicom.app.server.audit import AuditTrail
 
     require_ca(settings.pki)
     tls = _tls(settings)
+    if settings.policy is not None and not is_store_url(str(settings.policy)):
+        from aiodicom.app.console.policy_view import policy_rows
+
+        problem = policy_rows(settings.policy)["error"]
+        if problem:
+            raise ConfigurationError(f"console --policy {settings.policy}: {problem}")
     users = load_console_users(settings.users) if settings.users is not None else {}
     pki = PKI(settings.pki, dicom_host=settings.dicom_host, dicom_port=settings.dicom_port,
               called_ae=settings.called_ae)
