@@ -63,7 +63,7 @@ def make_store_handler(options: ServeOptions, audit: AuditTrail | None = None,
 
     Success is answered once the file is renamed into place (fsynced when configured): the
     file is the durable record, the index is derived from it (`aiodicom index rebuild`).
-    The index update is queued just after, to a writer thread (`index_writer`), so an
+    The index update is journaled, then queued to a writer thread (`index_writer`), so an
     SQLite write or a busy wait never stalls the event loop; a C-FIND or retrieve in this
     process waits for the updates queued before it.
     """
@@ -71,7 +71,10 @@ def make_store_handler(options: ServeOptions, audit: AuditTrail | None = None,
     from aiodicom.app.archive.storage import StorageError, StorageFailure
 
     storage = backend if backend is not None else open_storage(options)
-    index = writer_for_index(options.index, options.storage)  # --index, or STORAGE's
+    # --index, or STORAGE's; each acknowledged instance is journaled (fsynced with --fsync)
+    # until indexed, and a restart replays what a killed process left (index_journal)
+    index = writer_for_index(options.index, options.storage, fsync=options.fsync,
+                             store=getattr(storage, "store", None))
     statuses = {
         StorageFailure.MISMATCH: Status.DATASET_MISMATCH,
         StorageFailure.OUT_OF_RESOURCES: Status.OUT_OF_RESOURCES,
