@@ -17,11 +17,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiodicom.app.archive.index_schema import FOLDED, SCHEMA_VERSION, SQLITE, Dialect, upgrade
 from aiodicom.app.archive.matching import Query, build_query, fold
@@ -169,14 +169,23 @@ class Index:
         """
         self.add_many([stored])
 
+    read_kept: Callable[[Path], StoredInstance] | None = None
+    """How a KEPT_EXISTING instance the index lacks is read back: `read_stored_file` when
+    None; the writer of an object-store archive sets an object reader (index_objects)."""
+
     def add_many(self, instances: list[StoredInstance]) -> None:
         """`add` each, in one transaction (all or none)."""
         rows = [stored if stored.outcome is not StoreOutcome.KEPT_EXISTING
-                else read_stored_file(stored.path) for stored in instances
+                else self._kept(stored) for stored in instances
                 if stored.outcome is not StoreOutcome.KEPT_EXISTING
                 or self.locate(stored.sop_instance_uid) is None]
         if rows:
             self._write(rows)
+
+    def _kept(self, stored: StoredInstance) -> StoredInstance:
+        """The kept instance as stored (its own attributes, not the duplicate's); raises
+        `StorageError` if it cannot be read."""
+        return (self.read_kept or read_stored_file)(stored.path)
 
     def _write(self, rows: list[StoredInstance]) -> None:
         """Upsert ``rows`` (and their parents; prune what they left empty) in one
@@ -255,15 +264,16 @@ class Index:
         during the rebuild (found here, or stored meanwhile) has `indexed_at` >= its start,
         so the rows older than that are the ones no file backs any more.
         """
+        return self.rebuild_from(_described(_walk(Path(root))))
+
+    def rebuild_from(self, instances: Iterable[StoredInstance]) -> int:
+        """`rebuild` from ``instances`` (every instance the archive holds: files, objects);
+        if iterating raises, nothing is pruned and the error propagates."""
         started = time.time()
         indexed = 0
         batch: list[StoredInstance] = []
-        for path in _walk(Path(root)):
-            try:
-                batch.append(read_stored_file(path))
-            except StorageError as exc:
-                logger.warning("index rebuild: skipping %s", exc)
-                continue
+        for stored in instances:
+            batch.append(stored)
             if len(batch) >= _BATCH:
                 indexed += self._add_batch(batch)
                 batch = []
@@ -440,41 +450,56 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(directory) / name
 
 
+def _described(paths: Iterable[Path]) -> Iterator[StoredInstance]:
+    for path in paths:
+        try:
+            yield read_stored_file(path)
+        except StorageError as exc:
+            logger.warning("index rebuild: skipping %s", exc)
+
+
 def read_stored_file(path: Path) -> StoredInstance:
     """Describe a stored Part 10 file from its meta information and data set head.
 
     Reads a bounded amount whatever the file's size. Raises `StorageError`
     (INVALID_DATASET, or IO_ERROR if unreadable) for a file that cannot be indexed.
     """
-
     try:
         with open(path, "rb") as fp:
-            meta = read_file_meta(fp)
-            start = meta.dataset_offset
             status = os.fstat(fp.fileno())
-            syntax = meta.text(0x00020010)
-            validate_uid(syntax, "Transfer Syntax UID (0002,0010)")
-            attributes = read_header(fp, start, status.st_size - start, syntax)
-        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-            validate_uid(attributes[keyword], keyword)
-    except (HeaderError, ValueError) as exc:  # NotPart10Error is a ValueError
-        raise StorageError(
-            f"{path} is not a usable DICOM Part 10 file: {exc}",
-            failure=StorageFailure.INVALID_DATASET,
-        ) from None
+            return describe_part10(fp, path, size=status.st_size, modified=status.st_mtime)
     except OSError as exc:
         raise StorageError(
             f"cannot read {path}: {exc.strerror}", failure=StorageFailure.IO_ERROR
         ) from exc
+
+
+def describe_part10(fp: BinaryIO, name: Path, *, size: int, modified: float) -> StoredInstance:
+    """Describe the Part 10 file or object ``name`` whose first bytes ``fp`` reads (the
+    whole file, or an object's head: `size` is the whole size). Raises `StorageError`
+    (INVALID_DATASET) when it cannot be indexed from these bytes."""
+    try:
+        meta = read_file_meta(fp)
+        start = meta.dataset_offset
+        syntax = meta.text(0x00020010)
+        validate_uid(syntax, "Transfer Syntax UID (0002,0010)")
+        attributes = read_header(fp, start, size - start, syntax)
+        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            validate_uid(attributes[keyword], keyword)
+    except (HeaderError, ValueError) as exc:  # NotPart10Error is a ValueError
+        raise StorageError(
+            f"{name} is not a usable DICOM Part 10 file: {exc}",
+            failure=StorageFailure.INVALID_DATASET,
+        ) from None
     return StoredInstance(
-        path=path,
+        path=name,
         sop_class_uid=attributes["SOPClassUID"] or meta.text(0x00020002),
         sop_instance_uid=attributes["SOPInstanceUID"],
         transfer_syntax_uid=syntax,
         study_instance_uid=attributes["StudyInstanceUID"],
         series_instance_uid=attributes["SeriesInstanceUID"],
-        size=status.st_size,
+        size=size,
         source_ae_title=meta.text(0x00020016),
-        received_at=status.st_mtime,
+        received_at=modified,
         attributes=attributes,
     )

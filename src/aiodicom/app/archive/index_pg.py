@@ -17,7 +17,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -236,10 +236,10 @@ class PgIndex(Index):
 
         return self._call(read())
 
-    def rebuild(self, root: Path) -> int:
-        """`Index.rebuild`, then ANALYZE: the planner needs statistics after a bulk load
-        (autovacuum gathers them later otherwise; until then a count per study scans)."""
-        indexed = super().rebuild(root)
+    def rebuild_from(self, instances: Iterable[StoredInstance]) -> int:
+        """`Index.rebuild_from`, then ANALYZE: the planner needs statistics after a bulk
+        load (autovacuum gathers them later otherwise; until then a count per study scans)."""
+        indexed = super().rebuild_from(instances)
         self.analyze()
         return indexed
 

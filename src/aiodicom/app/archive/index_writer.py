@@ -13,6 +13,12 @@ before the C-STORE is answered. When the index server is unreachable the batch s
 queued and is retried (with a growing pause, logged once per outage and when it ends)
 for up to `RETRY_FOR` seconds or until `close`; instances given up on are logged one by
 one and come back with `aiodicom index rebuild`.
+
+What a process acknowledged but did not index before it died (SIGKILL between the
+response and the writer's commit) is not left to an operator: `submit` first appends the
+instance to the process's journal (index_journal: one write, fsynced with --fsync), which
+is emptied each time the writer has caught up; a writer opened by `writer_for_index`
+replays, at start, the journals that processes now gone left behind.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiodicom.app.archive.index import INDEX_NAME, Index
+from aiodicom.app.archive.index_journal import Journal, claim_orphans, default_directory, entry
 from aiodicom.app.archive.storage import StoredInstance
 
 __all__ = ["IndexWriter", "open_index", "settled", "writer_for", "writer_for_index"]
@@ -61,17 +69,37 @@ class IndexWriter:
     (it ends after `IDLE_EXIT` seconds without work).
     """
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Index, journal: Journal | None = None) -> None:
         self.index = index
+        self.journal = journal
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        self._unindexed: list[bytes] = []
+        """Journal lines of instances the index was unavailable for: kept in the journal."""
 
     def submit(self, stored: StoredInstance, on_error: OnError | None = None) -> None:
-        """Queue an instance for the index; returns at once. ``on_error`` is called (in the
-        writer thread) if its update fails; the file stays stored."""
+        """Queue an instance for the index; returns once it is in the journal (if any): call
+        it before acknowledging the instance. ``on_error`` is called (in the writer thread)
+        if its update fails; the file stays stored."""
         self._put((stored, on_error))
+
+    def recover(self) -> int:
+        """Queue the instances in the journals of processes that are gone (journaled again
+        in this one first, then their files deleted); returns how many."""
+        if self.journal is None:
+            return 0
+        count = 0
+        for path, instances in claim_orphans(self.journal.directory, self.journal.path):
+            for stored in instances:
+                self.submit(stored)
+            count += len(instances)
+            if instances:
+                logger.warning("index journal %s: %d instance(s) acknowledged by an earlier "
+                               "run but not indexed are queued for the index", path,
+                               len(instances))
+        return count
 
     def settle(self) -> concurrent.futures.Future[None]:
         """A future done once every update queued before this call is committed (or
@@ -86,6 +114,13 @@ class IndexWriter:
 
     def _put(self, item: _Item) -> None:
         with self._lock:
+            if self.journal is not None and isinstance(item, tuple):
+                try:
+                    self.journal.append(entry(item[0]))
+                except OSError as exc:  # the instance is durable; only its replay is not
+                    logger.error("index journal %s: cannot record %s (%s); if this process "
+                                 "dies before indexing it, run `aiodicom index rebuild`",
+                                 self.journal.directory, item[0].path, exc)
             self._queue.put(item)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="aiodicom-index-writer")
@@ -108,6 +143,20 @@ class IndexWriter:
                 except queue.Empty:
                     break
             self._apply(items)
+            if self.journal is not None:
+                with self._lock:
+                    if self._queue.empty():  # all that was journaled is applied
+                        self._clear_journal()
+            for item in items:  # settled: written, and out of the journal
+                if not isinstance(item, tuple) and item.set_running_or_notify_cancel():
+                    item.set_result(None)
+
+    def _clear_journal(self) -> None:
+        assert self.journal is not None
+        try:
+            self.journal.clear(self._unindexed)
+        except OSError as exc:  # it grows until the next clear; replays are harmless
+            logger.error("index journal %s: cannot empty it (%s)", self.journal.path, exc)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop retrying an unavailable index, wait for the thread (at most ``timeout``)."""
@@ -115,6 +164,10 @@ class IndexWriter:
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
+        if self.journal is not None:
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self.journal.close()
 
     def _retrying(self, write: Callable[[], None]) -> None:
         """Run ``write``, again while the index is unavailable (`RETRY_FOR`, `close`)."""
@@ -142,6 +195,8 @@ class IndexWriter:
             return
 
     def _apply(self, items: list[_Item]) -> None:
+        from aiodicom.app.archive.index_pg import IndexUnavailable
+
         batch = [item for item in items if isinstance(item, tuple)]
         if batch:
             try:
@@ -151,10 +206,9 @@ class IndexWriter:
                     try:
                         self._retrying(lambda stored=stored: self.index.add(stored))  # type: ignore[misc]
                     except Exception as exc:
+                        if isinstance(exc, IndexUnavailable):  # a restart replays it
+                            self._unindexed.append(entry(stored))
                         _report(stored, on_error, exc)
-        for item in items:
-            if not isinstance(item, tuple) and item.set_running_or_notify_cancel():
-                item.set_result(None)
 
 
 def _report(stored: StoredInstance, on_error: OnError | None, exc: BaseException) -> None:
@@ -203,13 +257,32 @@ def _key_of(spec: str | None, storage: str | Path) -> str:
     return str(Path(spec if spec else Path(storage) / INDEX_NAME).resolve())
 
 
-def writer_for_index(spec: str | None, storage: str | Path) -> IndexWriter:
-    """The writer of the index ``spec`` (see `open_index`) in this process, opened once."""
+def writer_for_index(spec: str | None, storage: str | Path, *,
+                     fsync: bool | None = None, store: Any = None) -> IndexWriter:
+    """The writer of the index ``spec`` (see `open_index`) of ``storage`` in this process,
+    opened once, with its journal (`index_journal.default_directory`; fsynced per
+    ``fsync`` when given); opening it replays what earlier runs left unindexed. A
+    KEPT_EXISTING duplicate the index lacks is read from the object ``store`` (the
+    server's) when given, else from a store opened from the environment."""
     key = _key_of(spec, storage)
     with _writers_lock:
         writer = _writers.get(key)
         if writer is None:
-            writer = _writers[key] = IndexWriter(open_index(spec, storage))
+            index = open_index(spec, storage)
+            if "://" in str(storage):
+                from aiodicom.app.archive.index_objects import object_reader
+                from aiodicom.app.objstore import open_store
+
+                index.read_kept = object_reader(lambda: open_store(str(storage))[0])
+            journal = Journal(default_directory(spec, storage, index.key))
+            writer = _writers[key] = IndexWriter(index, journal)
+            writer.recover()
+        if fsync is not None and writer.journal is not None:
+            writer.journal.fsync = fsync
+        if store is not None:
+            from aiodicom.app.archive.index_objects import object_reader
+
+            writer.index.read_kept = object_reader(lambda: store)
         return writer
 
 

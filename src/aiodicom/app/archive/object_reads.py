@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from aiodicom.app.archive.index import Index
     from aiodicom.app.archive.object_storage import ObjectStorage
 
-__all__ = ["ObjectReader", "make_object_commit_handler"]
+__all__ = ["ObjectReader", "instance_depth", "list_instances", "make_object_commit_handler",
+           "read_head"]
 
 log = logging.getLogger("aiodicom.object_storage")
 
@@ -79,6 +80,30 @@ async def _items(stream: Any) -> AsyncIterator[Any]:
             exc.__traceback__ = None
             return
         yield item
+
+
+def instance_depth(prefix: str) -> int:
+    """The number of ``/`` in the key of an instance, ``PREFIX/{Study}/{Series}/{SOP}.dcm``."""
+    return prefix.count("/") + 3 if prefix else 2
+
+
+def list_instances(store: Any, prefix: str) -> Iterator[list[Any]]:
+    """The objects laid out as instances under ``prefix``, a listing page at a time (each
+    obstore's ObjectMeta: path, size, last_modified...); blocking, for a worker thread."""
+    import obstore
+
+    depth = instance_depth(prefix)
+    for page in obstore.list(store, prefix=f"{prefix}/" if prefix else None, chunk_size=1000):
+        yield [meta for meta in page
+               if meta["path"].endswith(".dcm") and meta["path"].count("/") == depth]
+
+
+def read_head(store: Any, key: str, length: int = META_RANGE) -> bytes:
+    """The first ``length`` bytes of the object ``key`` (one range GET; fewer if it is
+    shorter); blocking, for a worker thread. Store failures raise (NotFoundError...)."""
+    import obstore
+
+    return bytes(obstore.get_range(store, key, start=0, length=length))
 
 
 class ObjectReader:
@@ -143,7 +168,7 @@ class ObjectReader:
         wanted = {f"{uid}.dcm": uid for uid in uids}
         found: dict[str, str] = {}
         prefix = self.storage.url.prefix
-        depth = prefix.count("/") + 3 if prefix else 2
+        depth = instance_depth(prefix)
         stream = obstore.list(self.storage.store, prefix=f"{prefix}/" if prefix else None,
                               chunk_size=1000)
         async for batch in _items(stream):
