@@ -69,3 +69,28 @@ def test_a_disk_error_writing_the_mirror_keeps_the_poller_alive(
     assert mirrored == POLICY_2
     assert remote.stats.results.get("failed", 0) >= 1
     assert len(changes) == 2
+
+
+def test_a_mirror_removed_under_the_server_is_written_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A /tmp cleaner (systemd-tmpfiles' 10-day age on RHEL and Fedora) removes a mirror that
+    has not changed, typically the CA bundle: the next reload (the CRL's daily update) would
+    then fail and keep the old CRL in force. The next poll writes it back, unchanged store
+    or not."""
+    import obstore
+
+    directory = tmp_path / "mirrors"
+    directory.mkdir()
+    remote, store = _mirrored(directory, monkeypatch)
+    mirrors = TrustMirrors([remote], directory, interval=60)
+
+    async def main() -> None:
+        await obstore.put_async(store, remote.key, POLICY_1)
+        await mirrors.poll()
+        remote.path.unlink()
+        directory.rmdir()
+        await mirrors.poll()  # the object is unchanged (304)
+
+    run(main())
+    assert remote.path.read_bytes() == POLICY_1
+    assert (directory.stat().st_mode & 0o777) == 0o700

@@ -168,6 +168,9 @@ class RemoteTrustFile:
         import obstore
         from obstore.exceptions import NotModifiedError
 
+        restored = self._restore()
+        if restored is None:
+            return False
         options: Any = {"if_none_match": self.etag} if self.etag else None
         try:
             result = await obstore.get_async(self.store, self.key, options=options)
@@ -175,13 +178,13 @@ class RemoteTrustFile:
             etag = result.meta.get("e_tag")
         except NotModifiedError:
             self._ok("unchanged")
-            return False
+            return restored
         except Exception as exc:  # obstore's errors, timeouts: the last good trust stays
-            return self._failed("failed", f"cannot fetch {self.url}: {exc}")
+            return self._failed("failed", f"cannot fetch {self.url}: {exc}") or restored
         if data == self._data:
             self.etag = etag
             self._ok("unchanged")
-            return False
+            return restored
         tmp = self.path.with_name(f".{self.path.name}.new")
         try:
             tmp.write_bytes(data)
@@ -203,6 +206,21 @@ class RemoteTrustFile:
         self._ok("updated")
         if not first:
             log.info("--%s: new version of %s (etag %s) fetched", self.option, self.url, etag)
+        return True
+
+    def _restore(self) -> bool | None:
+        """Write the mirror back if it was removed under us (a /tmp cleaner removing what has
+        not changed for days): True if written, None if that failed (counted, logged)."""
+        if self._data is None or self.path.exists():
+            return False
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path.write_bytes(self._data)
+        except OSError as exc:
+            self._failed("failed", f"cannot write the mirror of {self.url} again: {exc}")
+            return None
+        log.warning("--%s: the mirror %s had been removed; written again", self.option,
+                    self.path)
         return True
 
     def _ok(self, result: str) -> None:
