@@ -15,6 +15,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiodicom.app.pki.revoke import CRL_NAME, ca_certificates
 from aiodicom.errors import ConfigurationError
@@ -80,6 +81,8 @@ async def publish_async(directory: Path, url: str) -> Published:
     import obstore
 
     store, _ = open_store(url)
+    await _refuse_rollback(store, parsed.key(CRL_NAME), crl_bytes,
+                           f"{parsed.scheme}://{parsed.bucket}/{parsed.key(CRL_NAME)}")
     written: list[str] = []
     for name, data in ((CRL_NAME, crl_bytes), (CA_NAME, ca_bytes)):
         key = parsed.key(name)
@@ -92,6 +95,29 @@ async def publish_async(directory: Path, url: str) -> Published:
         written.append(f"{parsed.scheme}://{parsed.bucket}/{key}")
     del store
     return Published(urls=tuple(written), revoked=revoked)
+
+
+async def _refuse_rollback(store: Any, key: str, crl_bytes: bytes, where: str) -> None:
+    """ConfigurationError if the store holds a newer CRL than ``crl_bytes`` (DIR is an older
+    copy of the CA: nodes started later would take its CRL and un-revoke certificates)."""
+    import obstore
+    from obstore.exceptions import NotFoundError
+
+    from aiodicom.app.server.trust_source import check_crl_update
+
+    try:
+        current = bytes(await (await obstore.get_async(store, key)).bytes_async())
+    except (FileNotFoundError, NotFoundError):
+        return
+    except Exception as exc:  # obstore's errors name the store's answer
+        raise ConfigurationError(f"cannot read {where} to compare: {exc}; nothing written") \
+            from exc
+    if current != crl_bytes:
+        try:
+            check_crl_update(crl_bytes, current)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{where} is newer than this directory's: {exc}; "
+                                     "nothing written") from None
 
 
 def publish(directory: Path, url: str) -> Published:

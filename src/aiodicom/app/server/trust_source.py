@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TRUST_OPTIONS", "RemoteTrustFile", "TrustMirrors", "TrustStats", "attach_mirrors",
-    "open_mirrors",
+    "check_crl_update", "open_mirrors",
 ]
 
 log = logging.getLogger("aiodicom.trust")
@@ -120,6 +120,11 @@ def _check_crl(data: bytes, previous: bytes | None, path: Path) -> None:
                 f"{number} vs {old_number}, lastUpdate {time.ctime(when)} vs "
                 f"{time.ctime(old_time)}): refused as a rollback; publish a new CRL "
                 "(`aiodicom pki crl DIR` then `aiodicom pki publish DIR URL`)")
+
+
+def check_crl_update(data: bytes, previous: bytes) -> None:
+    """ConfigurationError if the CRLs ``data`` would roll back those of ``previous``."""
+    _check_crl(data, previous, Path())
 
 
 def _check_policy(data: bytes, previous: bytes | None, path: Path) -> None:
