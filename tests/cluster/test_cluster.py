@@ -137,15 +137,16 @@ def test_node_killed_mid_transfer_loses_no_acknowledged_instance(
     # In the object store at once: the object is the record, written before the response.
     assert_exactly_once(az_cluster, uids, index=False)
     # The index row is written just after the response (off the response path, by design,
-    # issue 14 item 2): only what the killed node acknowledged may be missing from the index
-    # (the recovery, `aiodicom index rebuild`, does not read object stores yet).
+    # issue 14 item 2), so the killed node may have acknowledged instances it had not
+    # indexed; each was journaled before its response, and the node replays its journal
+    # when it starts again (index_journal): then every acknowledged instance is indexed,
+    # once, with no operator.
     victim_acked = {sop_uid(p) for p in first} & set(victim.stored_uids())
-    assert_exactly_once(az_cluster, uids - victim_acked)
-    rows = collections.Counter(az_cluster.index_uids())
-    assert all(rows[u] <= 1 for u in victim_acked)
+    assert victim_acked, "the killed node acknowledged nothing: the case tests nothing"
     # The node comes back on its port; HAProxy's check (rise 2) takes it in again.
     victim.start()
     assert victim.alive
+    assert_exactly_once(az_cluster, uids)
 
 
 def test_audit_trail_carries_the_clients_address(az_cluster: Cluster, sent: list[Path]) -> None:
