@@ -166,3 +166,29 @@ def test_console_refuses_what_it_cannot_honour(pki: Path, tmp_path: Path, given:
 
     with pytest.raises(ConfigurationError, match="--key|--cert|policy"):
         arun(go())
+
+
+def test_a_key_download_is_for_the_administrator_who_made_it(
+        pki: Path, tmp_path: Path, arun: Callable[..., Any]) -> None:
+    """The download link (the key's only copy) leaked to another administrator (a shared
+    screen, browser history) hands nothing over; its maker still gets it once."""
+    users = tmp_path / "users.toml"
+    users.write_text("".join(
+        f'[users.{name}]\npasscode = "{hash_passcode(name)}"\n{extra}\n'
+        for name, extra in (("east", 'org = "Radiology East"'),
+                            ("west", 'org = "Cardiology West"'))))
+
+    async def go() -> list[int]:
+        async with running(pki, users=users) as c:
+            await _as(c, "west")
+            made = await c.post_json("/api/enrol", {"ae_titles": ["ECHO1"],
+                                                    "org": "Cardiology West"})
+            link = c.url + (await made.json())["download"]
+            await _as(c, "east")
+            stolen = (await c.http.get(link)).status
+            await _as(c, "west")
+            mine = (await c.http.get(link)).status
+            again = (await c.http.get(link)).status
+            return [stolen, mine, again]
+
+    assert arun(go()) == [404, 200, 404]

@@ -72,7 +72,7 @@ def enrol(ctx: ConsoleContext, admin: Admin, data: dict[str, Any]) -> Enrolment:
     try:
         org = _scope_org(admin, org)
         enrolment = ctx.pki.enrol(ae_titles=titles, org=org, groups=groups, days=days,
-                                  fmt=fmt, now=time.monotonic())
+                                  fmt=fmt, now=time.monotonic(), owner=admin.name)
     except (ActionError, ConfigurationError) as exc:
         ctx.audit.change(admin, "C", f"refused enrolment of {what}: {exc}", event="enrol",
                          org=org, outcome=Outcome.MINOR_FAILURE)
@@ -102,7 +102,7 @@ def sign_csr(ctx: ConsoleContext, admin: Admin, csr_pem: bytes,
     try:
         org = _scope_org(admin, org)
         enrolment = ctx.pki.sign_csr(csr_pem, ae_titles=titles, org=org, groups=groups,
-                                     days=days, now=time.monotonic())
+                                     days=days, now=time.monotonic(), owner=admin.name)
     except (ActionError, ConfigurationError) as exc:
         ctx.audit.change(admin, "C", f"refused to sign a CSR for {org or 'no organization'}"
                          f" ({', '.join(titles) or 'AE titles from the CSR'}): {exc}",
@@ -121,7 +121,7 @@ def sign_csr(ctx: ConsoleContext, admin: Admin, csr_pem: bytes,
 
 
 def take_download(ctx: ConsoleContext, admin: Admin, token: str) -> Download:
-    download = ctx.pki.take_download(token, time.monotonic())
+    download = ctx.pki.take_download(token, time.monotonic(), admin.name)
     if download is None:
         raise ActionError("no such download: each one is handed out once, for 10 minutes", 404)
     ctx.audit.change(admin, "R", f"downloaded {download.filename} (its key's only copy)",

@@ -58,6 +58,8 @@ class Download:
     data: bytes
     serial: str
     expires: float
+    owner: str = ""
+    """The administrator it was made for ("": anyone with the token)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,7 +214,7 @@ class PKI:
 
     def enrol(self, *, ae_titles: list[str], org: str | None, groups: list[str],
               days: int = LEAF_DAYS, fmt: str = "pem", key_type: str = "ec",
-              now: float = 0.0) -> Enrolment:
+              now: float = 0.0, owner: str = "") -> Enrolment:
         """Issue a client certificate with a new key and prepare its one download."""
         if fmt not in ("pem", "p12"):
             raise ConfigurationError(f"format must be 'pem' or 'p12', not {fmt!r}")
@@ -239,12 +241,14 @@ class PKI:
         token = secrets.token_urlsafe(24)
         serial = format(issued.record.serial, "X")
         self.downloads[token] = Download(filename=filename, content_type=ctype, data=data,
-                                         serial=serial, expires=now + DOWNLOAD_SECONDS)
+                                         serial=serial, expires=now + DOWNLOAD_SECONDS,
+                                         owner=owner)
         return Enrolment(record=issued.record, token=token, filename=filename,
                          passphrase=passphrase, commands=self.commands(issued.record, stem, fmt))
 
     def sign_csr(self, csr_pem: bytes, *, ae_titles: list[str], org: str | None,
-                 groups: list[str], days: int = LEAF_DAYS, now: float = 0.0) -> Enrolment:
+                 groups: list[str], days: int = LEAF_DAYS, now: float = 0.0,
+                 owner: str = "") -> Enrolment:
         """Sign a modality's CSR; without `ae_titles`, those it asks for (its ``dicom-ae:``
         SAN URIs, else its CN). The download: its certificate (+ chain) and the root CA."""
         if not ae_titles:
@@ -265,17 +269,21 @@ class PKI:
         self.downloads[token] = Download(filename=f"{stem}-certificate.zip",
                                          content_type="application/zip",
                                          data=buffer.getvalue(), serial=serial,
-                                         expires=now + DOWNLOAD_SECONDS)
+                                         expires=now + DOWNLOAD_SECONDS, owner=owner)
         commands = self.commands(issued.record, stem, "pem")
         commands = {k: v.replace(f"{stem}.key", "YOUR.key") for k, v in commands.items()}
         return Enrolment(record=issued.record, token=token, filename=f"{stem}-certificate.zip",
                          passphrase=None, commands=commands)
 
-    def take_download(self, token: str, now: float) -> Download | None:
-        """The prepared download for `token`, removed (a second request gets nothing)."""
+    def take_download(self, token: str, now: float, owner: str = "") -> Download | None:
+        """The prepared download for `token`, removed (a second request gets nothing); None
+        as well for another administrator than the one it was made for (it stays)."""
         for known in [t for t, d in self.downloads.items() if d.expires < now]:
             del self.downloads[known]
-        return self.downloads.pop(token, None)
+        download = self.downloads.get(token)
+        if download is None or (download.owner and download.owner != owner):
+            return None
+        return self.downloads.pop(token)
 
     def _pkcs12(self, cert: Path, key: Path, name: str, passphrase: str) -> bytes:
         chain = read_certificates(cert)
