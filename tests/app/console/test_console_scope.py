@@ -192,3 +192,39 @@ def test_a_key_download_is_for_the_administrator_who_made_it(
             return [stolen, mine, again]
 
     assert arun(go()) == [404, 200, 404]
+
+
+def test_organization_admin_sees_only_its_organization(
+        pki: Path, tmp_path: Path, arun: Callable[..., Any]) -> None:
+    """Many hospitals, one console: an organization's administrator does not list another
+    organization's certificates, requests (with their CSRs) or organization."""
+    users = tmp_path / "users.toml"
+    users.write_text("".join(
+        f'[users.{name}]\npasscode = "{hash_passcode(name)}"\n{extra}\n'
+        for name, extra in (("east", 'org = "Radiology East"'),
+                            ("west", 'org = "Cardiology West"'),
+                            ("wtech", 'org = "Cardiology West"\nrole = "requester"'))))
+
+    async def go() -> None:
+        async with running(pki, users=users) as c:
+            await _as(c, "west")
+            assert (await c.post_json("/api/enrol", {"ae_titles": ["ECHO1"]})).status == 201
+            await _as(c, "wtech")
+            assert (await c.post_json("/api/enrol", {"ae_titles": ["ECHO2"]})).status == 202
+            await _as(c, "east")
+            assert (await c.post_json("/api/enrol", {"ae_titles": ["CT01"]})).status == 201
+            certs = (await (await c.http.get(c.url + "/api/certificates")).json())
+            assert {r["organization"] for r in certs["certificates"]} == {"Radiology East"}
+            requests = (await (await c.http.get(c.url + "/api/requests")).json())
+            assert requests["requests"] == []
+            orgs = (await (await c.http.get(c.url + "/api/organizations")).json())
+            assert [o["name"] for o in orgs["organizations"]] == ["Radiology East"]
+            west_serial = [r for r in read_index(pki).records if r.ae_titles == ("ECHO1",)][0]
+            one = await c.http.get(f"{c.url}/api/certificates/{west_serial.serial:X}")
+            assert one.status == 404
+            for page in ("/certificates", "/requests", "/organizations"):
+                text = await (await c.http.get(c.url + page)).text()
+                assert "ECHO1" not in text and "ECHO2" not in text, page
+                assert "CT01" in text or page == "/requests", page
+
+    arun(go())

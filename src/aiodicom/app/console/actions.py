@@ -17,7 +17,8 @@ from aiodicom.app.server.audit import Outcome
 from aiodicom.errors import ConfigurationError
 
 __all__ = ["ActionError", "abort_association", "add_organization", "approve", "enrol",
-           "maybe_queue", "publish_trust", "reject", "revoke", "sign_csr", "take_download"]
+           "maybe_queue", "publish_trust", "reject", "revoke", "sign_csr", "take_download",
+           "visible"]
 
 log = logging.getLogger("aiodicom.console")
 
@@ -34,6 +35,12 @@ def _scope_org(admin: Admin, org: str | None) -> str | None:
     if admin.org is not None and (org or admin.org) != admin.org:
         raise ActionError(f"{admin.name} administers {admin.org!r} only, not {org!r}", 403)
     return org if admin.org is None else admin.org
+
+
+def visible(admin: Admin, org: str | None) -> bool:
+    """Whether `admin` may see a thing of organization `org` (its own organization's only,
+    for an organization's administrator; everything for one of every organization)."""
+    return admin.org is None or org == admin.org
 
 
 def _require_admin(admin: Admin, what: str) -> None:

@@ -43,12 +43,17 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def list_certificates(request: web.Request) -> web.Response:
     org = request.query.get("org") or None
-    return web.json_response({"certificates": context(request).pki.rows(org=org)})
+    admin = session_of(request).admin
+    return web.json_response({"certificates": [
+        r for r in context(request).pki.rows(org=org)
+        if actions.visible(admin, r["organization"])]})
 
 
 async def get_certificate(request: web.Request) -> web.Response:
     serial = request.match_info["serial"].upper()
-    rows = [r for r in context(request).pki.rows() if r["serial"] == serial]
+    admin = session_of(request).admin
+    rows = [r for r in context(request).pki.rows()
+            if r["serial"] == serial and actions.visible(admin, r["organization"])]
     if not rows:
         return web.json_response({"error": f"no certificate with serial {serial}"}, status=404)
     return web.json_response(rows[0])
@@ -111,7 +116,10 @@ async def post_revoke(request: web.Request) -> web.Response:
 async def list_associations(request: web.Request) -> web.Response:
     ctx = context(request)
     return web.json_response({"server": ctx.live.server is not None,
-                              "associations": ctx.live.rows()})
+                              "associations": [
+                                  r for r in ctx.live.rows()
+                                  if actions.visible(session_of(request).admin,
+                                                     r["organization"])]})
 
 
 async def post_abort(request: web.Request) -> web.Response:
@@ -126,7 +134,9 @@ async def post_abort(request: web.Request) -> web.Response:
 
 
 async def list_organizations(request: web.Request) -> web.Response:
-    return web.json_response({"organizations": context(request).pki.organizations()})
+    admin = session_of(request).admin
+    return web.json_response({"organizations": [
+        o for o in context(request).pki.organizations() if actions.visible(admin, o["name"])]})
 
 
 async def post_organization(request: web.Request) -> web.Response:
@@ -171,8 +181,9 @@ def _enrolment_json(ctx: Any, enrolment: Any) -> dict[str, Any]:
 
 
 async def list_requests(request: web.Request) -> web.Response:
+    admin = session_of(request).admin
     return web.json_response({"requests": [
-        r.public() for r in context(request).pki.queue.all()]})
+        r.public() for r in context(request).pki.queue.all() if actions.visible(admin, r.org)]})
 
 
 async def post_approve(request: web.Request) -> web.Response:

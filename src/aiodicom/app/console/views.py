@@ -90,7 +90,8 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def certificates(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     q = request.query
-    rows = ctx.pki.rows()
+    admin = session_of(request).admin
+    rows = [r for r in ctx.pki.rows() if actions.visible(admin, r["organization"])]
     text = q.get("q", "").strip().lower()
     if text:
         rows = [r for r in rows if text in " ".join(
@@ -176,7 +177,9 @@ async def revoke_post(request: web.Request) -> web.StreamResponse:
 
 async def connected(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
-    return render(request, "connected.html", rows=ctx.live.rows(),
+    admin = session_of(request).admin
+    rows = [r for r in ctx.live.rows() if actions.visible(admin, r["organization"])]
+    return render(request, "connected.html", rows=rows,
                   server=ctx.live.server is not None)
 
 
@@ -189,10 +192,20 @@ async def abort_post(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/connected")
 
 
+def _organizations(request: web.Request) -> dict[str, Any]:
+    pki, admin = context(request).pki, session_of(request).admin
+    return {"orgs": [o for o in pki.organizations() if actions.visible(admin, o["name"])],
+            "rows": [r for r in pki.rows() if actions.visible(admin, r["organization"])]}
+
+
+def _requests(request: web.Request) -> list[Any]:
+    admin = session_of(request).admin
+    return [r for r in reversed(context(request).pki.queue.all())
+            if actions.visible(admin, r.org)]
+
+
 async def organizations(request: web.Request) -> web.StreamResponse:
-    ctx = context(request)
-    return render(request, "organizations.html", orgs=ctx.pki.organizations(),
-                  rows=ctx.pki.rows(), error=None)
+    return render(request, "organizations.html", **_organizations(request), error=None)
 
 
 async def organization_post(request: web.Request) -> web.StreamResponse:
@@ -203,7 +216,7 @@ async def organization_post(request: web.Request) -> web.StreamResponse:
         await actions.publish_trust(ctx, session_of(request).admin)
     except actions.ActionError as exc:
         return render(request, "organizations.html", status=exc.status,
-                      orgs=ctx.pki.organizations(), rows=ctx.pki.rows(), error=str(exc))
+                      **_organizations(request), error=str(exc))
     raise web.HTTPSeeOther("/organizations")
 
 
@@ -231,8 +244,7 @@ async def policy_page(request: web.Request) -> web.StreamResponse:
 
 
 async def requests_page(request: web.Request) -> web.StreamResponse:
-    ctx = context(request)
-    return render(request, "requests.html", requests=list(reversed(ctx.pki.queue.all())),
+    return render(request, "requests.html", requests=_requests(request),
                   filed=request.query.get("filed", ""), error=None)
 
 
@@ -242,7 +254,7 @@ async def approve_post(request: web.Request) -> web.StreamResponse:
         enrolment = actions.approve(ctx, session_of(request).admin, request.match_info["rid"])
     except actions.ActionError as exc:
         return render(request, "requests.html", status=exc.status,
-                      requests=list(reversed(ctx.pki.queue.all())), filed="", error=str(exc))
+                      requests=_requests(request), filed="", error=str(exc))
     return render(request, "enrolled.html", e=enrolment)
 
 
@@ -254,7 +266,7 @@ async def reject_post(request: web.Request) -> web.StreamResponse:
                        str(form.get("reason") or ""))
     except actions.ActionError as exc:
         return render(request, "requests.html", status=exc.status,
-                      requests=list(reversed(ctx.pki.queue.all())), filed="", error=str(exc))
+                      requests=_requests(request), filed="", error=str(exc))
     raise web.HTTPSeeOther("/requests")
 
 
