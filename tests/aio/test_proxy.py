@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from aiodicom.aio import tls
+from aiodicom.aio._proxy import client_address
 from aiodicom.aio.client import connect
 from aiodicom.aio.events import AssociationEnded, ServerEvent
 from aiodicom.aio.requests import EchoRequest
@@ -181,6 +182,32 @@ def test_ipv6_client_address(run: Any) -> None:
         assert status == Status.SUCCESS and rec.peers == [("2001:db8::7", 999)]
 
     run(body())
+
+
+def test_ipv4_mapped_client_address_is_the_ipv4_client(run: Any) -> None:
+    """A dual-stack proxy names an IPv4 client ``::ffff:a.b.c.d``: logs, audit and the
+    per-address caps must count it as ``a.b.c.d``, not as a second client."""
+    rec = Recorder()
+
+    async def body() -> None:
+        server = make_server(rec)
+        _, port = await server.listen("127.0.0.1", 0)
+
+        def header(c: tuple[str, int], us: tuple[str, int]) -> bytes:
+            return encode_proxy_header(("::ffff:198.51.100.23", 999), ("::1", 1))
+
+        try:
+            async with relay(port, header) as front:
+                status, _ = await echo_via(front)
+        finally:
+            await server.close(drain_timeout=2)
+        assert status == Status.SUCCESS and rec.peers == [("198.51.100.23", 999)]
+        assert rec.ended and rec.ended[0].peer_address == ("198.51.100.23", 999)
+
+    run(body())
+    assert client_address(("::ffff:10.0.0.1", 5)) == ("10.0.0.1", 5)
+    assert client_address(("2001:db8::7", 5)) == ("2001:db8::7", 5)
+    assert client_address(("10.0.0.1", 5)) == ("10.0.0.1", 5)
 
 
 def test_local_header_then_dicom_is_the_proxy_itself(run: Any) -> None:

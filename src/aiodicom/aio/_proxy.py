@@ -92,13 +92,8 @@ class ProxyProtocol:
         return cls(allowed=allowed, **kw)  # type: ignore[arg-type]
 
     def allows(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allowed)
+        address = normal_ip(host)
+        return address is not None and any(address in network for network in self.allowed)
 
 
 @dataclass(slots=True)
@@ -173,8 +168,30 @@ async def receive_header(
         return None
     stats.relayed += 1
     if header.source is None:
-        return Relayed(peer=source, local=True)
-    return Relayed(peer=header.source, local=False)
+        return Relayed(peer=client_address(source), local=True)
+    return Relayed(peer=client_address(header.source), local=False)
+
+
+def client_address(peer: tuple[str, int]) -> tuple[str, int]:
+    """One spelling per client: an IPv4-mapped IPv6 address (``::ffff:192.0.2.7``, what a
+    dual-stack proxy reports for an IPv4 client) becomes its IPv4 form, so the per-address
+    caps, logs and audit count one client once, not under two names."""
+    address = normal_ip(peer[0])
+    if isinstance(address, ipaddress.IPv4Address) and ":" in peer[0]:
+        return (str(address), peer[1])
+    return peer
+
+
+def normal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`host` as an address (zone index dropped, IPv4-mapped IPv6 as IPv4); None if it is
+    not one."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _bad_header(stats: ProxyStats, source: tuple[str, int], why: str) -> None:
