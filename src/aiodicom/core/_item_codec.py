@@ -11,8 +11,9 @@ own values (ValueError).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NoReturn
 
 from aiodicom.core.ae_titles import (
     AE_TITLE_FIELD_LENGTH,
@@ -43,6 +44,20 @@ UNEXPECTED: Final = AbortReason.UNEXPECTED_PDU_PARAMETER
 INVALID: Final = AbortReason.INVALID_PDU_PARAMETER_VALUE
 
 _KNOWN_ITEM_TYPES: Final = frozenset(int(t) for t in ItemType)
+_ABSTRACT: Final = int(ItemType.ABSTRACT_SYNTAX)
+_TRANSFER: Final = int(ItemType.TRANSFER_SYNTAX)
+_ACCEPTANCE: Final = int(PresentationResult.ACCEPTANCE)
+_ITEM_HEADER: Final = struct.Struct(">BxH")
+_CONTEXT_AC: Final = struct.Struct(">BxHBxBxBxH")
+"""Item 0x21 up to its one 0x40 sub-item's value: type, length, ID, result, 0x40, length."""
+_CONTEXT_RQ: Final = struct.Struct(">BxHBxxxBxH")
+"""Item 0x20 up to its 0x30 sub-item's value: type, length, ID, 0x30, length."""
+_ROLE_HEADER: Final = struct.Struct(">BxHH")
+_MAX_LENGTH: Final = struct.Struct(">BxHL")
+_WINDOW: Final = struct.Struct(">BxHHH")
+
+# Refusal texts are built only on the failure path: decoding a well-formed A-ASSOCIATE-RQ
+# formats no message at all (the `what` arguments passed on the success path are literals).
 
 
 # -- values: UIDs, AE titles, implementation version names ------------------------------------
@@ -50,13 +65,12 @@ _KNOWN_ITEM_TYPES: Final = frozenset(int(t) for t in ItemType)
 
 def decode_uid(r: Reader, n: int, what: str) -> str:
     """A UID of ``n`` bytes under the wire rule (`aiodicom.core.uids.uid_from_wire`)."""
-    start = r.offset
     raw = bytes(r.take(n, what))
     uid = uid_from_wire(raw)
     if uid is None:
         shown = raw[:-1] if raw[-1:] == b"\0" else raw
         raise InvalidPDU(
-            f"{what} is not a valid UID: {shown[:80]!r}", offset=start, reason=INVALID
+            f"{what} is not a valid UID: {shown[:80]!r}", offset=r.offset - n, reason=INVALID
         )
     return uid
 
@@ -74,14 +88,18 @@ def decode_ae_title(r: Reader, what: str, *, strict: bool) -> str:
     ``strict`` (A-ASSOCIATE-RQ): the rule of `aiodicom.core.ae_titles`. Otherwise
     (A-ASSOCIATE-AC, whose AE fields are not tested on receipt) any bytes decode as latin-1.
     """
-    start = r.offset
     raw = bytes(r.take(AE_TITLE_FIELD_LENGTH, what))
+    return ae_title_value(raw, what, r.offset - AE_TITLE_FIELD_LENGTH, strict=strict)
+
+
+def ae_title_value(raw: bytes, what: str, offset: int, *, strict: bool) -> str:
+    """The title in the 16-byte AE field ``raw`` found at ``offset``, as `decode_ae_title`."""
     if not strict:
         return raw.decode("latin-1").strip(" \0")
     try:
         return decode_ae_title_field(raw, what)
     except ValueError as exc:
-        raise InvalidPDU(str(exc), offset=start, reason=INVALID) from None
+        raise InvalidPDU(str(exc), offset=offset, reason=INVALID) from None
 
 
 def encode_ae_title(title: str, what: str) -> bytes:
@@ -89,26 +107,47 @@ def encode_ae_title(title: str, what: str) -> bytes:
     return encode_ae_title_field(title, what)
 
 
+_VERSION_NAME_BYTES: Final = bytes(range(0x20, 0x7F))
+
+
 def _check_version_name(raw: bytes) -> bool:
-    return 1 <= len(raw) <= 16 and all(0x20 <= b < 0x7F for b in raw)
+    return 1 <= len(raw) <= 16 and not raw.translate(None, _VERSION_NAME_BYTES)
 
 
 # -- item framing ---------------------------------------------------------------------------
 
 
-def read_item(r: Reader, what: str) -> tuple[int, Reader, int]:
-    """Item type, a reader over its value (bounded by its 16-bit length) and its offset."""
-    start = r.offset
-    item_type = r.u8(f"{what} type")
-    r.skip(1, f"{what} reserved byte")
-    length = r.u16(f"{what} length")
-    if length > r.remaining:
+def read_item(r: Reader, what: str) -> tuple[int, Reader]:
+    """Item type and a reader over its value (bounded by its 16-bit length).
+
+    The item itself starts at `item_start` of that reader. The 4-byte header is read as one
+    32-bit field (type, reserved, length); a short header is worded by `_short_item_header`.
+    """
+    left = r.remaining - 4
+    if left < 0:
+        _short_item_header(r, what)
+    header = r.u32()
+    length = header & 0xFFFF
+    if length > left:
         raise InvalidPDU(
-            f"{what} 0x{item_type:02X} declares {length} bytes but only {r.remaining} remain",
-            offset=start + 2,
+            f"{what} 0x{header >> 24:02X} declares {length} bytes but only {left} remain",
+            offset=r.offset - 2,
             reason=INVALID,
         )
-    return item_type, r.sub(length, f"item 0x{item_type:02X}"), start
+    return header >> 24, r.sub(length)
+
+
+def item_start(value: Reader) -> int:
+    """Offset of the item whose value `read_item` returned (its 4-byte header's first byte)."""
+    return value.base - 4
+
+
+def _short_item_header(r: Reader, what: str) -> NoReturn:
+    """Refuse an item header cut short, naming the first field that does not fit."""
+    r.u8(f"{what} type")
+    r.skip(1, f"{what} reserved byte")
+    r.u16(f"{what} length")
+    raise AssertionError("unreachable: fewer than 4 bytes remained")  # pragma: no cover
 
 
 def end_of(r: Reader, what: str) -> None:
@@ -119,20 +158,27 @@ def end_of(r: Reader, what: str) -> None:
         )
 
 
-def misplaced_item(item_type: int, offset: int, where: str) -> None:
-    """Skip an item of an unrecognized type (PS3.8 §9.3.1); refuse a known one out of place."""
+def misplaced_item(item_type: int, offset: int, where: str, cid: int | None = None) -> None:
+    """Skip an item of an unrecognized type (PS3.8 §9.3.1); refuse a known one out of place.
+
+    ``where`` names the enclosing item; with ``cid`` it is presentation context ``cid``
+    (worded only when refusing).
+    """
     if item_type in _KNOWN_ITEM_TYPES:
+        if cid is not None:
+            where = f"{where} {cid}"
         raise InvalidPDU(
             f"item 0x{item_type:02X} may not appear in {where}", offset=offset, reason=UNEXPECTED
         )
 
 
-def _context_id(r: Reader, what: str) -> int:
-    start = r.offset
-    cid = r.u8(f"{what} context ID")
+def _context_id(r: Reader) -> int:
+    cid = r.u8("presentation context context ID")
     if not cid & 1:
         raise InvalidPDU(
-            f"{what} context ID {cid} is not odd (1-255)", offset=start, reason=INVALID
+            f"presentation context context ID {cid} is not odd (1-255)",
+            offset=r.offset - 1,
+            reason=INVALID,
         )
     return cid
 
@@ -143,24 +189,24 @@ def _context_id(r: Reader, what: str) -> int:
 def decode_context_rq(r: Reader) -> PresentationContextRQ:
     """Item 0x20: context ID, 3 reserved, one 0x30 and one or more 0x40 (PS3.8 §9.3.2.2)."""
     end = r.offset + r.remaining
-    cid = _context_id(r, "presentation context")
+    cid = _context_id(r)
     r.skip(3, "presentation context reserved bytes")
     abstract: str | None = None
     transfer: list[str] = []
     while not r.at_end():
-        item_type, sub, start = read_item(r, "presentation context sub-item")
-        if item_type == ItemType.ABSTRACT_SYNTAX:
+        item_type, sub = read_item(r, "presentation context sub-item")
+        if item_type == _ABSTRACT:
             if abstract is not None:
                 raise InvalidPDU(
                     f"presentation context {cid} has two abstract syntaxes",
-                    offset=start,
+                    offset=item_start(sub),
                     reason=UNEXPECTED,
                 )
             abstract = decode_uid(sub, sub.remaining, "abstract syntax")
-        elif item_type == ItemType.TRANSFER_SYNTAX:
+        elif item_type == _TRANSFER:
             transfer.append(decode_uid(sub, sub.remaining, "transfer syntax"))
         else:
-            misplaced_item(item_type, start, f"presentation context {cid}")
+            misplaced_item(item_type, item_start(sub), "presentation context", cid)
     if abstract is None or not transfer:
         missing = "abstract syntax" if abstract is None else "transfer syntax"
         raise InvalidPDU(
@@ -178,7 +224,7 @@ def decode_context_ac(r: Reader) -> PresentationContextAC:
     gives None.
     """
     end = r.offset + r.remaining
-    cid = _context_id(r, "presentation context")
+    cid = _context_id(r)
     r.skip(1, "presentation context reserved byte")
     at = r.offset
     value = r.u8("presentation context result")
@@ -192,14 +238,14 @@ def decode_context_ac(r: Reader) -> PresentationContextAC:
     transfer: str | None = None
     seen = False
     while not r.at_end():
-        item_type, sub, start = read_item(r, "presentation context sub-item")
-        if item_type != ItemType.TRANSFER_SYNTAX:
-            misplaced_item(item_type, start, f"presentation context {cid}")
+        item_type, sub = read_item(r, "presentation context sub-item")
+        if item_type != _TRANSFER:
+            misplaced_item(item_type, item_start(sub), "presentation context", cid)
             continue
         if seen:
             raise InvalidPDU(
                 f"presentation context {cid} answers two transfer syntaxes",
-                offset=start,
+                offset=item_start(sub),
                 reason=UNEXPECTED,
             )
         seen = True
@@ -225,43 +271,38 @@ def _check_context_id(cid: int) -> None:
 
 
 def _uid_item(w: Writer, item_type: int, uid: bytes) -> None:
-    w.u8(item_type)
-    w.u8(0)
-    w.u16(len(uid))
-    w.write(uid)
+    w.buf += _ITEM_HEADER.pack(item_type, len(uid))
+    w.buf += uid
 
 
 def encode_context_rq(w: Writer, pc: PresentationContextRQ) -> None:
+    """Item 0x20: its header and abstract syntax in one pack, then the transfer syntaxes."""
     _check_context_id(pc.context_id)
     if not pc.transfer_syntaxes:
         raise ValueError(f"presentation context {pc.context_id} proposes no transfer syntax")
-    w.u8(ItemType.PRESENTATION_CONTEXT_RQ)
-    w.u8(0)
-    pos = w.reserve_u16()
-    w.u8(pc.context_id)
-    w.zeros(3)
-    _uid_item(w, ItemType.ABSTRACT_SYNTAX, check_uid(pc.abstract_syntax, "abstract syntax"))
+    abstract = check_uid(pc.abstract_syntax, "abstract syntax")
+    pos = len(w.buf)
+    w.buf += _CONTEXT_RQ.pack(
+        ItemType.PRESENTATION_CONTEXT_RQ, 0, pc.context_id, ItemType.ABSTRACT_SYNTAX, len(abstract)
+    )
+    w.buf += abstract
     for ts in pc.transfer_syntaxes:
-        _uid_item(w, ItemType.TRANSFER_SYNTAX, check_uid(ts, "transfer syntax"))
-    w.patch_u16(pos)
+        _uid_item(w, _TRANSFER, check_uid(ts, "transfer syntax"))
+    w.patch_u16(pos + 2)
 
 
 def encode_context_ac(w: Writer, pc: PresentationContextAC) -> None:
-    """Item 0x21; a context without a transfer syntax gets an empty 0x40 sub-item."""
+    """Item 0x21 in one pack; a context without a transfer syntax gets an empty 0x40 sub-item."""
     _check_context_id(pc.context_id)
-    result = PresentationResult(pc.result)
-    if result == PresentationResult.ACCEPTANCE and pc.transfer_syntax is None:
+    result = pc.result if type(pc.result) is PresentationResult else PresentationResult(pc.result)
+    if result == _ACCEPTANCE and pc.transfer_syntax is None:
         raise ValueError(f"accepted presentation context {pc.context_id} needs a transfer syntax")
-    w.u8(ItemType.PRESENTATION_CONTEXT_AC)
-    w.u8(0)
-    pos = w.reserve_u16()
-    w.u8(pc.context_id)
-    w.u8(0)
-    w.u8(result)
-    w.u8(0)
     ts = b"" if pc.transfer_syntax is None else check_uid(pc.transfer_syntax, "transfer syntax")
-    _uid_item(w, ItemType.TRANSFER_SYNTAX, ts)
-    w.patch_u16(pos)
+    n = len(ts)  # at most 64 (check_uid): the item's length always fits
+    w.buf += _CONTEXT_AC.pack(
+        ItemType.PRESENTATION_CONTEXT_AC, n + 8, pc.context_id, result, _TRANSFER, n
+    )
+    w.buf += ts
 
 
 # -- user information (item 0x50) and its sub-items -------------------------------------------
@@ -420,14 +461,14 @@ def decode_user_information(r: Reader, *, is_rq: bool) -> UserInformation:
     u = _UserInfo()
     ignored = _IGNORED_IN_RQ if is_rq else _IGNORED_IN_AC
     while not r.at_end():
-        item_type, sub, start = read_item(r, "user information sub-item")
+        item_type, sub = read_item(r, "user information sub-item")
         decoder = _SUB_DECODERS.get(item_type)
         if decoder is None or item_type in ignored:
             continue
         if item_type in u.seen and item_type not in _REPEATABLE:
             raise InvalidPDU(
                 f"user information has two 0x{item_type:02X} sub-items",
-                offset=start,
+                offset=item_start(sub),
                 reason=UNEXPECTED,
             )
         u.seen.add(item_type)
@@ -446,9 +487,9 @@ def decode_user_information(r: Reader, *, is_rq: bool) -> UserInformation:
 
 
 def _sub_header(w: Writer, item_type: int) -> int:
-    w.u8(item_type)
-    w.u8(0)
-    return w.reserve_u16()
+    pos = len(w.buf)
+    w.buf += _ITEM_HEADER.pack(item_type, 0)
+    return pos + 2
 
 
 def _u16_uid(w: Writer, uid: str, what: str) -> None:
@@ -476,28 +517,28 @@ def encode_user_information(w: Writer, ui: UserInformation, *, is_rq: bool) -> N
         raise ValueError("user identity response (0x59) belongs in A-ASSOCIATE-AC")
     if not is_rq and (ui.user_identity_rq is not None or ui.common_extended_negotiations):
         raise ValueError("user identity (0x58) and common extended negotiation (0x57) are RQ-only")
-    w.u8(ItemType.USER_INFORMATION)
-    w.u8(0)
-    outer = w.reserve_u16()
+    outer = _sub_header(w, ItemType.USER_INFORMATION)
     if ui.maximum_length is not None:
         if not 0 <= ui.maximum_length <= 0xFFFFFFFF:
             raise ValueError(f"maximum length {ui.maximum_length} does not fit 32 bits")
-        w.write(b"\x51\x00\x00\x04")
-        w.u32(ui.maximum_length)
+        w.buf += _MAX_LENGTH.pack(ItemType.MAXIMUM_LENGTH, 4, ui.maximum_length)
     if ui.implementation_class_uid is not None:
         raw = check_uid(ui.implementation_class_uid, "implementation class UID")
         _uid_item(w, ItemType.IMPLEMENTATION_CLASS_UID, raw)
     window = ui.async_operations_window
     if window is not None:
-        w.write(b"\x53\x00\x00\x04")
-        w.u16(_check_u16(window.max_operations_invoked, "maximum operations invoked"))
-        w.u16(_check_u16(window.max_operations_performed, "maximum operations performed"))
+        w.buf += _WINDOW.pack(
+            ItemType.ASYNCHRONOUS_OPERATIONS_WINDOW,
+            4,
+            _check_u16(window.max_operations_invoked, "maximum operations invoked"),
+            _check_u16(window.max_operations_performed, "maximum operations performed"),
+        )
     for role in ui.role_selections:
-        pos = _sub_header(w, ItemType.ROLE_SELECTION)
-        _u16_uid(w, role.sop_class_uid, "role selection SOP class UID")
+        raw = check_uid(role.sop_class_uid, "role selection SOP class UID")
+        w.buf += _ROLE_HEADER.pack(ItemType.ROLE_SELECTION, len(raw) + 4, len(raw))
+        w.buf += raw
         w.u8(1 if role.scu_role else 0)
         w.u8(1 if role.scp_role else 0)
-        w.patch_u16(pos)
     if ui.implementation_version_name is not None:
         name = ui.implementation_version_name
         raw = name.encode("ascii", "replace")

@@ -19,6 +19,7 @@ from typing import Final
 from aiodicom.core._item_codec import (
     INVALID,
     UNEXPECTED,
+    ae_title_value,
     check_uid,
     decode_ae_title,
     decode_context_ac,
@@ -29,6 +30,7 @@ from aiodicom.core._item_codec import (
     encode_context_ac,
     encode_context_rq,
     encode_user_information,
+    item_start,
     misplaced_item,
     read_item,
 )
@@ -155,6 +157,13 @@ _PDV_HEADER: Final = struct.Struct(">LBB")
 _PDATA_PDV_HEADER: Final = struct.Struct(">BxLLBB")
 _RELEASE_RQ: Final = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 _RELEASE_RP: Final = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+_ASSOCIATE_FIXED: Final = struct.Struct(">BxLHxx16s16s32xBxH")
+"""A-ASSOCIATE-RQ/AC up to the application context item's value: type, length (patched),
+protocol version, called and calling AE titles, 32 reserved bytes, item 0x10's header."""
+_FIXED_PART: Final = struct.Struct(">Hxx16s16s32x")
+"""The 68 bytes of A-ASSOCIATE-RQ/AC before its items: version, reserved, AE titles, reserved."""
+_APPLICATION_CONTEXT: Final = int(ItemType.APPLICATION_CONTEXT)
+_USER_INFORMATION: Final = int(ItemType.USER_INFORMATION)
 
 
 def _decode_associate(r: Reader, *, is_rq: bool) -> AAssociateRQ | AAssociateAC:
@@ -164,19 +173,25 @@ def _decode_associate(r: Reader, *, is_rq: bool) -> AAssociateRQ | AAssociateAC:
     A-ASSOCIATE-RJ (source 2, reason 2) by negotiation, not aborted here.
     """
     name = "A-ASSOCIATE-RQ" if is_rq else "A-ASSOCIATE-AC"
-    version = r.u16("protocol version")
-    r.skip(2, "reserved bytes")
-    called = decode_ae_title(r, "called AE title", strict=is_rq)
-    calling = decode_ae_title(r, "calling AE title", strict=is_rq)
-    r.skip(32, "reserved bytes")
-    context_type = ItemType.PRESENTATION_CONTEXT_RQ if is_rq else ItemType.PRESENTATION_CONTEXT_AC
+    if r.remaining < _FIXED_PART.size:  # refused field by field, naming the one cut short
+        version = r.u16("protocol version")
+        r.skip(2, "reserved bytes")
+        called = decode_ae_title(r, "called AE title", strict=is_rq)
+        calling = decode_ae_title(r, "calling AE title", strict=is_rq)
+        r.skip(32, "reserved bytes")
+    else:
+        at = r.offset
+        version, called_raw, calling_raw = _FIXED_PART.unpack(r.take(_FIXED_PART.size))
+        called = ae_title_value(called_raw, "called AE title", at + 4, strict=is_rq)
+        calling = ae_title_value(calling_raw, "calling AE title", at + 20, strict=is_rq)
+    context_type = 0x20 if is_rq else 0x21  # ItemType.PRESENTATION_CONTEXT_RQ / _AC
     app_context: str | None = None
     user_info: UserInformation | None = None
     rq_contexts: list[PresentationContextRQ] = []
     ac_contexts: list[PresentationContextAC] = []
     ids: set[int] = set()
     while not r.at_end():
-        item_type, sub, start = read_item(r, "item")
+        item_type, sub = read_item(r, "item")
         if item_type == context_type:
             if is_rq:
                 rq_contexts.append(decode_context_rq(sub))
@@ -186,19 +201,21 @@ def _decode_associate(r: Reader, *, is_rq: bool) -> AAssociateRQ | AAssociateAC:
                 cid = ac_contexts[-1].context_id
             if cid in ids:
                 raise InvalidPDU(
-                    f"presentation context ID {cid} appears twice", offset=start + 4, reason=INVALID
+                    f"presentation context ID {cid} appears twice", offset=sub.base, reason=INVALID
                 )
             ids.add(cid)
-        elif item_type == ItemType.APPLICATION_CONTEXT and app_context is None:
+        elif item_type == _APPLICATION_CONTEXT and app_context is None:
             app_context = decode_uid(sub, sub.remaining, "application context name")
-        elif item_type == ItemType.USER_INFORMATION and user_info is None:
+        elif item_type == _USER_INFORMATION and user_info is None:
             user_info = decode_user_information(sub, is_rq=is_rq)
-        elif item_type in (ItemType.APPLICATION_CONTEXT, ItemType.USER_INFORMATION):
+        elif item_type in (_APPLICATION_CONTEXT, _USER_INFORMATION):
             raise InvalidPDU(
-                f"{name} has two 0x{item_type:02X} items", offset=start, reason=UNEXPECTED
+                f"{name} has two 0x{item_type:02X} items",
+                offset=item_start(sub),
+                reason=UNEXPECTED,
             )
         else:
-            misplaced_item(item_type, start, name)
+            misplaced_item(item_type, item_start(sub), name)
     missing = (
         "application context item (0x10)"
         if app_context is None
@@ -367,20 +384,20 @@ def _encode_associate(pdu: AAssociateRQ | AAssociateAC) -> bytes:
         raise ValueError(f"presentation context IDs repeat: {ids}")
     if is_rq and not ids:
         raise ValueError("A-ASSOCIATE-RQ needs at least one presentation context")
-    w = Writer()
-    w.u8(PDUType.A_ASSOCIATE_RQ if is_rq else PDUType.A_ASSOCIATE_AC)
-    w.u8(0)
-    pos = w.reserve_u32()
-    w.u16(pdu.protocol_version)
-    w.zeros(2)
-    w.write(encode_ae_title(pdu.called_ae_title, "called AE title"))
-    w.write(encode_ae_title(pdu.calling_ae_title, "calling AE title"))
-    w.zeros(32)
+    called = encode_ae_title(pdu.called_ae_title, "called AE title")
+    calling = encode_ae_title(pdu.calling_ae_title, "calling AE title")
     app = check_uid(pdu.application_context, "application context name")
-    w.u8(ItemType.APPLICATION_CONTEXT)
-    w.u8(0)
-    w.u16(len(app))
-    w.write(app)
+    w = Writer()
+    w.buf += _ASSOCIATE_FIXED.pack(
+        PDUType.A_ASSOCIATE_RQ if is_rq else PDUType.A_ASSOCIATE_AC,
+        0,
+        pdu.protocol_version,
+        called,
+        calling,
+        _APPLICATION_CONTEXT,
+        len(app),
+    )
+    w.buf += app
     if isinstance(pdu, AAssociateRQ):
         for rq in pdu.presentation_contexts:
             encode_context_rq(w, rq)
@@ -388,7 +405,7 @@ def _encode_associate(pdu: AAssociateRQ | AAssociateAC) -> bytes:
         for ac in pdu.presentation_contexts:
             encode_context_ac(w, ac)
     encode_user_information(w, pdu.user_information, is_rq=is_rq)
-    w.patch_u32(pos)
+    w.patch_u32(2)
     return w.getvalue()
 
 
