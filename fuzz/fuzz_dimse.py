@@ -3,7 +3,11 @@
 The last input byte picks a mode (the rest is the payload):
 
 - 0 ``command``: `decode_message` returns a `Message` or raises `DimseError`; what decodes
-  encodes, decodes back equal and re-encodes to the same bytes;
+  encodes, decodes back equal and re-encodes to the same bytes; differential: the
+  fixed-layout fast path (`_fastpath.decode_common`) returns None or exactly what the
+  general decoder (`messages._decode_general`) returns on the same bytes (same types of
+  every field too), never a message where the general decoder refuses, and
+  `decode_message` gives the general decoder's answer;
 - 1 ``fragments``: the payload is a command set cut at fuzzer-chosen points into command
   PDVs; `MessageAssembler` must give what `decode_message` gives on the whole (the same
   message, or a `DimseError` for both);
@@ -20,6 +24,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 
 from fuzz_reader import Provider, Tail, chunks, instrumented, provider, read_sizes, run_fuzzer
 
@@ -32,6 +37,8 @@ with instrumented():
         decode_message,
         encode_message,
     )
+    from aiodicom.core.dimse._fastpath import decode_common
+    from aiodicom.core.dimse.messages import _decode_general
     from aiodicom.core.pdu import PDataTF, PresentationDataValue
     from aiodicom.errors import DimseError
 
@@ -57,10 +64,32 @@ def check_round_trip(message: Message) -> None:
     assert encode_message(again) == encoded
 
 
+def check_same(fast: Message, general: Message) -> None:
+    """Equal messages, down to each field's type (a Status or Priority, not a plain int)."""
+    assert type(fast) is type(general), (fast, general)
+    assert fast == general, (fast, general)
+    for field in fields(general):
+        mine, theirs = getattr(fast, field.name), getattr(general, field.name)
+        assert type(mine) is type(theirs), (field.name, mine, theirs)
+    assert repr(fast) == repr(general), (fast, general)
+
+
 def _command(payload: bytes) -> None:
+    fast = decode_common(payload)  # never raises: None declines
+    try:
+        general: Message | None = _decode_general(payload)
+    except DimseError as exc:
+        assert fast is None, f"fast path decoded what the general decoder refuses ({exc}): {fast!r}"
+        general = None
+    if fast is not None and general is not None:
+        check_same(fast, general)
     message = decode_or_none(payload)
-    if message is not None:
-        check_round_trip(message)
+    if general is None:
+        assert message is None, message
+        return
+    assert message is not None
+    check_same(message, general)
+    check_round_trip(message)
 
 
 def _fragments(fdp: Provider) -> None:
