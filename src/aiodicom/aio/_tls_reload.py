@@ -131,8 +131,18 @@ class ReloadingServerContext:
             return False
         return self._rebuild(signature)
 
+    def reload_changed(self) -> bool:
+        """Rebuild now if a file changed since the last load or failure (SIGHUP: no
+        `check_interval` wait, and nothing rebuilt when nothing changed). Never raises."""
+        self._checked_at = self._clock()
+        signature = self._stat()
+        if signature == self._signature or signature == self._failed_signature:
+            return False
+        return self._rebuild(signature)
+
     def reload(self) -> bool:
-        """Rebuild now (e.g. on SIGHUP) whether or not files changed. Never raises."""
+        """Rebuild now whether or not files changed (a trust mirror was updated). Never
+        raises."""
         self._checked_at = self._clock()
         return self._rebuild(self._stat())
 

@@ -434,6 +434,9 @@ class _Reloaders:
     def maybe_reload(self) -> None:
         self._each("maybe_reload")
 
+    def reload_changed(self) -> None:
+        self._each("reload_changed")
+
     def _each(self, method: str) -> None:
         for part in self.parts:  # a failure in one never stops the other
             try:
@@ -443,16 +446,12 @@ class _Reloaders:
 
 
 def _on_hup(reloading: Any, mirrors: Any) -> Callable[[], None]:
-    """SIGHUP: reload the files now, and fetch the trust objects now (then reload again if
-    one changed)."""
+    """SIGHUP: reload the files that changed, once per burst of signals, and fetch the
+    trust objects now (then reload again if one changed): `reloading.CoalescedReload`."""
+    from aiodicom.app.server.reloading import CoalescedReload
 
-    def hup() -> None:
-        if reloading is not None:
-            reloading.reload()
-        if mirrors is not None:
-            mirrors.wake()
-
-    return hup
+    return CoalescedReload(reloading.reload_changed if reloading is not None else None,
+                           mirrors.wake if mirrors is not None else None)
 
 
 async def _watch(reloading: Any) -> None:
