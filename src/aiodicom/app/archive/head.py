@@ -227,7 +227,10 @@ def _decode(value: bytes, vr: str, encodings: list[str]) -> str:
         text = decode_bytes(value, encodings, delimiters)
     except (UnicodeError, LookupError, ValueError):
         text = value.decode("latin-1")
-    return str(text).strip(" \x00")
+    # NUL is padding at the end only (PS3.5 6.2); one inside a text value is invalid, and
+    # PostgreSQL refuses it in text: dropped from the index copy (the file keeps it) so an
+    # acknowledged instance is findable on both index backends.
+    return str(text).strip(" \x00").replace("\x00", "")
 
 
 def read_header(fp: BinaryIO, start: int, length: int, transfer_syntax_uid: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import threading
 import time
@@ -63,7 +64,7 @@ _PLACEHOLDER = re.compile(r"\?")
 
 def numbered(sql: str) -> str:
     """`?` placeholders as PostgreSQL's $1, $2... (the SQL built here has no literal `?`)."""
-    counter = iter(range(1, 10_000))
+    counter = itertools.count(1)  # no cap: a C-MOVE's UID list can hold 10,000+ values
     return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
 
 
