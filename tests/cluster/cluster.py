@@ -59,7 +59,10 @@ def start_cluster(workdir: Path, *, postgres: PostgresServer, database: str, sto
     dsn = postgres.create_database(database)
     # The nodes get the password from PGPASSWORD, as docs/deployment.md advises (not in ps).
     node_dsn = dsn.replace(f":{postgres.password}@", "@")
-    env = {**env, "PGPASSWORD": postgres.password}
+    # The index journal (acknowledged, not yet indexed) in the run's own directory, never
+    # the user's ~/.local/state: a test leaves nothing behind.
+    env = {**env, "PGPASSWORD": postgres.password,
+           "AIODICOM_INDEX_JOURNAL": str(workdir / "index-journal")}
     common = ["--ae-title", CALLED_AE, "--cert", str(pki.server.cert),
               "--key", str(pki.server.key), "--ca", ca, "--crl", crl, "--require-ae-binding",
               "--storage", storage_url, "--index", node_dsn, "--proxy-protocol",
