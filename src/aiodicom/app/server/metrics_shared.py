@@ -7,6 +7,13 @@ single process uses (`serve_metrics`, on a loop in a thread of its own): counter
 histograms summed over every worker of the run (a replaced worker's counts stay in the sum),
 gauges as each declares (associations active: the sum over live workers), and the
 ``process_*`` metrics of each live worker from ``/proc/PID``, labelled ``pid``.
+
+A dead worker's files: prometheus_client's ``mark_process_dead`` removes its ``live*``
+gauge files (every gauge here is ``live*``), but leaves its counter and histogram files,
+one more per restart. `SharedMetrics.worker_exited` therefore folds them into one
+``counter_archive.db`` / ``histogram_archive.db`` (values added key by key, under the lock a
+scrape takes, so a scrape never sees a total drop or double) and removes them: the totals
+never reset, and the directory holds the live workers' files plus two.
 """
 
 from __future__ import annotations
@@ -52,12 +59,32 @@ class _WorkerProcesses:
         yield from families.values()
 
 
+def fold_into_archive(dead: Path, archive: Path) -> None:
+    """Add every value of ``dead`` (a dead process's multiprocess file) into ``archive``,
+    then remove ``dead``. Nothing to do when ``dead`` does not exist."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    if not dead.exists():
+        return
+    values = list(MmapedDict.read_all_values_from_file(str(dead)))  # type: ignore[no-untyped-call]
+    target = MmapedDict(str(archive))  # type: ignore[no-untyped-call]
+    try:
+        for key, value, timestamp, *_ in values:  # (key, value, timestamp, position)
+            old, _ = target.read_value(key)  # type: ignore[no-untyped-call]
+            target.write_value(key, old + value, timestamp)  # type: ignore[no-untyped-call]
+    finally:
+        target.close()  # type: ignore[no-untyped-call]
+    dead.unlink()
+
+
 class SharedMetrics:
     """The multiprocess directory and the aggregating endpoint of one supervisor run."""
 
-    def __init__(self, address: str, pids: Callable[[], Iterable[int]]) -> None:
+    def __init__(self, address: str, pids: Callable[[], Iterable[int]],
+                 directory: Path | None = None) -> None:
         self.host, self.port = parse_listen_address(address)
-        self.directory = Path(tempfile.mkdtemp(prefix="aiodicom-metrics-"))
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="aiodicom-metrics-"))
+        self._lock = threading.Lock()  # a scrape vs folding a dead worker's files
         from prometheus_client import CollectorRegistry, disable_created_metrics
         from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -79,13 +106,19 @@ class SharedMetrics:
     def render(self) -> str:
         from prometheus_client import generate_latest
 
-        return generate_latest(self.registry).decode("utf-8")
+        with self._lock:
+            return generate_latest(self.registry).decode("utf-8")
 
     def worker_exited(self, pid: int) -> None:
-        """Drop a dead worker's live gauges (its counters stay in the sums)."""
+        """Drop a dead worker's live gauges; fold its counters and histograms into the
+        archive files (they stay in the sums) and remove its files."""
         from prometheus_client.multiprocess import mark_process_dead
 
-        mark_process_dead(pid, str(self.directory))  # type: ignore[no-untyped-call]
+        with self._lock:
+            mark_process_dead(pid, str(self.directory))  # type: ignore[no-untyped-call]
+            for kind in ("counter", "histogram", "summary"):
+                fold_into_archive(self.directory / f"{kind}_{pid}.db",
+                                  self.directory / f"{kind}_archive.db")
 
     def start(self) -> tuple[str, int]:
         """Bind and serve in a thread; ConfigurationError if the address cannot be bound."""

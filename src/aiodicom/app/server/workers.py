@@ -2,10 +2,18 @@
 
 Each worker is `aiodicom serve --config WORKER.toml` (every option, written by the
 supervisor) with one event loop, binding with SO_REUSEPORT so the kernel
-spreads connections across them. The supervisor replaces a worker that dies (logged),
-forwards SIGHUP (reload) and on SIGTERM/SIGINT asks every worker to drain, then exits 0.
+spreads connections across them. The supervisor replaces a worker that dies (logged), with
+an exponential backoff (`RestartBackoff`) so a worker that fails at start is not restarted
+twice a second forever; it forwards SIGHUP (reload) and on SIGTERM/SIGINT asks every worker
+to drain, then exits 0 if every worker stopped by itself, 1 if one had to be killed (SIGKILL
+after ``drain_timeout`` + 5 s) or stopped with an error.
 With ``--metrics``, the supervisor serves the one ``/metrics`` of the run: the workers
 write prometheus_client's multiprocess files (`app/server/metrics_shared.py`).
+
+The worker configs and the metrics files live in a private directory (0700) under
+``$RUNTIME_DIRECTORY`` (systemd's ``RuntimeDirectory=``) or ``$XDG_RUNTIME_DIR`` when set,
+else under ``TMPDIR``; either way the supervisor touches them hourly, so a /tmp cleaner
+(systemd-tmpfiles ages /tmp entries by 10 days) never removes them under a long run.
 """
 
 from __future__ import annotations
@@ -27,11 +35,52 @@ import tomli_w
 
 from aiodicom.app.server.config import ServeOptions
 
-__all__ = ["run_workers", "worker_argv", "worker_config"]
+__all__ = ["RestartBackoff", "keep_fresh", "run_workers", "runtime_dir", "worker_argv",
+           "worker_config"]
 
 log = logging.getLogger("aiodicom.workers")
 
 WORKER_ENV = "AIODICOM_WORKER"
+TOUCH_INTERVAL = 3600.0
+"""Seconds between two touches of the run's private directories (`keep_fresh`)."""
+
+
+class RestartBackoff:
+    """Delay before restarting a worker slot: ``first`` after a worker that stayed up
+    ``stable`` seconds or more, else twice the previous delay, at most ``cap``."""
+
+    def __init__(self, first: float = 0.5, cap: float = 30.0, stable: float = 60.0) -> None:
+        self.first, self.cap, self.stable = first, cap, stable
+        self._next = first
+
+    def delay(self, uptime: float) -> float:
+        """The worker exited after ``uptime`` seconds: wait this long before the next."""
+        if uptime >= self.stable:
+            self._next = self.first
+        delay = self._next
+        self._next = min(self.cap, delay * 2)
+        return delay
+
+
+def runtime_dir(prefix: str) -> Path:
+    """A new private directory (0700) for this run: under ``$RUNTIME_DIRECTORY`` or
+    ``$XDG_RUNTIME_DIR`` when one is set and usable, else under ``TMPDIR`` (/tmp)."""
+    for name in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):
+        base = os.environ.get(name, "").split(":")[0]
+        if base and os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    return Path(tempfile.mkdtemp(prefix=prefix))  # mkdtemp: mode 0700
+
+
+def keep_fresh(*directories: Path) -> None:
+    """Touch each directory and what it holds (atime and mtime now): an age-based cleaner
+    of /tmp (systemd-tmpfiles) then never finds them old. Missing entries are skipped."""
+    for directory in directories:
+        for path in (directory, *directory.glob("*")):
+            try:
+                os.utime(path)
+            except OSError:
+                pass
 
 
 def _plain(value: object) -> object:
@@ -67,28 +116,31 @@ def run_workers(options: ServeOptions) -> int:
     if 0 in (options.port, options.tls_port):
         log.error("--workers needs fixed ports (port 0 would give each worker its own port)")
         return 2
-    config_dir = Path(tempfile.mkdtemp(prefix="aiodicom-workers-"))
+    config_dir = runtime_dir("aiodicom-workers-")
     argvs = []
     for i in range(options.workers):
         path = config_dir / f"worker{i}.toml"
         path.write_text(worker_config(options, i), encoding="utf-8")
         argvs.append(worker_argv(path))
     env = {**os.environ, WORKER_ENV: str(os.getpid())}  # workers watch this pid
-    workers: list[subprocess.Popen[bytes]] = []
+    workers: list[subprocess.Popen[bytes] | None] = []
     stopping = False
     shared = None
+    fresh = [config_dir]
     if options.metrics is not None:  # only then is prometheus_client imported at all
         from aiodicom.app.server.metrics_shared import SharedMetrics
         from aiodicom.errors import ConfigurationError
 
-        shared = SharedMetrics(options.metrics, lambda: [p.pid for p in workers
-                                                         if p.returncode is None])
+        shared = SharedMetrics(options.metrics, lambda: [p.pid for p in workers if p is not None
+                                                         and p.returncode is None],
+                               directory=runtime_dir("aiodicom-metrics-"))
+        fresh.append(shared.directory)
         try:
             host, port = shared.start()
         except ConfigurationError as exc:
             log.error("%s", exc)
             shutil.rmtree(config_dir, ignore_errors=True)
-            return 2
+            return 1  # as a single process whose metrics port cannot be bound
         env.update(shared.env())
         log.info("listening for metrics on %s:%d (all workers)", host, port)
 
@@ -98,33 +150,58 @@ def run_workers(options: ServeOptions) -> int:
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
         for proc in workers:
-            proc.send_signal(signal.SIGHUP)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     workers += [subprocess.Popen(argv, env=env) for argv in argvs]
-    log.info("started %d workers: %s", len(workers), ", ".join(str(p.pid) for p in workers))
+    started = [time.monotonic()] * len(workers)
+    backoffs = [RestartBackoff() for _ in workers]
+    restart_at: list[float | None] = [None] * len(workers)
+    touched = time.monotonic()
+    log.info("started %d workers: %s", len(workers),
+             ", ".join(str(p.pid) for p in workers if p is not None))
     while not stopping:
+        now = time.monotonic()
         for i, proc in enumerate(workers):
-            code = proc.poll()
-            if code is not None and not stopping:
-                log.error("worker %d exited with %d; starting a replacement", proc.pid, code)
+            if proc is not None and (code := proc.poll()) is not None:
+                uptime = now - started[i]
+                delay = backoffs[i].delay(uptime)
+                log.error("worker %d exited with %d after %.1f s; starting a replacement in "
+                          "%.1f s", proc.pid, code, uptime, delay)
                 if shared is not None:
                     shared.worker_exited(proc.pid)
-                workers[i] = subprocess.Popen(argvs[i], env=env)
+                workers[i], restart_at[i] = None, now + delay
+            at = restart_at[i]
+            if workers[i] is None and at is not None and now >= at and not stopping:
+                workers[i], restart_at[i] = subprocess.Popen(argvs[i], env=env), None
+                started[i] = now
+        if now - touched >= TOUCH_INTERVAL:
+            keep_fresh(*fresh)
+            touched = now
         time.sleep(0.5)  # supervisor only: no association waits on this loop
-    for proc in workers:
+    live = [p for p in workers if p is not None]
+    for proc in live:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + options.drain_timeout + 5
-    for proc in workers:
+    status = 0
+    for proc in live:
         try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
+            code = proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            log.error("worker %d did not stop within %.0f s of SIGTERM: killed (SIGKILL); "
+                      "exit status 1", proc.pid, options.drain_timeout + 5)
             proc.kill()
             proc.wait()
+            status = 1
+            continue
+        if code not in (0, -signal.SIGTERM):  # -SIGTERM: still starting, nothing served
+            log.error("worker %d stopped with status %d; exit status 1", proc.pid, code)
+            status = 1
     if shared is not None:
         shared.close()
     shutil.rmtree(config_dir, ignore_errors=True)
-    return 0
+    return status
