@@ -11,9 +11,13 @@ archive.
 Storage commitment (PS3.4 J) answers from the store, as the local backend answers from
 its files: an instance is committed when its object exists with the SOP class asked for
 and was sent by the AE title asking (its File Meta's Source AE Title). The index names the
-object; an instance it does not list yet is looked for by listing the prefix. A store
-failure while checking reports 0x0110 (processing failure: ask again later), never a
-commitment we could not verify.
+object. An instance it does not list yet is, first, one this process acknowledged and
+has not indexed: the index writer is waited for (`index_writer.settled`) and the index
+asked again; then (another node's instance, its row not written yet) the prefix is listed,
+at most `LIST_PAGES` pages of `LIST_CHUNK` keys per request, so a peer asking about UIDs
+that do not exist cannot make each N-ACTION list the whole archive. What is still not
+found is 0x0112 (no such object instance). A store failure while checking reports 0x0110
+(processing failure: ask again later), never a commitment we could not verify.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ FETCH_CHUNK = 1024 * 1024
 """Bytes per chunk when copying an object to its staging file."""
 CHECK_CONCURRENCY = 8
 """Objects whose meta is fetched at once for one commitment request."""
+LIST_CHUNK = 1000
+"""Keys per listing page (the stores' own maximum page)."""
+LIST_PAGES = 2
+"""Listing pages one commitment request may read to find instances the index lacks."""
 
 
 class _StagedPath(PosixPath):
@@ -160,9 +168,10 @@ class ObjectReader:
         except NotPart10Error:
             return None
 
-    async def find_keys(self, uids: set[str]) -> dict[str, str]:
+    async def find_keys(self, uids: set[str], max_pages: int | None = None) -> dict[str, str]:
         """Objects named ``{uid}.dcm`` two levels under the prefix, for the UIDs wanted
-        (listing the prefix; names come from the listing, never from the peer)."""
+        (listing the prefix, at most ``max_pages`` pages when given; names come from the
+        listing, never from the peer)."""
         import obstore
 
         wanted = {f"{uid}.dcm": uid for uid in uids}
@@ -170,14 +179,21 @@ class ObjectReader:
         prefix = self.storage.url.prefix
         depth = instance_depth(prefix)
         stream = obstore.list(self.storage.store, prefix=f"{prefix}/" if prefix else None,
-                              chunk_size=1000)
+                              chunk_size=LIST_CHUNK)
+        pages = 0
         async for batch in _items(stream):
+            pages += 1
             for meta in batch:
                 path = meta["path"]
                 uid = wanted.get(path.rsplit("/", 1)[-1])
                 if uid is not None and path.count("/") == depth:
                     found[uid] = path
             if len(found) == len(wanted):
+                break
+            if max_pages is not None and pages >= max_pages:
+                log.debug("storage commitment: %d UID(s) not in the index nor in the first "
+                          "%d listing page(s): answered as not found",
+                          len(wanted) - len(found), pages)
                 break
         return found
 
@@ -208,16 +224,24 @@ async def check_object_references(
     """(committed, failed) for ``references`` from the objects in the store; with
     ``requester``, only objects that AE title sent count."""
     from aiodicom.app.archive.commitment import check_meta
+    from aiodicom.app.archive.index_writer import settled
     from aiodicom.app.archive.object_storage import store_errors
 
     refs = list(references)
     keys: dict[str, str] = {}
-    if index is not None:
-        idx = index
-        located = await asyncio.to_thread(
-            lambda: {r.sop_instance_uid: idx.locate(r.sop_instance_uid) for r in refs})
-        keys = {uid: str(path) for uid, path in located.items() if path is not None}
+
+    async def locate(uids: set[str]) -> None:
+        if index is not None:
+            idx = index
+            located = await asyncio.to_thread(lambda: {uid: idx.locate(uid) for uid in uids})
+            keys.update({uid: str(path) for uid, path in located.items() if path is not None})
+
+    await locate({r.sop_instance_uid for r in refs})
     missing = {r.sop_instance_uid for r in refs if r.sop_instance_uid not in keys}
+    if missing and index is not None:  # acknowledged here, its row still queued?
+        await settled(index.key)
+        await locate(missing)
+        missing -= keys.keys()
     limit = asyncio.Semaphore(CHECK_CONCURRENCY)
 
     async def one(ref: Reference) -> int | None:
@@ -230,7 +254,7 @@ async def check_object_references(
 
     try:
         if missing:
-            keys.update(await reader.find_keys(missing))
+            keys.update(await reader.find_keys(missing, max_pages=LIST_PAGES))
         reasons: list[Any] = await asyncio.gather(*(one(ref) for ref in refs))
     except store_errors() as exc:  # the store failed: nothing verified, ask again later
         log.warning("storage commitment: the object store failed: %s", exc)
