@@ -16,8 +16,10 @@ has not indexed: the index writer is waited for (`index_writer.settled`) and the
 asked again; then (another node's instance, its row not written yet) the prefix is listed,
 at most `LIST_PAGES` pages of `LIST_CHUNK` keys per request, so a peer asking about UIDs
 that do not exist cannot make each N-ACTION list the whole archive. What is still not
-found is 0x0112 (no such object instance). A store failure while checking reports 0x0110
-(processing failure: ask again later), never a commitment we could not verify.
+found is 0x0112 (no such object instance) when the listing was complete, and 0x0110
+(processing failure: ask again later) when the pages ran out first: an instance that may
+exist is never reported as gone. A store failure while checking reports 0x0110 too, never
+a commitment we could not verify.
 """
 
 from __future__ import annotations
@@ -168,10 +170,12 @@ class ObjectReader:
         except NotPart10Error:
             return None
 
-    async def find_keys(self, uids: set[str], max_pages: int | None = None) -> dict[str, str]:
+    async def find_keys(self, uids: set[str],
+                        max_pages: int | None = None) -> tuple[dict[str, str], bool]:
         """Objects named ``{uid}.dcm`` two levels under the prefix, for the UIDs wanted
         (listing the prefix, at most ``max_pages`` pages when given; names come from the
-        listing, never from the peer)."""
+        listing, never from the peer), and whether the listing was read to its end (or
+        every UID found): only then is a UID not found known to be absent."""
         import obstore
 
         wanted = {f"{uid}.dcm": uid for uid in uids}
@@ -189,13 +193,13 @@ class ObjectReader:
                 if uid is not None and path.count("/") == depth:
                     found[uid] = path
             if len(found) == len(wanted):
-                break
+                return found, True
             if max_pages is not None and pages >= max_pages:
                 log.debug("storage commitment: %d UID(s) not in the index nor in the first "
-                          "%d listing page(s): answered as not found",
+                          "%d listing page(s): answered 0x0110 (ask again later)",
                           len(wanted) - len(found), pages)
-                break
-        return found
+                return found, False
+        return found, True
 
     def close(self) -> None:
         """Remove the staging directory and whatever is still in it."""
@@ -244,17 +248,21 @@ async def check_object_references(
         missing -= keys.keys()
     limit = asyncio.Semaphore(CHECK_CONCURRENCY)
 
+    listed_all = True
+
     async def one(ref: Reference) -> int | None:
         key = keys.get(ref.sop_instance_uid)
         if key is None:
-            return FailureReason.NO_SUCH_OBJECT_INSTANCE
+            return (FailureReason.NO_SUCH_OBJECT_INSTANCE if listed_all
+                    else FailureReason.PROCESSING_FAILURE)
         async with limit:
             meta = await reader.read_meta(key)
         return check_meta(meta, ref, requester)
 
     try:
         if missing:
-            keys.update(await reader.find_keys(missing, max_pages=LIST_PAGES))
+            found, listed_all = await reader.find_keys(missing, max_pages=LIST_PAGES)
+            keys.update(found)
         reasons: list[Any] = await asyncio.gather(*(one(ref) for ref in refs))
     except store_errors() as exc:  # the store failed: nothing verified, ask again later
         log.warning("storage commitment: the object store failed: %s", exc)
