@@ -162,7 +162,7 @@ def test_revoke_republishes_the_crl_and_reloads_the_server(
             row = await (await c.http.get(f"{c.url}/api/certificates/{serial}")).json()
             assert row["status"] == "revoked" and row["revocation_reason"] == "key compromise"
             activity = await (await c.http.get(
-                f"{c.url}/api/activity?event=revoke&org=Radiology")).json()
+                f"{c.url}/api/activity?event=revoke&org=Radiology%20East")).json()
             assert [e["who"] for e in activity["entries"]] == ["admin"]
             return serial, result
 

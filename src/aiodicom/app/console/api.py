@@ -156,6 +156,7 @@ async def get_activity(request: web.Request) -> web.Response:
     limit = q.get("limit", "200")
     entries = read_activity(context(request).audit.path, org=q.get("org", ""),
                             ae_title=q.get("ae_title", ""), event=q.get("event", ""),
+                            scope=session_of(request).admin.org,
                             limit=min(int(limit), 2000) if limit.isdigit() else 200)
     return web.json_response({"entries": entries})
 

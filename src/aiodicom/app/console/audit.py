@@ -85,7 +85,8 @@ class ConsoleAudit:
         self.trail.write(root)
 
 
-def _entry(line: str) -> dict[str, Any] | None:
+def _entry(line: str) -> tuple[dict[str, Any], list[str]] | None:
+    """An entry for the page and the exact organizations it concerns."""
     try:
         root = ET.fromstring(line)
     except ET.ParseError:
@@ -106,6 +107,7 @@ def _entry(line: str) -> dict[str, Any] | None:
     orgs += [p.get("AlternativeUserID", "").removeprefix("ORG=")
              for p in root.findall("ActiveParticipant")
              if (p.get("AlternativeUserID") or "").startswith("ORG=")]
+    organizations = list(dict.fromkeys(o for o in orgs if o))
     return {
         "time": ident.get("EventDateTime", ""),
         "event": event_id.get("originalText", "") if event_id is not None else "",
@@ -113,28 +115,36 @@ def _entry(line: str) -> dict[str, Any] | None:
         "outcome": ident.get("EventOutcomeIndicator", ""),
         "who": ", ".join(u for u in users if u),
         "ae_titles": ", ".join(a for a in aes if a),
-        "organization": ", ".join(dict.fromkeys(o for o in orgs if o)),
+        "organization": ", ".join(organizations),
         "description": description,
-    }
+    }, organizations
 
 
 def read_activity(path: Path, *, limit: int = 500, org: str = "", ae_title: str = "",
-                  event: str = "") -> list[dict[str, Any]]:
-    """The newest `limit` audit entries (newest first), filtered by case-insensitive
-    substrings of organization, AE title (or subject/description) and event name."""
+                  event: str = "", scope: str | None = None) -> list[dict[str, Any]]:
+    """The newest `limit` audit entries (newest first). ``scope``: the organization of the
+    administrator reading (None: every organization); only entries of exactly that
+    organization are read. ``org`` keeps the entries of exactly that organization (case
+    aside: an organization named in a description does not count); ``ae_title`` and
+    ``event`` are case-insensitive substrings of AE title (or subject/description) and
+    event name."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             lines = deque(fh, maxlen=20_000)
     except OSError:
         return []
+    wanted = org.strip().casefold()
     result: list[dict[str, Any]] = []
     for line in reversed(lines):
-        entry = _entry(line)
-        if entry is None:
+        parsed = _entry(line)
+        if parsed is None:
+            continue
+        entry, organizations = parsed
+        if scope is not None and scope not in organizations:
+            continue
+        if wanted and wanted not in (o.casefold() for o in organizations):
             continue
         text = f"{entry['ae_titles']} {entry['who']} {entry['description']}".lower()
-        if org and org.lower() not in f"{entry['organization']} {entry['description']}".lower():
-            continue
         if ae_title and ae_title.lower() not in text:
             continue
         if event and event.lower() not in f"{entry['event']} {entry['type']} " \

@@ -224,7 +224,8 @@ async def activity(request: web.Request) -> web.StreamResponse:
     q = request.query
     filters = {k: q.get(k, "") for k in ("org", "ae_title", "event")}
     entries = read_activity(context(request).audit.path, org=filters["org"],
-                            ae_title=filters["ae_title"], event=filters["event"])
+                            ae_title=filters["ae_title"], event=filters["event"],
+                            scope=session_of(request).admin.org)
     return render(request, "activity.html", entries=entries, filters=filters)
 
 
