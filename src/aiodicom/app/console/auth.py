@@ -10,9 +10,11 @@ mutating /api call. Nothing here touches the network: `web` enforces it per requ
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import time
 import tomllib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,39 @@ from typing import Any
 from aiodicom.aio.user_identity import verify_passcode
 from aiodicom.errors import ConfigurationError
 
-__all__ = ["Admin", "ConsoleUser", "Session", "Sessions", "load_console_users"]
+__all__ = ["Admin", "ConsoleUser", "LoginThrottled", "Session", "Sessions",
+           "load_console_users"]
 
 SESSION_SECONDS = 8 * 3600.0
 LOGIN_LINK_SECONDS = 24 * 3600.0
+FREE_FAILURES = 5
+"""Failed passcodes per address (and per console user) before sign-ins are throttled."""
+FIRST_DELAY = 1.0
+MAX_DELAY = 15 * 60.0
+"""Each failure past FREE_FAILURES doubles the refusal delay, from 1 s up to 15 minutes."""
+FORGET_SECONDS = 3600.0
+"""A key's failures are forgotten an hour after its last failure (and its delay) ended."""
+MAX_TRACKED = 10_000
+"""Addresses tracked at most (least recently failed forgotten first): memory is bounded."""
+
+
+class LoginThrottled(Exception):
+    """Too many failed sign-ins from this address or for this user: try again later.
+
+    Raised before the passcode is hashed (a guess costs the console nothing)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed sign-ins: try again in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True, kw_only=True)
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+    """Clock time of the last failure."""
+    until: float = 0.0
+    """Sign-ins refused (429) before this clock time."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +133,10 @@ class Sessions:
         self._clock = clock
         self._login_tokens: dict[str, tuple[float, Admin]] = {}
         self._sessions: dict[str, Session] = {}
+        self._by_address: OrderedDict[str, _Failures] = OrderedDict()
+        """Failures per address, least recently failed first (at most MAX_TRACKED)."""
+        self._by_user: dict[str, _Failures] = {}
+        """Failures per console user (bounded by the users file; never evicted)."""
 
     def login_link_token(self, name: str = "admin", org: str | None = None) -> str:
         """A new one-time login token (for the link printed at start)."""
@@ -121,16 +156,54 @@ class Sessions:
         return None
 
     def sign_in(self, name: str, passcode: str, address: str) -> tuple[str, Session] | None:
-        """Check a console user's passcode; unknown names cost what known ones do."""
+        """Check a console user's passcode; unknown names cost what known ones do.
+
+        After FREE_FAILURES failures from one address (an IPv6 /64) or for one console user,
+        `LoginThrottled` is raised, without hashing, until a delay that doubles with each
+        further failure has passed. A success clears both counts."""
         user = self.users.get(name)
+        keys: list[tuple[dict[str, _Failures], str]] = [(self._by_address,
+                                                          _address_key(address))]
+        if user is not None:
+            keys.append((self._by_user, name))
+        now = self._clock()
+        wait = max(self._blocked(table, key, now) for table, key in keys)
+        if wait > 0:
+            raise LoginThrottled(wait)
         if user is None:
             decoy = next(iter(self.users.values()), None)
             if decoy is not None:
                 verify_passcode(passcode.encode(), decoy.passcode_hash)
+            self._failed(keys, now)
             return None
         if not verify_passcode(passcode.encode(), user.passcode_hash):
+            self._failed(keys, now)
             return None
+        for table, key in keys:
+            table.pop(key, None)
         return self._open(Admin(name=user.name, org=user.org, address=address, role=user.role))
+
+    @staticmethod
+    def _blocked(table: dict[str, _Failures], key: str, now: float) -> float:
+        record = table.get(key)
+        if record is None:
+            return 0.0
+        if now > max(record.until, record.last) + FORGET_SECONDS:
+            del table[key]
+            return 0.0
+        return max(0.0, record.until - now)
+
+    def _failed(self, keys: list[tuple[dict[str, _Failures], str]], now: float) -> None:
+        for table, key in keys:
+            record = table.pop(key, None) or _Failures()
+            record.count += 1
+            record.last = now
+            if record.count >= FREE_FAILURES:
+                record.until = now + min(MAX_DELAY,
+                                         FIRST_DELAY * 2.0 ** (record.count - FREE_FAILURES))
+            table[key] = record  # most recent last
+        while len(self._by_address) > MAX_TRACKED:
+            self._by_address.popitem(last=False)
 
     def _open(self, admin: Admin) -> tuple[str, Session]:
         self._expire()
@@ -158,6 +231,19 @@ class Sessions:
         now = self._clock()
         for sid in [s for s, v in self._sessions.items() if v.expires < now]:
             del self._sessions[sid]
+
+
+def _address_key(address: str) -> str:
+    """The throttled unit: an IPv4 address, or an IPv6 address's /64 (one host's share)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def csrf_ok(session: Session, presented: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -9,7 +10,7 @@ from aiohttp import web
 
 from aiodicom.app.console import actions
 from aiodicom.app.console.audit import read_activity
-from aiodicom.app.console.auth import Admin
+from aiodicom.app.console.auth import Admin, LoginThrottled
 from aiodicom.app.console.policy_view import SERVICE_OF_OPERATION, check_policy, policy_rows
 from aiodicom.app.console.web import (
     context,
@@ -63,7 +64,16 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     form = await request.post()
     name, passcode = str(form.get("name") or ""), str(form.get("passcode") or "")
-    opened = ctx.sessions.sign_in(name, passcode, _peer(request)) if name else None
+    try:
+        opened = ctx.sessions.sign_in(name, passcode, _peer(request)) if name else None
+    except LoginThrottled as exc:
+        _refused_login(request, name[:64] or "-",
+                       f"too many failed sign-ins, throttled for {exc.retry_after:.0f} s")
+        wait = max(1, math.ceil(exc.retry_after))
+        response = render(request, "login.html", status=429, users=True,
+                          error=f"Too many failed sign-ins: try again in {wait} s.")
+        response.headers["Retry-After"] = str(wait)
+        return response
     if opened is None:
         _refused_login(request, name[:64] or "-", "an unknown user or a wrong passcode")
         return render(request, "login.html", status=403, users=bool(ctx.sessions.users),
