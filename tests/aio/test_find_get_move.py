@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom.dataset import Dataset
 
 from aiodicom.aio.client import RemoteAE, connect
+from aiodicom.aio.qr_service import RetrievePlan
 from aiodicom.aio.requests import FindRequest, GetRequest, MoveRequest, StoreRequest
 from aiodicom.aio.server import Handlers, Server
 from aiodicom.core.dimse import Status
@@ -416,3 +418,104 @@ def test_a_cancelled_get_never_feeds_the_next_gets_handler(run: Any, tmp_path: P
     got_b, result = run(main())
     assert result.status == Status.SUCCESS and result.completed == 6
     assert got_b == ["1.2.3.2"] * 6
+
+
+# -- a handler that gives a RetrievePlan first is streamed (issue 16 item 9, review) --------
+
+def _planned_get(run: Any, on_get: Any) -> tuple[Any, list[str]]:
+    events: list[str] = []
+
+    async def main() -> Any:
+        async def on_store(request: StoreRequest) -> Status:
+            await request.dataset()
+            events.append("store")
+            return Status.SUCCESS
+
+        contexts, roles = retrieve_contexts([CT])
+        async with Server(admission=_policy(), handlers=Handlers(get=on_get(events))) as server:
+            host, port = await server.listen()
+            async with connect(host, port, contexts=contexts, role_selections=roles) as assoc:
+                return await assoc.get(_query(), on_store=on_store)
+
+    return run(main()), events
+
+
+def test_a_planned_get_asks_for_each_item_after_the_previous_was_sent(
+        run: Any, tmp_path: Path) -> None:
+    files = _files(tmp_path, 3)
+
+    def on_get(events: list[str]) -> Any:
+        async def handler(request: GetRequest) -> AsyncIterator[Any]:
+            yield RetrievePlan(len(files), {CT: [EXPLICIT_VR_LITTLE_ENDIAN]})
+            for path in files:
+                events.append("fetch")
+                yield path
+        return handler
+
+    result, events = _planned_get(run, on_get)
+    assert result.status == Status.SUCCESS and result.completed == 3
+    assert events == ["fetch", "store"] * 3
+
+
+@pytest.mark.parametrize("planned", [1, 3, 5])  # the index changed since the count
+def test_a_planned_get_sends_what_follows_whatever_the_count(
+        run: Any, tmp_path: Path, planned: int) -> None:
+    files = _files(tmp_path, 3)
+
+    def on_get(events: list[str]) -> Any:
+        async def handler(request: GetRequest) -> AsyncIterator[Any]:
+            yield RetrievePlan(planned, {CT: [EXPLICIT_VR_LITTLE_ENDIAN]})
+            for path in files:
+                yield path
+        return handler
+
+    result, events = _planned_get(run, on_get)
+    assert result.status == Status.SUCCESS
+    assert (result.completed, result.failed, result.remaining) == (3, 0, 0)
+
+
+def test_a_planned_get_that_fails_part_way_keeps_its_counts(run: Any, tmp_path: Path) -> None:
+    files = _files(tmp_path, 2)
+
+    def on_get(events: list[str]) -> Any:
+        async def handler(request: GetRequest) -> AsyncIterator[Any]:
+            yield RetrievePlan(4, {CT: [EXPLICIT_VR_LITTLE_ENDIAN]})
+            for path in files:
+                yield path
+            yield Status.CANNOT_UNDERSTAND  # e.g. the index server went down
+        return handler
+
+    result, events = _planned_get(run, on_get)
+    assert result.status == Status.CANNOT_UNDERSTAND
+    assert result.completed == 2 and events == ["store", "store"]
+
+
+def test_a_planned_move_to_a_down_destination_lists_the_plan_s_uids(
+        run: Any, tmp_path: Path) -> None:
+    pulled: list[Any] = []
+
+    async def uids() -> AsyncIterator[str]:
+        for n in range(3):
+            yield f"1.2.3.{n}"
+
+    async def on_move(request: MoveRequest) -> AsyncIterator[Any]:
+        yield RetrievePlan(3, {CT: [EXPLICIT_VR_LITTLE_ENDIAN]}, uids)
+        for path in _files(tmp_path, 3):
+            pulled.append(path)
+            yield path
+
+    async def main() -> Any:
+        closed = Server(admission=AcceptorPolicy(accept_any_abstract_syntax=True))
+        dead_host, dead_port = await closed.listen()
+        await closed.close()
+        async with Server(admission=_policy(), handlers=Handlers(move=on_move),
+                          move_destinations={"DEST": RemoteAE(dead_host, dead_port)},
+                          ) as server:
+            host, port = await server.listen()
+            async with connect(host, port, contexts=qr_contexts()) as assoc:
+                return await assoc.move(_query(), "DEST")
+
+    result = run(main())
+    assert result.status == 0xA702 and result.failed == 3
+    assert result.failed_sop_instances == ("1.2.3.0", "1.2.3.1", "1.2.3.2")
+    assert pulled == []  # nothing asked for (or staged) once the destination was down

@@ -7,7 +7,9 @@ so the server side never imports the client side.
 
 Handlers are async iterators, run in a task that C-CANCEL-RQ or an abort cancels. A find
 handler yields identifiers (or (status, identifier) pairs); a get or move handler yields
-what to send (Part 10 paths or pydicom Datasets), or a `Status` to end with that status.
+what to send (Part 10 paths or pydicom Datasets), or a `Status` to end with that status;
+it may yield a `RetrievePlan` (the count, the SOP classes) first, and is then asked for each
+item only once the previous one was sent (nothing is gathered; without a plan it is).
 Each yield is answered with a pending response, and the C-STORE sub-operations are
 performed on the same association for C-GET (where role selection gave us the SCU role,
 PS3.7 D.3.3.4), on a new association to the named destination for C-MOVE (unknown: 0xA801).
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,7 +59,8 @@ from aiodicom.core.uids import is_valid_uid
 from aiodicom.errors import AssociationAborted, DicomError, DimseError
 from aiodicom.settings import AssociationSettings
 
-__all__ = ["MoveDestination", "Operation", "QRPeer", "QRService", "SubAssociation"]
+__all__ = ["MoveDestination", "Operation", "QRPeer", "QRService", "RetrievePlan",
+           "SubAssociation"]
 
 log = logging.getLogger("aiodicom.qr")
 
@@ -197,10 +200,34 @@ class QRService:
                         destination: tuple[str, MoveDestination] | None,
                         ) -> tuple[Message, bytes | None]:
         what = rsp_type.__name__[:-4]
-        collected = await run_handler(op.run(_collect(items)), failure=Status.CANNOT_UNDERSTAND,
+        try:
+            first = await run_handler(op.run(_next(items)), failure=Status.CANNOT_UNDERSTAND,
                                       what=what, association_id=assoc.id)
-        if isinstance(collected, Status):
-            return rsp_type(status=collected, **base), None
+            if isinstance(first, Status):
+                return rsp_type(status=first, **base), None
+            plan: RetrievePlan | None = first if isinstance(first, RetrievePlan) else None
+            if plan is None:  # a plain handler: what it yields, gathered, then sent
+                rest = await run_handler(op.run(_collect(items)),
+                                         failure=Status.CANNOT_UNDERSTAND, what=what,
+                                         association_id=assoc.id)
+                if isinstance(rest, Status):
+                    return rsp_type(status=rest, **base), None
+                collected = rest if first is _END else [first, *rest]
+                return await self._send(assoc, op, _listed(collected), len(collected),
+                                        _ListedPlan(collected), context_id, ts, base,
+                                        rsp_type, destination)
+            return await self._send(assoc, op, items, plan.total, plan, context_id, ts,
+                                    base, rsp_type, destination)
+        finally:
+            await _close(items)
+
+    async def _send(self, assoc: QRPeer, op: Operation, items: Any, total: int,
+                    plan: RetrievePlan | _ListedPlan, context_id: int, ts: str,
+                    base: dict[str, Any], rsp_type: Any,
+                    destination: tuple[str, MoveDestination] | None,
+                    ) -> tuple[Message, bytes | None]:
+        """The C-STORE sub-operations, one item pulled from ``items`` just before each:
+        a staged copy exists only while it is being sent."""
         counts = {"completed": 0, "failed": 0, "warning": 0}
         target: QRPeer | SubAssociation = assoc
         originator = None
@@ -208,22 +235,29 @@ class QRService:
             assert assoc.info is not None
             originator = (assoc.info.calling_ae_title, base["message_id_being_responded_to"])
             try:  # under the Operation: a C-CANCEL does not wait for the destination
-                opened = await op.run(self._open_destination(destination, collected))
+                opened = await op.run(self._open_destination(destination, plan))
             except (DicomError, OSError, ValueError) as exc:
                 log.warning("association %d: C-MOVE destination %r unreachable: %s",
                             assoc.id, destination[0], exc)
-                counts["failed"] = len(collected)
-                # A702 names what was not sent (PS3.4 C.4.2.1.5); reading UIDs is file I/O
-                not_sent = await asyncio.to_thread(
-                    lambda: [uid for item in collected if (uid := _uid_of(item)) is not None])
-                return _final(counts, not_sent, len(collected), False, ts, base, rsp_type)
+                counts["failed"] = total
+                # A702 names what was not sent (PS3.4 C.4.2.1.5), nothing fetched for it
+                not_sent = await _not_sent(plan, assoc.id)
+                return _final(counts, not_sent, total, False, ts, base, rsp_type)
             if isinstance(opened, Status):  # cancelled while connecting: nothing was sent
-                return _final(counts, [], len(collected), True, ts, base, rsp_type)
+                return _final(counts, [], total, True, ts, base, rsp_type)
             target = opened
         failed: list[str] = []
+        ended: Status | None = None
         try:
-            for index, item in enumerate(collected):
-                if op.cancelled:
+            while not op.cancelled:
+                item = await run_handler(op.run(_next(items)),
+                                         failure=Status.CANNOT_UNDERSTAND,
+                                         what=rsp_type.__name__[:-4], association_id=assoc.id)
+                if item is _END or (isinstance(item, Status) and item == Status.CANCEL
+                                     and op.cancelled):
+                    break
+                if isinstance(item, Status):  # the handler ended part way
+                    ended = item
                     break
                 status = await _suboperation(target, item, originator, target is assoc)
                 key = {StatusCategory.SUCCESS: "completed",
@@ -231,19 +265,28 @@ class QRService:
                 counts[key] += 1
                 if key == "failed" and (uid := _uid_of(item)) is not None:
                     failed.append(uid)
-                remaining = len(collected) - index - 1
-                if remaining and not op.cancelled:
+                del item  # a staged copy is removed now, before the next one is fetched
+                remaining = total - sum(counts.values())
+                if remaining > 0 and not op.cancelled:
                     await _send_soon(assoc, context_id, rsp_type(
                         status=Status.PENDING, **_counts(counts, remaining), **base), None)
         finally:
             if target is not assoc:
                 await _close_destination(target)  # type: ignore[arg-type]
-        return _final(counts, failed, len(collected), op.cancelled, ts, base, rsp_type)
+        done = sum(counts.values())
+        if ended is not None:
+            if not done:
+                return rsp_type(status=ended, **base), None
+            return rsp_type(status=ended, **_counts(counts, None), **base), None
+        return _final(counts, failed, max(total, done), op.cancelled, ts, base, rsp_type)
 
     async def _open_destination(self, destination: tuple[str, MoveDestination],
-                                items: list[Any]) -> SubAssociation:
+                                plan: RetrievePlan | _ListedPlan) -> SubAssociation:
         """A new association to the C-MOVE destination proposing the items' SOP classes."""
-        wanted = await asyncio.to_thread(_wanted_contexts, items)  # reads Part 10 headers
+        if isinstance(plan, _ListedPlan):  # reads Part 10 headers
+            wanted = _proposed(await asyncio.to_thread(_stored_syntaxes, plan.items))
+        else:
+            wanted = _proposed(plan.contexts)
         title, remote = destination
         settings = AssociationSettings(ae_title=self.settings.ae_title,
                                        timeouts=self.settings.timeouts)
@@ -251,15 +294,82 @@ class QRService:
                                  settings=settings)
 
 
-def _wanted_contexts(items: list[Any]) -> dict[str, list[str]]:
-    """SOP class -> transfer syntaxes to propose for ``items`` (their own, then uncompressed)."""
+@dataclass(frozen=True, slots=True)
+class RetrievePlan:
+    """What a get/move handler may yield first, before any item: the C-STORE
+    sub-operations are then sent as the handler yields each item (an item is asked for
+    only when the previous one has been sent), so nothing is gathered or staged ahead.
+
+    Without a plan, everything the handler yields is gathered before the first
+    sub-operation (its items are few, or cheap)."""
+
+    total: int
+    """How many items will follow: the Number of Remaining Sub-operations."""
+    contexts: Mapping[str, Sequence[str]]
+    """SOP class UID -> the transfer syntaxes the items are stored in (a C-MOVE proposes
+    them, then the uncompressed ones)."""
+    instance_uids: Callable[[], AsyncIterator[str]] | None = None
+    """The SOP Instance UIDs of the items, read without fetching them: the Failed SOP
+    Instance UID List when the C-MOVE destination cannot be reached."""
+
+
+class _ListedPlan:
+    """The items of a handler that gave no plan, gathered."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+
+class _End:
+    __slots__ = ()
+
+
+_END = _End()
+
+
+async def _next(items: Any) -> Any:
+    """The next item of ``items``, or _END."""
+    try:
+        return await anext(items)
+    except StopAsyncIteration:
+        return _END
+
+
+async def _listed(items: list[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+async def _not_sent(plan: RetrievePlan | _ListedPlan, association_id: int) -> list[str]:
+    if isinstance(plan, _ListedPlan):  # reading UIDs is file I/O
+        return await asyncio.to_thread(
+            lambda: [uid for item in plan.items if (uid := _uid_of(item)) is not None])
+    if plan.instance_uids is None:
+        return []
+    try:
+        return [uid async for uid in plan.instance_uids() if is_valid_uid(uid)]
+    except Exception:  # the index went down: the counts still say what failed
+        log.exception("association %d: listing what was not sent", association_id)
+        return []
+
+
+def _proposed(stored: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """SOP class -> transfer syntaxes to propose: the stored ones, then uncompressed."""
+    return {sop_class: list(dict.fromkeys((*(s for s in syntaxes if s),
+                                           *UNCOMPRESSED_SYNTAXES)))
+            for sop_class, syntaxes in stored.items() if sop_class}
+
+
+def _stored_syntaxes(items: list[Any]) -> dict[str, list[str]]:
+    """SOP class -> the transfer syntaxes ``items`` are stored in."""
     wanted: dict[str, list[str]] = {}
     for item in items:
         sop_class, _, ts = _sop_of(item)
         syntaxes = wanted.setdefault(sop_class, [])
-        for each in (ts, *UNCOMPRESSED_SYNTAXES):
-            if each not in syntaxes:
-                syntaxes.append(each)
+        if ts not in syntaxes:
+            syntaxes.append(ts)
     return wanted
 
 

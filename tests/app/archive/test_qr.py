@@ -13,6 +13,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from aiodicom.aio.association import AssociationInfo
+from aiodicom.aio.qr_service import RetrievePlan
 from aiodicom.aio.requests import FindRequest, GetRequest, MoveRequest
 from aiodicom.app.archive.index import Index
 from aiodicom.app.archive.qr import QueryRetrieve
@@ -102,7 +103,9 @@ def retrieve(qr: QueryRetrieve, kind: str, model: str, level: str, **keys: Any) 
         found = [item async for item in items]
         if len(found) == 1 and isinstance(found[0], Status):
             return found[0]
-        return sorted(Path(p).stem for p in found)
+        plan, *files = found  # the count first, then the files, one at a time
+        assert isinstance(plan, RetrievePlan) and plan.total == len(files)
+        return sorted(Path(p).stem for p in files)
 
     return asyncio.run(go())
 

@@ -5,8 +5,10 @@ unique keys above the Query/Retrieve Level), matches its keys with the index a p
 time (matching), and answers each match with the keys asked for, the unique keys of its
 level and the levels above, Retrieve AE Title and a Specific Character Set that holds the
 text; keys the index neither holds nor computes come back empty with 0xFF01. C-GET and
-C-MOVE match only the unique keys (a retrieve without them is refused, 0xA900) and hand
-the stored files to the server, which streams them as C-STORE sub-operations. SQLite calls
+C-MOVE match only the unique keys (a retrieve without them is refused, 0xA900), give the
+server a count of the matches first (a `RetrievePlan`: one paged pass, no rows held), then
+the stored files one at a time as it sends each C-STORE sub-operation: with an object store
+each one is fetched to staging just before its sub-operation and removed after. SQLite calls
 run in a worker thread so the event loop never waits on the disk. docs/conformance.md
 ("Query/Retrieve") states all of it for users.
 """
@@ -19,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from aiodicom.aio.qr_service import RetrievePlan
 from aiodicom.aio.requests import FindRequest, GetRequest, MoveRequest
 from aiodicom.app.archive.index import LEVELS, Index
 from aiodicom.app.archive.index_writer import settled
@@ -71,6 +74,20 @@ def qr_role_selection() -> dict[str, RoleSupport]:
     """Let a C-GET requestor be SCP for every storage class (we then send it the C-STOREs)."""
     return {uid: RoleSupport(requestor_scu=True, requestor_scp=True)
             for uid in storage_sop_classes()}
+
+
+def _plan(index: Index, filters: Mapping[str, str]) -> tuple[int, dict[str, list[str]]]:
+    """How many instances match, and their SOP classes' stored transfer syntaxes: one pass
+    over the index's pages, holding one page at a time."""
+    total = 0
+    contexts: dict[str, list[str]] = {}
+    for page in index.pages("IMAGE", filters):
+        total += len(page)
+        for row in page:
+            syntaxes = contexts.setdefault(row["SOPClassUID"], [])
+            if row["TransferSyntaxUID"] not in syntaxes:
+                syntaxes.append(row["TransferSyntaxUID"])
+    return total, contexts
 
 
 def _modalities(text: str) -> list[str]:
@@ -157,24 +174,39 @@ class QueryRetrieve:
                         else "GET", exc)
             yield _IDENTIFIER_MISMATCH
             return
+        what = "MOVE" if isinstance(request, MoveRequest) else "GET"
         await settled(self.index.key)
+        try:  # a count first: nothing is held or fetched before the first sub-operation
+            total, contexts = await asyncio.to_thread(_plan, self.index, filters)
+        except StorageError as exc:  # the index server is down: say so, never hang
+            log.error("C-%s failed: %s", what, exc)
+            yield _UNABLE_TO_PROCESS
+            return
+        yield RetrievePlan(total, contexts, lambda: self._uids(filters))
         pages = await asyncio.to_thread(self.index.pages, "IMAGE", filters)
         while True:
             try:
                 page = await asyncio.to_thread(next, pages, None)
             except StorageError as exc:  # the index server is down: say so, never hang
-                log.error("C-%s failed: %s", "MOVE" if isinstance(request, MoveRequest)
-                          else "GET", exc)
+                log.error("C-%s failed: %s", what, exc)
                 yield _UNABLE_TO_PROCESS
                 return
             if page is None:
                 return
-            for row in page:
-                if self._fetch is not None:
+            for n in range(len(page)):  # each row dropped once it is sent
+                row, page[n] = page[n], {}
+                if self._fetch is not None:  # staged now, removed once sent
                     yield await self._fetch(row["path"])
                     continue
                 path = Path(row["path"])
                 yield path if path.is_absolute() else self.root / path
+
+    async def _uids(self, filters: Mapping[str, str]) -> AsyncIterator[str]:
+        """The SOP Instance UIDs a retrieve matches, a page at a time."""
+        pages = await asyncio.to_thread(self.index.pages, "IMAGE", filters)
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for row in page:
+                yield row["SOPInstanceUID"]
 
     def get(self, request: GetRequest) -> AsyncIterator[Any]:
         """C-GET: the stored files that match, sent back on the same association."""
