@@ -37,7 +37,8 @@ def test_console_command_prints_a_login_link_that_works(pki: Path, tmp_path: Pat
 
     out = tmp_path / "out.txt"
     with open(out, "wb") as fo:
-        proc = subprocess.Popen([*CLI, "console", "--pki", str(pki), "127.0.0.1:0"],
+        proc = subprocess.Popen([*CLI, "console", "--pki", str(pki), "127.0.0.1:0",
+                                 "--operator", "night ops"],
                                 stdout=fo, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -51,6 +52,9 @@ def test_console_command_prints_a_login_link_that_works(pki: Path, tmp_path: Pat
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+    assert "signs in as night ops" in out.read_text()
+    audit = (pki / "console" / "audit.log").read_text()
+    assert 'UserID="night ops"' in audit and "signed in with the one-time login link" in audit
 
 
 def test_console_command_refuses_plain_http_beyond_loopback(pki: Path) -> None:
@@ -108,3 +112,19 @@ def test_serve_console_options_are_checked(tmp_path: Path) -> None:
         merge({}, {**base, "console": "nowhere:", "console_pki": tmp_path})
     options = merge({}, {**base, "ca": tmp_path / "ca.crt"})
     assert options.console_pki_dir() == tmp_path
+
+
+def test_login_link_signs_in_as_the_operator_named(pki: Path, arun: Callable[..., Any]) -> None:
+    async def go() -> str:
+        async with running(pki) as c:
+            for bad in ("", "a\nb", " ops", "x" * 65, "ops\x1b[2J"):
+                with pytest.raises(ValueError, match="operator name"):
+                    c.console.login_link(name=bad)
+            response = await c.http.get(c.console.login_link(name="dana"),
+                                        allow_redirects=False)
+            assert response.status == 303
+            return str((await (await c.http.get(c.url + "/api/session")).json())["admin"])
+
+    assert arun(go()) == "dana"
+    audit = (pki / "console" / "audit.log").read_text()
+    assert 'UserID="dana"' in audit and 'UserID="admin"' not in audit

@@ -48,6 +48,17 @@ class ConsoleSettings:
     """Another name the console is reached by (added to the Host allow-list)."""
     publish: str | None = None
     """Object-store URL to publish ca.crt and crl.pem to after each change (shared trust)."""
+    operator: str = "admin"
+    """The name the printed login link signs in as (what the audit trail names)."""
+
+
+def operator_name(name: str) -> str:
+    """An operator's name for a login link: 1-64 printable characters (it lands in the
+    audit trail, the journal and log lines as is)."""
+    if not name or len(name) > 64 or not name.isprintable() or name != name.strip():
+        raise ValueError(f"operator name {name!r}: 1 to 64 printable characters, no "
+                         "surrounding spaces")
+    return name
 
 
 def parse_console_address(text: str) -> tuple[str, int]:
@@ -119,8 +130,11 @@ class Console:
         """(host, port) the console listens on."""
 
     def login_link(self, name: str = "admin") -> str:
-        """A new one-time login link (consumed on first use)."""
-        return f"{self.url}/login?token={self.context.sessions.login_link_token(name)}"
+        """A new one-time login link (consumed on first use, valid 24 hours) that signs in
+        as `name`, the administrator the audit trail names for what is done in that
+        session (ValueError: empty, over 64 characters, or with control characters)."""
+        token = self.context.sessions.login_link_token(operator_name(name))
+        return f"{self.url}/login?token={token}"
 
     async def close(self) -> None:
         await self._runner.cleanup()
@@ -187,15 +201,19 @@ async def start_console(settings: ConsoleSettings, *, server: Any = None,
     return console
 
 
-def announce(console: Console) -> None:
-    """Print the console's address and a one-time login link (as Jupyter does)."""
+def announce(console: Console, name: str = "admin") -> None:
+    """Print the console's address and a one-time login link (as Jupyter does) that signs in
+    as `name`. Under systemd this lands in the journal: whoever reads it can use the link
+    once, within 24 hours."""
     print(f"aiodicom console at {console.url}", flush=True)
-    print(f"  log in (once) with: {console.login_link()}", flush=True)
+    print(f"  log in (once) with: {console.login_link(name)}", flush=True)
+    print(f"  (valid 24 hours; signs in as {name}, the name the audit trail records)",
+          flush=True)
 
 
 async def _run(settings: ConsoleSettings, stop: asyncio.Event | None = None) -> int:
     console = await start_console(settings)
-    announce(console)
+    announce(console, settings.operator)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -215,7 +233,12 @@ def cmd_console(args: argparse.Namespace) -> int:
         pki=args.pki, host=host, port=port, cert=args.cert, key=args.key, users=args.users,
         audit_log=args.audit_log, policy=args.policy, dicom_host=args.dicom_host,
         dicom_port=args.dicom_port, called_ae=args.called_ae, public_host=args.public_host,
-        publish=args.publish)
+        publish=args.publish, operator=args.operator)
+    try:
+        operator_name(args.operator)
+    except ValueError as exc:
+        print(f"aiodicom console: error: --operator: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(_run(settings))
@@ -248,6 +271,9 @@ def add_subparser(sub: Any) -> None:
     p.add_argument("--publish", metavar="URL",
                    help="after each change, publish ca.crt and crl.pem to this object-store "
                    "URL (az://, s3://, gs://; as `aiodicom pki publish`) for every node")
+    p.add_argument("--operator", default="admin", metavar="NAME",
+                   help="who the printed login link signs in as, in the audit trail "
+                   "(default admin)")
     p.set_defaults(func=cmd_console)
 
 
