@@ -278,12 +278,17 @@ class PKI:
     def take_download(self, token: str, now: float, owner: str = "") -> Download | None:
         """The prepared download for `token`, removed (a second request gets nothing); None
         as well for another administrator than the one it was made for (it stays)."""
-        for known in [t for t, d in self.downloads.items() if d.expires < now]:
-            del self.downloads[known]
+        self.sweep_downloads(now)
         download = self.downloads.get(token)
         if download is None or (download.owner and download.owner != owner):
             return None
         return self.downloads.pop(token)
+
+    def sweep_downloads(self, now: float) -> list[Download]:
+        """Forget the downloads unclaimed past their time (their keys with them); the ones
+        forgotten. The console calls it every minute, and before each download."""
+        gone = [t for t, d in self.downloads.items() if d.expires < now]
+        return [self.downloads.pop(t) for t in gone]
 
     def _pkcs12(self, cert: Path, key: Path, name: str, passphrase: str) -> bytes:
         chain = read_certificates(cert)

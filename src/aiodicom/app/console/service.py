@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,9 @@ __all__ = ["Console", "ConsoleSettings", "add_subparser", "parse_console_address
            "start_console"]
 
 log = logging.getLogger("aiodicom.console")
+
+SWEEP_SECONDS = 60.0
+"""How often unclaimed downloads past their 10 minutes are forgotten (keys included)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +133,8 @@ class Console:
         self._own_trail = own_trail
         self.address: tuple[str, int] = ("", 0)
         """(host, port) the console listens on."""
+        self._sweeper = asyncio.get_running_loop().create_task(
+            _sweep_downloads(context), name="console download sweeper")
 
     def login_link(self, name: str = "admin") -> str:
         """A new one-time login link (consumed on first use, valid 24 hours) that signs in
@@ -137,9 +144,22 @@ class Console:
         return f"{self.url}/login?token={token}"
 
     async def close(self) -> None:
+        self._sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
         await self._runner.cleanup()
         if self._own_trail is not None:
             self._own_trail.close()
+
+
+async def _sweep_downloads(context: Any) -> None:
+    """Every SWEEP_SECONDS, forget the downloads nobody claimed in time: a key made by the
+    console does not stay in memory because nobody downloads anything afterwards."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        for gone in context.pki.sweep_downloads(time.monotonic()):
+            log.info("console: the download of certificate %s was not claimed in time; its "
+                     "key is forgotten (revoke it, enrol again)", gone.serial)
 
 
 async def start_console(settings: ConsoleSettings, *, server: Any = None,
