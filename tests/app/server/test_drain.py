@@ -102,8 +102,10 @@ def test_transfer_in_flight_completes_after_sigterm(tmp_path: Path) -> None:
     assert time.monotonic() - start < 40
     assert statuses == [Status.SUCCESS] * FILES
     assert refused is not None, "a new association was accepted after SIGTERM"
-    assert isinstance(refused, ConnectionRefusedError | DicomError), repr(refused)
-    assert "refused" in str(refused) or "rejected" in str(refused), repr(refused)
+    # Refused (listener closed), rejected (A-ASSOCIATE-RJ), or reset: a connection the
+    # kernel queued just before the listener closed is reset, never served.
+    assert isinstance(refused, ConnectionError | DicomError), repr(refused)
+    assert any(word in str(refused) for word in ("refused", "rejected", "reset")), repr(refused)
     after = serve.log().split("shutting down", 1)[1]
     assert after.count(": stored ") >= FILES - SIGNAL_AT - 1, serve.log()  # served in the drain
     stored = {p.stem for p in storage.rglob("*.dcm")}
