@@ -35,8 +35,8 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from aiodicom.core.part10 import MAX_INFLATED_SIZE, DatasetCodecError, TransferSyntaxMismatch
 from aiodicom.core.uids import is_uid_syntax
-from aiodicom.errors import DicomError
 
 __all__ = [
     "MAX_INFLATED_SIZE",
@@ -47,9 +47,6 @@ __all__ = [
 ]
 
 Buffer = bytes | bytearray | memoryview
-
-MAX_INFLATED_SIZE: Final = 1 << 30
-"""Default bound on an inflated Deflated data set (1 GiB): a deflate bomb stops here."""
 
 _IMPLICIT_LE: Final = "1.2.840.10008.1.2"
 _EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
@@ -67,15 +64,6 @@ _PIXEL_DATA: Final = 0x7FE00010
 _ANY_PIXEL_DATA: Final = (0x7FE00008, 0x7FE00009, _PIXEL_DATA)
 _UNDEFINED: Final = 0xFFFFFFFF
 _INFLATE_CHUNK: Final = 1 << 20
-
-
-class DatasetCodecError(DicomError, ValueError):
-    """A data set cannot be encoded or decoded as asked; the message says why."""
-
-
-class TransferSyntaxMismatch(DatasetCodecError):
-    """Encoding would mislabel the pixel data (compressed as another syntax, or native as
-    compressed): the data set must be sent under its own transfer syntax or converted."""
 
 
 @dataclass(frozen=True, slots=True)

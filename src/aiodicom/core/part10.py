@@ -2,12 +2,15 @@
 
 Three things every layer needs and once had in several disagreeing copies:
 
-- `LONG_VRS`, the explicit VRs with a 4-byte length (PS3.5 §7.1.2), from pydicom.
+- `LONG_VRS`, the explicit VRs with a 4-byte length (PS3.5 §7.1.2), as pydicom has them.
 - The File Meta Information (group 0002, always Explicit VR Little Endian): one reader,
   `read_file_meta`, bounded whatever the file claims, used by `read_part10_info` (what a
   C-STORE needs to send a file) and the archive index; one writer, `encode_file_meta`.
 - A pydicom `Dataset` <-> bytes codec for a transfer syntax, `encode_dataset` and
-  `decode_dataset` (in `aiodicom.core._dataset_codec`, re-exported here).
+  `decode_dataset` (in `aiodicom.core._dataset_codec`, called through here).
+
+pydicom (~16 MB of a server's RSS with what it pulls in) is imported only when a data set
+is decoded or encoded: reading file meta and streaming a file (C-STORE) never load it.
 
 File access here is plain blocking reads of local files: no sockets, no clock.
 """
@@ -21,21 +24,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
-from pydicom.charset import default_encoding
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
-
-from aiodicom.core._dataset_codec import (
-    DatasetCodecError,
-    TransferSyntaxMismatch,
-    decode_dataset,
-    encode_dataset,
-)
 from aiodicom.core.ae_titles import validate_ae_title
 from aiodicom.core.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from aiodicom.core.uids import is_uid_syntax
 from aiodicom.errors import DicomError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pydicom.dataset import Dataset
+
+    Buffer = bytes | bytearray | memoryview
 
 __all__ = [
     "LONG_VRS",
@@ -53,8 +54,14 @@ __all__ = [
     "stream_dataset",
 ]
 
-LONG_VRS: Final = frozenset(vr.encode(default_encoding) for vr in EXPLICIT_VR_LENGTH_32)
-"""Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 §7.1.2), as bytes."""
+LONG_VRS: Final = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+"""Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 §7.1.2), as bytes
+(pydicom's EXPLICIT_VR_LENGTH_32; a test holds the two equal)."""
+
+MAX_INFLATED_SIZE: Final = 1 << 30
+"""Default bound on an inflated Deflated data set (1 GiB): a deflate bomb stops here."""
 
 PREAMBLE_LENGTH: Final = 128
 """PS3.10 §7.1: a 128-byte preamble, then the prefix "DICM"."""
@@ -68,6 +75,36 @@ _LONG_LENGTH: Final = struct.Struct("<L")
 _TAG_SOP_CLASS: Final = 0x00020002
 _TAG_SOP_INSTANCE: Final = 0x00020003
 _TAG_TRANSFER_SYNTAX: Final = 0x00020010
+
+
+class DatasetCodecError(DicomError, ValueError):
+    """A data set cannot be encoded or decoded as asked; the message says why."""
+
+
+class TransferSyntaxMismatch(DatasetCodecError):
+    """Encoding would mislabel the pixel data (compressed as another syntax, or native as
+    compressed): the data set must be sent under its own transfer syntax or converted."""
+
+
+def decode_dataset(
+    data: Buffer | Iterable[Buffer],
+    transfer_syntax_uid: str,
+    *,
+    max_inflated_size: int = MAX_INFLATED_SIZE,
+) -> Dataset:
+    """Decode a data set encoded under `transfer_syntax_uid` (`_dataset_codec`, pydicom)."""
+    from aiodicom.core import _dataset_codec
+
+    return _dataset_codec.decode_dataset(
+        data, transfer_syntax_uid, max_inflated_size=max_inflated_size
+    )
+
+
+def encode_dataset(ds: Dataset, transfer_syntax_uid: str) -> bytes:
+    """Encode `ds` under `transfer_syntax_uid` (`_dataset_codec`, pydicom)."""
+    from aiodicom.core import _dataset_codec
+
+    return _dataset_codec.encode_dataset(ds, transfer_syntax_uid)
 
 
 class NotPart10Error(DicomError, ValueError):

@@ -11,21 +11,19 @@ endian data set as they were received, in memory, and answers only for the plain
 returns None and `read_header` (pydicom over the file, bounded) decides, errors included.
 The fast path exists because a store is ~1 ms of server CPU and pydicom's reader plus
 re-opening the file was ~0.1 ms of it; a differential test and the fuzz_store harness hold
-the two to the same result.
+the two to the same result. It also keeps pydicom (~16 MB of RSS with what it imports) out
+of a server that only stores: without a Specific Character Set, or with ISO_IR 6, 100 or
+192, and values without ESC, it decodes exactly as pydicom's `decode_bytes` would (one
+`bytes.decode` with the same codec), and imports pydicom only otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
 from typing import BinaryIO, cast
-
-from pydicom.charset import convert_encodings, decode_bytes, default_encoding
-from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
-from pydicom.filereader import ENCODED_VR, read_dataset
-from pydicom.tag import BaseTag
-from pydicom.values import convert_string
 
 from aiodicom.core.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -79,6 +77,21 @@ _READ_CALL_COST = 256  # charged per read so many tiny elements cannot build a h
 _INFLATE_CHUNK = 64 * 1024
 _INFLATE_HISTORY = 4096
 _TEXT_DELIMITERS = {0x09, 0x0A, 0x0C, 0x0D}
+_DEFAULT_ENCODING = "iso8859"  # pydicom.charset.default_encoding (a test holds them equal)
+_ESC = 0x1B
+_PLAIN_CHARSETS: dict[bytes, str] = {  # (0008,0005) value -> pydicom's Python codec for it
+    b"": _DEFAULT_ENCODING,
+    b"ISO_IR 6": _DEFAULT_ENCODING,
+    b"ISO_IR 100": "latin_1",
+    b"ISO_IR 192": "UTF8",
+}
+_PLAIN_CODECS = frozenset(_PLAIN_CHARSETS.values())
+_ENCODED_VR = frozenset({  # pydicom.filereader.ENCODED_VR (a test holds them equal)
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
+    b"OB", b"OB or OW", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ",
+    b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"US or OW",
+    b"US or SS", b"US or SS or OW", b"UT", b"UV",
+})
 _PN_DELIMITERS = _TEXT_DELIMITERS | {0x3D, 0x5E}
 
 
@@ -222,11 +235,18 @@ def _decode(value: bytes, vr: str, encodings: list[str]) -> str:
         return strip_uid_padding(value.decode("ascii", "replace"))
     if vr in ("DA", "TM", "CS", "IS"):
         return value.decode("ascii", "replace").strip(" \x00")
-    delimiters = _PN_DELIMITERS if vr == "PN" else _TEXT_DELIMITERS
-    try:
-        text = decode_bytes(value, encodings, delimiters)
-    except (UnicodeError, LookupError, ValueError):
-        text = value.decode("latin-1")
+    text: str | None = None
+    if _ESC not in value and encodings[0] in _PLAIN_CODECS:
+        with contextlib.suppress(UnicodeError):  # pydicom's one call without ESC
+            text = value.decode(encodings[0])
+    if text is None:
+        from pydicom.charset import decode_bytes
+
+        delimiters = _PN_DELIMITERS if vr == "PN" else _TEXT_DELIMITERS
+        try:
+            text = decode_bytes(value, encodings, delimiters)
+        except (UnicodeError, LookupError, ValueError):
+            text = value.decode("latin-1")
     # NUL is padding at the end only (PS3.5 6.2); one inside a text value is invalid, and
     # PostgreSQL refuses it in text: dropped from the index copy (the file keeps it) so an
     # acknowledged instance is findable on both index backends.
@@ -239,6 +259,8 @@ def read_header(fp: BinaryIO, start: int, length: int, transfer_syntax_uid: str)
     Parses only up to (0020,0013) with pydicom, skipping the values it does not need,
     so memory stays bounded for any data set size. Raises `HeaderError`.
     """
+    from pydicom.filereader import read_dataset
+
     implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
     little = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
     stream: _PlainStream | _InflateStream
@@ -342,14 +364,14 @@ def header_from_prefix(
         else:
             group, elem, raw_vr, length = _EXPLICIT_ELEMENT.unpack_from(prefix, pos)
             pos += 8
-            if raw_vr not in ENCODED_VR:
+            if raw_vr not in _ENCODED_VR:
                 return None  # pydicom guesses at unknown VRs: let it
             if raw_vr in LONG_VRS:
                 if end - pos < 4:
                     return None
                 length = _LONG_LENGTH.unpack_from(prefix, pos)[0]
                 pos += 4
-            vr = raw_vr.decode(default_encoding)
+            vr = raw_vr.decode(_DEFAULT_ENCODING)
         tag = group << 16 | elem
         if tag == _ITEM_DELIMITER:
             return None
@@ -360,8 +382,8 @@ def header_from_prefix(
         if tag in _WANTED:
             if length > _HEADER_VALUE_LIMIT:
                 return None
-            # a zero length gets pydicom's raw empty value (b"" or None), as its reader does
-            value = bytes(prefix[pos : pos + length]) if length else empty_value_for_VR(vr, True)
+            # a zero length: pydicom's raw empty value is b"" or None, both read as ""
+            value = bytes(prefix[pos : pos + length]) if length else b""
             found[tag] = (vr, length, value, pos)
         pos += length
     return _decode_found(found, implicit) if complete else None
@@ -371,8 +393,20 @@ def _decode_found(
     found: dict[int, tuple[str | None, int, object, int]], implicit: bool
 ) -> dict[str, str] | None:
     """The attributes, with the character set worked out as pydicom does; None if that fails."""
+    charset = found.get(_SPECIFIC_CHARACTER_SET)
+    if charset is None or (charset[0] in ("CS", None) and charset[2] in _PLAIN_CHARSETS):
+        plain = _PLAIN_CHARSETS[cast(bytes, charset[2])] if charset else _DEFAULT_ENCODING
+        try:
+            return _attributes({tag: item[2] for tag, item in found.items()}, [plain])
+        except Exception:  # noqa: BLE001 - the slow reader gives the verdict and its wording
+            return None
+    from pydicom.charset import convert_encodings
+    from pydicom.dataelem import RawDataElement, convert_raw_data_element
+    from pydicom.tag import BaseTag
+    from pydicom.values import convert_string
+
     try:
-        encodings: list[str] = [default_encoding]
+        encodings: list[str] = [_DEFAULT_ENCODING]
         if _SPECIFIC_CHARACTER_SET in found:
             vr, length, value, tell = found[_SPECIFIC_CHARACTER_SET]
             raw = cast(bytes | None, value)
