@@ -6,6 +6,9 @@ hook (the access policy), the user identity sub-item (PS3.7 D.3.3.7), and finall
 negotiation of presentation contexts and user information (PS3.8 §9.3.3). Nothing here
 sends: the server applies the `Decision`.
 
+The negotiation of a repeated RQ is memoized (`aiodicom.aio._setup_memo`); every check
+before it runs per call.
+
 Most requests need nothing awaited (no hook, no user identity to verify): `decide_now`
 answers them inside the callback that received the request, without a task.
 """
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiodicom.aio import _setup_memo
 from aiodicom.aio.association import AssociationInfo
 from aiodicom.aio.requests import Authorizer, RequestFilter
 from aiodicom.aio.tls import PeerIdentity, ae_title_allowed
@@ -77,7 +81,7 @@ class Admission:
                    refusal: AAssociateRJ | None) -> Decision:
         """`decide` for a request that `needs_await` says needs nothing awaited."""
         answer = refusal or self._check_binding(info, rq) or self._identity_required(info, rq)
-        return Decision(answer or negotiate_as_acceptor(rq, self.policy))
+        return Decision(answer or _setup_memo.negotiate(rq, self.policy))
 
     async def decide(self, info: AssociationInfo, rq: AAssociateRQ,
                      refusal: AAssociateRJ | None) -> Decision:
@@ -91,6 +95,8 @@ class Admission:
         rejected, identity_response, user = await self._check_user_identity(info, rq)
         if rejected is not None:
             return Decision(rejected)
+        if identity_response is None:  # nothing per call in the answer: memoized
+            return Decision(_setup_memo.negotiate(rq, self.policy), user)
         return Decision(negotiate_as_acceptor(rq, self.policy,
                                               identity_response=identity_response), user)
 

@@ -125,9 +125,9 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     # -- local requests: the association asks, the upper layer decides, we apply -------------
 
-    def accept(self, ac: AAssociateAC) -> None:
-        """Send A-ASSOCIATE-AC (Evt7)."""
-        self.ul.accept(ac)
+    def accept(self, ac: AAssociateAC, encoded: bytes | None = None) -> None:
+        """Send A-ASSOCIATE-AC (Evt7); ``encoded``, if given, is ``encode_pdu(ac)``."""
+        self.ul.accept(ac, encoded)
         self._pump()
 
     def reject(self, rj: AAssociateRJ) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from aiodicom.aio import _setup_memo
 from aiodicom.aio.admission import Admission, Decision
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
 from aiodicom.aio.commitment import serve_commitment
@@ -52,7 +53,6 @@ from aiodicom.core.dimse import (
     message_name,
 )
 from aiodicom.core.dimse._templates import echo_response_pdu
-from aiodicom.core.negotiation import conclude_as_acceptor
 from aiodicom.core.pdu import AAssociateRJ, AAssociateRQ
 from aiodicom.core.primitives import AssociateIndication
 from aiodicom.errors import AbortSource, AssociationAborted, describe_reject
@@ -208,13 +208,10 @@ class ServerAssociation(Association):
                 why=describe_reject(answer.result, answer.source, answer.reason),
             ))
             return
-        ui = answer.user_information
-        if ui.maximum_length == 0:
-            # We never buffer more than the hard cap, so promising "no limit" would be a lie
-            # a peer could take us at (PS3.8 D.1): advertise the cap we really receive.
-            answer = dataclasses.replace(answer, user_information=dataclasses.replace(
-                ui, maximum_length=self.settings.limits.hard_max_pdu_length))
-        self.negotiated = conclude_as_acceptor(rq, answer)
+        # The AC as sent ("no limit" becomes the hard cap we really receive), its bytes and
+        # the negotiated terms: memoized for a repeated RQ (aio/_setup_memo.py).
+        setup = _setup_memo.accepted(rq, answer, self.settings.limits.hard_max_pdu_length)
+        self.negotiated = setup.negotiated
         self.info = AssociationInfo(  # direct: dataclasses.replace costs ~4x this
             id=info.id, calling_ae_title=info.calling_ae_title,
             called_ae_title=info.called_ae_title, peer_address=info.peer_address,
@@ -223,7 +220,7 @@ class ServerAssociation(Association):
         server.stats.accepted += 1
         log.debug("association %d from %s accepted (%r -> %r)", self.id, self.peer,
                   rq.calling_ae_title, rq.called_ae_title)
-        protocol.accept(answer)
+        protocol.accept(setup.answer, setup.encoded)
         server.notify(AssociationAccepted(info=self.info))
 
     # -- requests -----------------------------------------------------------------------------

@@ -82,7 +82,7 @@ from aiodicom.errors import (
     RemoteProtocolError,
 )
 
-__all__ = ["UpperLayer"]
+__all__ = ["RQ_MEMO_ENTRIES", "RQ_MEMO_MAX_BODY", "UpperLayer", "decode_associate_rq_memo"]
 
 _PDU_EVENT: dict[type[PDU], Event] = {
     AAssociateAC: Event.EVT3,
@@ -102,6 +102,41 @@ _PROVIDER_REJECT = AAssociateRJ(
     reason=2,  # protocol-version-not-supported (PS3.8 Table 9-21)
 )
 """AE-6's answer to an A-ASSOCIATE-RQ whose protocol-version lacks bit 0 (PS3.8 §9.3.2)."""
+
+RQ_MEMO_ENTRIES = 16
+"""A-ASSOCIATE-RQ bodies whose decoded value is kept (least recently used goes first)."""
+RQ_MEMO_MAX_BODY = 16 * 1024
+"""Longest RQ body kept (storescu's default proposal, 120 contexts, is ~13 KiB). With
+`RQ_MEMO_ENTRIES` this bounds the memo to 256 KiB of keys plus their decoded values
+(~100 KiB for a full one: ~1.9 MiB at worst, a few KiB for a fleet of echo/store clients)."""
+_RQ_MEMO: dict[bytes, AAssociateRQ] = {}
+
+
+def decode_associate_rq_memo(body: ReadableBuffer) -> PDU:
+    """`decode_pdu` of an A-ASSOCIATE-RQ body, the same value for the same bytes.
+
+    A fleet's clients send the same RQ every time; its decoded value is a pure function of
+    the body and immutable (frozen dataclasses, tuples, str, bytes), so it is kept by exact
+    body bytes and handed out again: the same object, which lets the shell memoize the
+    negotiation by identity. Never kept: a body over `RQ_MEMO_MAX_BODY`, a malformed one
+    (`InvalidPDU` is raised every time, as by `decode_pdu`) and an RQ with a user identity
+    sub-item (it carries a secret; nothing of it outlives its association). Bounded
+    (`RQ_MEMO_ENTRIES`): a peer sending distinct RQs only turns hits into misses.
+    """
+    if len(body) > RQ_MEMO_MAX_BODY:
+        return decode_pdu(PDUType.A_ASSOCIATE_RQ, body)
+    key = bytes(body)
+    rq = _RQ_MEMO.pop(key, None)
+    if rq is None:
+        pdu = decode_pdu(PDUType.A_ASSOCIATE_RQ, key)  # decoded from the copy: no view kept
+        assert isinstance(pdu, AAssociateRQ)
+        if pdu.user_information.user_identity_rq is not None:
+            return pdu
+        rq = pdu
+        if len(_RQ_MEMO) >= RQ_MEMO_ENTRIES:
+            del _RQ_MEMO[next(iter(_RQ_MEMO))]
+    _RQ_MEMO[key] = rq
+    return rq
 
 
 class UpperLayer:
@@ -246,10 +281,13 @@ class UpperLayer:
         self._rq = rq
         self._fire(Event.EVT1, None)
 
-    def accept(self, ac: AAssociateAC) -> None:
-        """A-ASSOCIATE response, accept (Evt7, AE-7): sends the A-ASSOCIATE-AC."""
+    def accept(self, ac: AAssociateAC, encoded: bytes | None = None) -> None:
+        """A-ASSOCIATE response, accept (Evt7, AE-7): sends the A-ASSOCIATE-AC.
+
+        ``encoded``, if given, must be ``encode_pdu(ac)`` (the shell's set-up memo keeps it).
+        """
         self._check(Event.EVT7)
-        self._fire(Event.EVT7, None, out=[encode_pdu(ac)])
+        self._fire(Event.EVT7, None, out=[encode_pdu(ac) if encoded is None else encoded])
 
     def reject(self, rj: AAssociateRJ, now: float) -> None:
         """A-ASSOCIATE response, reject (Evt8, AE-8): sends the RJ and starts ARTIM."""
@@ -316,7 +354,10 @@ class UpperLayer:
             if self._finished:
                 continue  # drain: nothing after Sta1 matters
             try:
-                pdu = decode_pdu(raw.pdu_type, raw.body)
+                if raw.pdu_type == PDUType.A_ASSOCIATE_RQ:
+                    pdu = decode_associate_rq_memo(raw.body)
+                else:
+                    pdu = decode_pdu(raw.pdu_type, raw.body)
             except InvalidPDU as exc:  # malformed, or an unknown type (reason 1)
                 self._fire(Event.EVT19, now, error=exc)
                 continue
