@@ -11,6 +11,10 @@ Cases (one operation each):
 - ``receive-16k`` / ``receive-1m``: one P-DATA-TF of 16 KiB / 1 MiB (one PDV) through
   `ReceiveBuffer` in 64 KiB reads (`get_buffer`/`buffer_updated`, as the protocol does) and
   `decode_pdu`.
+- ``associate-rq`` / ``associate-rq-120``: `decode_pdu` of an A-ASSOCIATE-RQ body with one
+  presentation context (as echoscu sends) / 120 contexts of 3 transfer syntaxes each (the
+  shape of storescu's default proposal), then `negotiate` against an acceptor of the storage
+  SOP classes and `encode_pdu` of the A-ASSOCIATE-AC: the whole association set-up in core.
 - ``accept``: one associate + C-ECHO + release (+ close) through the bundled server built
   as `aiodicom serve` builds it (`run_server`: index, log observer at INFO to a file),
   plain TCP on 127.0.0.1. The client is a separate process (pre-encoded PDUs, blocking
@@ -47,11 +51,13 @@ sys.path.insert(0, str(HERE.parent))
 from macro.assoc_client import RELEASE_RQ, associate_rq, echo_rq  # noqa: E402
 
 CASES = ("decode-echo", "decode-store", "assemble-store", "receive-16k", "receive-1m",
-         "accept")
+         "associate-rq", "associate-rq-120", "accept")
 DEFAULT_N = {"decode-echo": 20000, "decode-store": 20000, "assemble-store": 20000,
-             "receive-16k": 20000, "receive-1m": 400, "accept": 1000}
+             "receive-16k": 20000, "receive-1m": 400, "associate-rq": 20000,
+             "associate-rq-120": 500, "accept": 1000}
 CALLGRIND_N = {"decode-echo": 2000, "decode-store": 2000, "assemble-store": 2000,
-               "receive-16k": 1000, "receive-1m": 40, "accept": 200}
+               "receive-16k": 1000, "receive-1m": 40, "associate-rq": 2000,
+               "associate-rq-120": 50, "accept": 200}
 STORE_CLASS = "1.2.840.10008.5.1.4.1.1.2"
 STORE_INSTANCE = "1.2.826.0.1.3680043.8.498.10229876543210123456789.1"
 
@@ -122,6 +128,44 @@ def _case_assemble(n: int, profile: bool) -> float:
             feed(pdu)  # type: ignore[arg-type]
 
     return _measured(body, profile)
+
+
+def _case_associate(contexts: int, n: int, profile: bool) -> float:
+    from aiodicom.core.negotiation import AcceptorPolicy, negotiate_as_acceptor
+    from aiodicom.core.pdu import decode_pdu, encode_pdu
+
+    rq = associate_rq("ANY-SCP", "ECHOSCU") if contexts == 1 else _many_contexts_rq(contexts)
+    body = memoryview(rq)[6:]
+    policy = AcceptorPolicy(accept_any_abstract_syntax=True)
+
+    def once() -> None:
+        request = decode_pdu(0x01, body)
+        encode_pdu(negotiate_as_acceptor(request, policy))  # type: ignore[arg-type]
+
+    for _ in range(50):
+        once()
+
+    def loop() -> None:
+        for _ in range(n):
+            once()
+
+    return _measured(loop, profile)
+
+
+def _many_contexts_rq(contexts: int) -> bytes:
+    """An A-ASSOCIATE-RQ shaped like storescu's default: ``contexts`` storage classes."""
+    from aiodicom.core.items import PresentationContextRQ
+    from aiodicom.core.pdu import AAssociateRQ, encode_pdu
+    from aiodicom.core.user_items import UserInformation
+
+    base = "1.2.840.10008.5.1.4.1.1."
+    ts = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2")
+    pcs = tuple(PresentationContextRQ(context_id=2 * i + 1,
+                                      abstract_syntax=f"{base}{i // 10 + 1}.{i % 10 + 1}",
+                                      transfer_syntaxes=ts) for i in range(contexts))
+    return encode_pdu(AAssociateRQ(called_ae_title="ANY-SCP", calling_ae_title="STORESCU",
+                                   presentation_contexts=pcs,
+                                   user_information=UserInformation(maximum_length=16384)))
 
 
 def _case_receive(pdu_size: int, n: int, profile: bool) -> float:
@@ -247,6 +291,10 @@ def run_case(case: str, n: int, profile: bool = False) -> float:
         return _case_receive(16 * 1024, n, profile)
     if case == "receive-1m":
         return _case_receive(1 << 20, n, profile)
+    if case == "associate-rq":
+        return _case_associate(1, n, profile)
+    if case == "associate-rq-120":
+        return _case_associate(120, n, profile)
     if case == "accept":
         return _case_accept(n, profile)
     raise SystemExit(f"unknown case {case}")
