@@ -25,12 +25,12 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from typing import TYPE_CHECKING
 
 from aiodicom.errors import ConfigurationError
+
+if TYPE_CHECKING:  # cryptography (~8 MB) is imported when a TLS context is first built
+    from cryptography import x509
 
 log = logging.getLogger("aiodicom.tls")
 
@@ -98,6 +98,9 @@ def check_key_strength(path: Path) -> None:
         raise ConfigurationError(f"TLS private key {path} not found") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot read TLS private key {path}: {exc}") from exc
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -125,6 +128,8 @@ def check_key_strength(path: Path) -> None:
 
 
 def _read_pem_certs(path: Path, what: str) -> list[x509.Certificate]:
+    from cryptography import x509
+
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -143,6 +148,8 @@ _CRL_RE = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.D
 
 def load_pem_crls(data: bytes) -> list[x509.CertificateRevocationList]:
     """Every CRL in a PEM file (aiodicom writes one per CA into crl.pem)."""
+    from cryptography import x509
+
     return [x509.load_pem_x509_crl(block) for block in _CRL_RE.findall(data)]
 
 
@@ -164,6 +171,8 @@ class CrlValidity:
 
 
 def _is_ca_certificate(cert: x509.Certificate) -> bool:
+    from cryptography import x509
+
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:

@@ -14,14 +14,14 @@ import logging
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
-
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 from aiodicom.core.ae_titles import validate_ae_title as core_validate_ae_title
 from aiodicom.errors import ConfigurationError
+
+if TYPE_CHECKING:  # cryptography (~8 MB) is imported when a certificate is first parsed
+    from cryptography import x509
 
 log = logging.getLogger("aiodicom.tls")
 
@@ -84,6 +84,8 @@ def ae_title_to_uri(ae_title: str) -> str:
 
 def ae_titles_from_certificate(cert: x509.Certificate) -> tuple[str, ...]:
     """AE titles bound to `cert` by ``dicom-ae:`` SAN URIs (scheme case-insensitive)."""
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -107,6 +109,9 @@ def _attribute_values(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
 
 def identity_from_certificate(cert: x509.Certificate) -> PeerIdentity:
     """Build a PeerIdentity from a parsed certificate."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
     common_names = _attribute_values(cert.subject, NameOID.COMMON_NAME)
     organizations = _attribute_values(cert.subject, NameOID.ORGANIZATION_NAME)
     return PeerIdentity(
@@ -125,6 +130,8 @@ def identity_from_certificate(cert: x509.Certificate) -> PeerIdentity:
 def _is_ca(cert: x509.Certificate) -> bool:
     """A CA certificate: basicConstraints CA, or an X.509 v1 self-signed root (v1 has no
     extensions, and OpenSSL treats such a certificate in the trust store as a CA)."""
+    from cryptography import x509
+
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
@@ -138,6 +145,8 @@ def identity_from_der(der: bytes) -> PeerIdentity:
     Cached: a busy server sees the same few client certificates on every association.
     Raises ConfigurationError when `der` is not a certificate.
     """
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:

@@ -27,15 +27,16 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiodicom.aio.association import AssociationInfo
 from aiodicom.core.user_items import UserIdentityRQ, UserIdentityType
 from aiodicom.errors import ConfigurationError, DicomError
+
+if TYPE_CHECKING:  # PyJWT and cryptography (~8 MB) load with the first JWTVerifier
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 __all__ = [
     "IdentityVerdict",
@@ -227,8 +228,6 @@ _RSA = ("RS256", "RS384", "RS512")
 MAX_TOKEN = 16 * 1024
 """Longest token accepted (bytes); the sub-item allows 65535."""
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-
 
 class JWTError(DicomError, ValueError):
     """A token that does not verify; `JWTVerifier` turns it into a refused verdict.
@@ -300,6 +299,9 @@ class JWTVerifier:
                     f"an HMAC secret for {', '.join(hmac_algs)} must be at least {need} bytes")
             self._key = key
         else:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
             public: Any = key
             if isinstance(key, bytes):
                 try:
@@ -343,6 +345,8 @@ class JWTVerifier:
             raise JWTError("the token is not ASCII") from exc
         if text.count(".") != 2:
             raise JWTError("the token is not header.payload.signature")
+        import jwt
+
         try:
             header = jwt.get_unverified_header(text)
             alg = header.get("alg")
