@@ -19,6 +19,9 @@ Cases (one operation each):
   as `aiodicom serve` builds it (`run_server`: index, log observer at INFO to a file),
   plain TCP on 127.0.0.1. The client is a separate process (pre-encoded PDUs, blocking
   sockets), so only the server's work is counted.
+- ``echo-on-association`` / ``store-on-association``: one C-ECHO / one C-STORE of a ~2 KB
+  data set on an association already established with the same server (`per_message.py`):
+  the per-message cost alone.
 
 CPU time is `time.process_time` over the measured loop (all threads of this process; the
 client process is not counted): it does not depend on what else the machine runs, but it
@@ -48,16 +51,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import per_message  # noqa: E402
 from macro.assoc_client import RELEASE_RQ, associate_rq, echo_rq  # noqa: E402
 
 CASES = ("decode-echo", "decode-store", "assemble-store", "receive-16k", "receive-1m",
-         "associate-rq", "associate-rq-120", "accept")
+         "associate-rq", "associate-rq-120", "accept", *per_message.CASES)
 DEFAULT_N = {"decode-echo": 20000, "decode-store": 20000, "assemble-store": 20000,
              "receive-16k": 20000, "receive-1m": 400, "associate-rq": 20000,
-             "associate-rq-120": 500, "accept": 1000}
+             "associate-rq-120": 500, "accept": 1000, **per_message.DEFAULT_N}
 CALLGRIND_N = {"decode-echo": 2000, "decode-store": 2000, "assemble-store": 2000,
                "receive-16k": 1000, "receive-1m": 40, "associate-rq": 2000,
-               "associate-rq-120": 50, "accept": 200}
+               "associate-rq-120": 50, "accept": 200, **per_message.CALLGRIND_N}
 STORE_CLASS = "1.2.840.10008.5.1.4.1.1.2"
 STORE_INSTANCE = "1.2.826.0.1.3680043.8.498.10229876543210123456789.1"
 
@@ -297,6 +301,8 @@ def run_case(case: str, n: int, profile: bool = False) -> float:
         return _case_associate(120, n, profile)
     if case == "accept":
         return _case_accept(n, profile)
+    if case in per_message.CASES:
+        return per_message.run(case, n, profile, _measured)
     raise SystemExit(f"unknown case {case}")
 
 
