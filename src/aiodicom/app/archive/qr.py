@@ -63,11 +63,9 @@ def qr_sop_classes() -> list[str]:
 
 def storage_sop_classes() -> list[str]:
     """Every storage SOP class pydicom knows (PS3.4 Annex B), for C-GET role selection."""
-    from pydicom._uid_dict import UID_dictionary
+    from aiodicom.app.archive._storage_classes import STORAGE_SOP_CLASSES
 
-    return sorted(uid for uid, entry in UID_dictionary.items()
-                  if entry[1] == "SOP Class" and "Storage" in entry[0]
-                  and "Commitment" not in entry[0])
+    return list(STORAGE_SOP_CLASSES)
 
 
 def qr_role_selection() -> dict[str, RoleSupport]:

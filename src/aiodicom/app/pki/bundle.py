@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from aiodicom.aio.tls import identity_from_certificate, load_pem_crls
+from aiodicom.app.pki._defaults import DICOM_TLS_PORT
 from aiodicom.app.pki.ca import init_ca, issue_client, issue_server
 from aiodicom.app.pki.files import (
     cert_pem,
@@ -28,7 +29,6 @@ from aiodicom.app.pki.files import (
 from aiodicom.app.pki.revoke import CRL_NAME, find_issuer, write_crl
 from aiodicom.errors import ConfigurationError
 
-DICOM_TLS_PORT = 2762
 DEV_CLIENT_AE_TITLES = ("STORESCU", "ECHOSCU", "FINDSCU", "GETSCU", "MOVESCU", "AIODICOM")
 """DCMTK's default calling AE titles and ours, so every tool works against `make serve`."""
 

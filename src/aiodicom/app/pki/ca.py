@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aiodicom.aio.tls import ae_title_to_uri, validate_ae_title
+from aiodicom.app.pki._defaults import LEAF_DAYS
 from aiodicom.app.pki.files import (
     CertKind,
     CertRecord,
@@ -46,8 +47,6 @@ from aiodicom.errors import ConfigurationError
 
 ROOT_DAYS = 3650
 ORG_DAYS = 1825
-LEAF_DAYS = 825
-CRL_DAYS = 30
 _SKEW = timedelta(minutes=5)
 """Certificates start a little in the past so a peer whose clock lags accepts them."""
 

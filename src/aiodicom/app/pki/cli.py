@@ -2,6 +2,8 @@
 
 The library API lives beside it (`ca`, `files`, `revoke`, `bundle`) and is re-exported by
 the package; this module is the command line. The command names are a contract (PRODUCT.md).
+Every `aiodicom` command builds this parser, so the library (and cryptography, ~8 MB of
+RSS) is imported by the command that runs, not here.
 """
 
 from __future__ import annotations
@@ -12,46 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiodicom.app.pki.bundle import (
-    DEV_CLIENT_AE_TITLES,
-    DICOM_TLS_PORT,
-    ClientBundle,
-    DevPKI,
-    ensure_dev_pki,
-    export_bundle,
-)
-from aiodicom.app.pki.ca import (
-    CA,
-    CRL_DAYS,
-    LEAF_DAYS,
-    IssuedCertificate,
-    init_ca,
-    issue_client,
-    issue_server,
-)
-from aiodicom.app.pki.files import KEY_TYPES, CertKind, CertRecord, utcnow
-from aiodicom.app.pki.revoke import list_certs, revoke, write_crl
+from aiodicom.app.pki._defaults import CRL_DAYS, DICOM_TLS_PORT, KEY_TYPES, LEAF_DAYS
 from aiodicom.errors import ConfigurationError
 
-__all__ = [
-    "CA",
-    "DEV_CLIENT_AE_TITLES",
-    "CertKind",
-    "CertRecord",
-    "ClientBundle",
-    "DevPKI",
-    "IssuedCertificate",
-    "add_subparsers",
-    "ensure_dev_pki",
-    "export_bundle",
-    "init_ca",
-    "issue_client",
-    "issue_server",
-    "list_certs",
-    "main",
-    "revoke",
-    "write_crl",
-]
+__all__ = ["add_subparsers", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -74,6 +40,8 @@ def _guarded(handler: Handler) -> Handler:
 
 @_guarded
 def _cmd_init(args: argparse.Namespace) -> int:
+    from aiodicom.app.pki.ca import init_ca
+
     orgs: list[str | None] = list(args.org) if args.org else [None]
     ca = None
     for i, org in enumerate(orgs):
@@ -88,6 +56,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_issue(args: argparse.Namespace) -> int:
+    from aiodicom.app.pki.ca import issue_client, issue_server
+
     if args.kind == "server":
         issued = issue_server(
             args.dir, name=args.name, ips=args.ip or (), out=args.out,
@@ -112,6 +82,8 @@ def _cmd_issue(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_revoke(args: argparse.Namespace) -> int:
+    from aiodicom.app.pki.revoke import revoke, write_crl
+
     record = revoke(args.dir, args.certfile)
     crl = write_crl(args.dir)
     print(f"revoked {record.subject} serial {record.serial:X} at {record.revoked_at}")
@@ -122,6 +94,8 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_crl(args: argparse.Namespace) -> int:
+    from aiodicom.app.pki.revoke import list_certs, write_crl
+
     path = write_crl(args.dir, days=args.days)
     revoked = sum(1 for r in list_certs(args.dir) if r.revoked)
     print(f"wrote {path}: {revoked} revoked certificate(s), valid for {args.days} days; "
@@ -143,6 +117,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_list(args: argparse.Namespace) -> int:
+    from aiodicom.app.pki.files import utcnow
+    from aiodicom.app.pki.revoke import list_certs
+
     now = utcnow()
     rows = [("SERIAL", "KIND", "STATUS", "NOT AFTER", "SUBJECT", "AE TITLES / NAMES")]
     for r in list_certs(args.dir):
@@ -158,6 +135,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_export(args: argparse.Namespace) -> int:
+    from aiodicom.app.pki.bundle import export_bundle
+
     bundle = export_bundle(
         args.dir, args.certfile, args.out, key=args.key, host=args.host, port=args.port,
         called_ae=args.called_ae, force=args.force,

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from aiodicom.app.pki._defaults import KEY_TYPES
 from aiodicom.errors import ConfigurationError
 
 try:
@@ -29,7 +30,6 @@ try:
 except ImportError:  # pragma: no cover - not on Windows
     fcntl = None  # type: ignore[assignment]
 
-KEY_TYPES = ("ec", "rsa")
 RSA_BITS = 3072
 INDEX_NAME = "index.json"
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey

@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
+from aiodicom.app.pki._defaults import CRL_DAYS
 from aiodicom.app.pki.ca import (
-    CRL_DAYS,
     load_ca_pair,
     org_dir,
     organizations,
