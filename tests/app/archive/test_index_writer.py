@@ -62,6 +62,34 @@ def test_updates_run_in_one_thread_batched_and_settle(
     assert len(threads) == len(batches) >= 2
 
 
+def test_instances_queued_within_the_linger_share_one_transaction(
+        storage: Storage, index: Index, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Stores answered one at a time reach the writer one by one: those that follow the
+    first within LINGER go into its transaction (one commit, one journal clear)."""
+    monkeypatch.setattr(index_writer, "LINGER", 0.5)
+    stored = populate(storage)[:3]
+    batches: list[int] = []
+    real = index.add_many
+
+    def add_many(instances: list[StoredInstance]) -> None:
+        batches.append(len(instances))
+        real(instances)
+
+    monkeypatch.setattr(index, "add_many", add_many)
+    writer = IndexWriter(index)
+    writer.submit(stored[0])
+    deadline = time.monotonic() + 10
+    while not writer._queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.001)  # the thread has taken the first one and lingers
+    assert writer._queue.empty()
+    for each in stored[1:]:
+        writer.submit(each)
+    writer.flush(timeout=10)
+    assert batches == [3]
+    assert index.count() == 3
+    writer.close(timeout=10)
+
+
 def test_a_failed_update_spoils_only_its_own_instance(
         storage: Storage, index: Index) -> None:  # noqa: F811
     stored = populate(storage)

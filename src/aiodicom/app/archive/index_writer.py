@@ -4,9 +4,10 @@ The bundled server answers C-STORE success once the Part 10 file is renamed into
 (and fsynced when configured): the file is the record, and the index is derived from the
 files (`aiodicom index rebuild` recreates it). The index row is written just after, here,
 so an SQLite write (up to the busy timeout when several workers share the file) never
-stalls the associations of the event loop. What is queued together is written in one
-transaction. Queries of the same index in this process first wait for the writes queued
-before them (`settled`), so a C-FIND after a C-STORE success sees the instance.
+stalls the associations of the event loop. What is queued together (within `LINGER` of
+the first) is written in one transaction. Queries of the same index in this process first
+wait for the writes queued before them (`settled`), so a C-FIND after a C-STORE success
+sees the instance.
 
 The same promise holds for a PostgreSQL index (index_pg): nothing waits for the index
 before the C-STORE is answered. When the index server is unreachable the batch stays
@@ -45,6 +46,11 @@ _Item = tuple[StoredInstance, OnError | None] | concurrent.futures.Future[None]
 
 BATCH = 128
 """Instances written per transaction at most (only what is already queued is batched)."""
+
+LINGER = 0.005
+"""Seconds the thread waits after the first queued instance for more to join its
+transaction (not for a `settle`: a query's wait starts a transaction at once). The
+instance is acknowledged already (file durable, journaled): this delays only its row."""
 
 IDLE_EXIT = 1.0
 """Seconds the thread waits for work before it ends (the next write starts another)."""
@@ -136,6 +142,11 @@ class IndexWriter:
                         self._thread = None
                         return
                 continue
+            if isinstance(first, tuple) and LINGER > 0:
+                # Gather what arrives next into the same transaction: stores answered one
+                # at a time would otherwise cost one commit and one journal clear each, and
+                # a wake-up of this thread per put. Puts meanwhile wake nobody.
+                self._closed.wait(LINGER)
             items = [first]
             while len(items) < BATCH:
                 try:
