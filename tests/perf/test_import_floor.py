@@ -103,9 +103,9 @@ def test_local_copies_of_pydicom_tables_match_pydicom() -> None:
     from aiodicom.app.archive._storage_classes import STORAGE_SOP_CLASSES
     from aiodicom.core.part10 import LONG_VRS
 
-    assert LONG_VRS == frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
+    assert frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32) == LONG_VRS
     assert head._ENCODED_VR == ENCODED_VR
-    assert head._DEFAULT_ENCODING == default_encoding
+    assert default_encoding == head._DEFAULT_ENCODING
     for term, codec in head._PLAIN_CHARSETS.items():
         assert convert_encodings(term.decode()) == [codec]
     assert list(STORAGE_SOP_CLASSES) == sorted(
