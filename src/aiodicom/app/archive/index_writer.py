@@ -49,8 +49,9 @@ BATCH = 128
 
 LINGER = 0.005
 """Seconds the thread waits after the first queued instance for more to join its
-transaction (not for a `settle`: a query's wait starts a transaction at once). The
-instance is acknowledged already (file durable, journaled): this delays only its row."""
+transaction. A `settle` that finds the thread idle does not linger; one queued meanwhile
+waits at most this long more. The instance is acknowledged already (file durable,
+journaled): this delays only its row."""
 
 IDLE_EXIT = 1.0
 """Seconds the thread waits for work before it ends (the next write starts another)."""
