@@ -224,3 +224,72 @@ def test_example_config_loads_and_names_every_key() -> None:
     assert values["metrics"] == "127.0.0.1:9100" and values["log_format"] == "json"
     mentioned = set(re.findall(r"^#? ?([a-z_]+) = ", example.read_text(), re.MULTILINE))
     assert mentioned == {f.name for f in dataclasses.fields(ServeOptions)}
+
+
+def _ended_lines(observer: LogObserver, stream: io.StringIO) -> list[str]:
+    stream.seek(0)
+    stream.truncate()
+    for aborted, reason in ((False, "released"), (True, "peer vanished"),
+                            (True, "two\nlines")):
+        observer(AssociationAccepted(info=INFO))
+        observer(AssociationEnded(info=INFO, peer_address=INFO.peer_address, aborted=aborted,
+                                  reason=reason, bytes_received=7, duration=0.25))
+    return stream.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("created", [1_700_000_000.0, 1_700_000_000.5, 1_700_000_001.999])
+def test_direct_ended_line_is_the_logging_line(aiodicom_logger: logging.Logger,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               created: float) -> None:
+    """The end-of-association line written without a LogRecord (only our text handler is
+    listening) is the line logging writes, time stamp included; any other consumer (a
+    logger filter, a second handler, another formatter, WARNING level) goes through logging."""
+    monkeypatch.setattr("time.time", lambda: created)
+    context = AssociationContext()
+    logger, stream = _capture(TextFormatter(), context)
+    logger.setLevel(logging.INFO)
+    observer = LogObserver(context=context)
+    direct = _ended_lines(observer, stream)
+    assert len(direct) == 4 and direct[3] == "lines"  # fields after the first line
+    assert direct[2].endswith(": two [assoc_id=42 peer=10.1.2.3:5000 calling_ae=CT01 "
+                              "called_ae=PACS subject=CN=CT01,O=Hospital how=aborted "
+                              "bytes_received=7 duration=0.25]")
+    records: list[logging.LogRecord] = []
+
+    class Spy(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            records.append(record)
+            return True
+
+    observer.log.addFilter(Spy())
+    try:
+        assert _ended_lines(observer, stream) == direct
+    finally:
+        observer.log.filters.clear()
+    assert len(records) == 3  # the filter saw every record: logging built them
+    extra = logging.StreamHandler(io.StringIO())
+    logger.addHandler(extra)
+    assert _ended_lines(observer, stream) == direct
+    assert len(extra.stream.getvalue().splitlines()) == 4  # the user's handler got them too
+    logger.removeHandler(extra)
+    logger.setLevel(logging.WARNING)
+    assert _ended_lines(observer, stream) == []
+
+
+def test_direct_ended_line_falls_back_when_the_write_fails(
+        aiodicom_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    context = AssociationContext()
+    logger, stream = _capture(TextFormatter(), context)
+    logger.setLevel(logging.INFO)
+    handler = logger.handlers[0]
+    errors: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", errors.append)
+
+    def broken(text: str) -> int:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(stream, "write", broken)
+    LogObserver(context=context)(AssociationEnded(
+        info=INFO, peer_address=INFO.peer_address, aborted=False, reason="released",
+        bytes_received=7, duration=0.25))
+    assert len(errors) == 1 and errors[0].getMessage().startswith("association 42 released")

@@ -72,13 +72,17 @@ class _SecondCache(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord,  # noqa: N802 - logging's name
                    datefmt: str | None = None) -> str:
-        key = (int(record.created), datefmt)
+        return self.stamp(record.created, record.msecs, datefmt)
+
+    def stamp(self, created: float, msecs: float, datefmt: str | None = None) -> str:
+        """`formatTime` of a record made at ``created`` (``msecs`` as LogRecord has it)."""
+        key = (int(created), datefmt)
         if key != self._second:
             self._text = time.strftime(datefmt or self.default_time_format,
-                                       self.converter(record.created))
+                                       self.converter(created))
             self._second = key
         if datefmt is None:
-            return f"{self._text},{int(record.msecs):03d}"
+            return f"{self._text},{int(msecs):03d}"
         return self._text
 
 
@@ -116,11 +120,40 @@ class TextFormatter(_SecondCache):
         if not extras:
             return line
         first, newline, rest = line.partition("\n")
-        pairs = " ".join(
-            f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
-            for k, v in extras.items()
-        )
-        return f"{first} [{pairs}]{newline}{rest}"
+        return f"{first} [{_pairs(extras)}]{newline}{rest}"
+
+
+def _pairs(extras: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
+        for k, v in extras.items()
+    )
+
+
+def _plain_text_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
+    """The handler `configure_logging` installs, if an INFO record of ``logger`` reaches it
+    and nothing else: no logger filter on the way, one `StreamHandler` taking INFO, our
+    `TextFormatter`, no filter but `AssociationContext` (which passes a record carrying
+    ``assoc_id`` unchanged). Then the line it would write can be written directly."""
+    if logging.root.manager.disable >= logging.INFO or logger.disabled:
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if found is not None:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if (type(found) is not logging.StreamHandler or type(found.formatter) is not TextFormatter
+            or found.level > logging.INFO
+            or any(type(f) is not AssociationContext for f in found.filters)):
+        return None
+    return found
 
 
 class AssociationContext(logging.Filter):
@@ -201,10 +234,43 @@ class LogObserver:
         fields = known if known is not None else association_fields(info)
         fields.update(how="aborted" if event.aborted else "released",
                       bytes_received=event.bytes_received, duration=round(event.duration, 6))
-        self.log.info("association %d %s after %.3f s, %d bytes received: %r -> %r from %s%s",
-                      info.id, fields["how"], event.duration, event.bytes_received,
-                      info.calling_ae_title, info.called_ae_title, fields["peer"],
-                      "" if not event.aborted else f": {event.reason}", extra=fields)
+        args = (info.id, fields["how"], event.duration, event.bytes_received,
+                info.calling_ae_title, info.called_ae_title, fields["peer"],
+                "" if not event.aborted else f": {event.reason}")
+        handler = _plain_text_handler(self.log)
+        if handler is None or not _write_ended(self.log.name, handler, fields, args):
+            self.log.info(_ENDED, *args, extra=fields)
+
+
+_ENDED = "association %d %s after %.3f s, %d bytes received: %r -> %r from %s%s"
+
+
+def _write_ended(name: str, handler: logging.StreamHandler[Any], fields: dict[str, Any],
+                 args: tuple[Any, ...]) -> bool:
+    """Write the line ``handler`` would write for `LogObserver`'s end-of-association INFO
+    record of logger ``name``, without building the record: LogRecord, Logger and Handler
+    machinery are most of the line's cost. The same text, time stamp and handler lock.
+    False if the message spans lines (the formatter puts the fields after its first) or
+    the write fails: the caller then logs through `logging`, which reports the error."""
+    message = _ENDED % args
+    if "\n" in message:
+        return False
+    created = time.time()
+    formatter = handler.formatter
+    assert isinstance(formatter, TextFormatter)
+    asctime = formatter.stamp(created, int((created - int(created)) * 1000) + 0.0)
+    line = (f"{asctime} {logging.getLevelName(logging.INFO)} {name}: {message} "
+            f"[{_pairs(fields)}]{handler.terminator}")
+    try:
+        handler.acquire()
+        try:
+            handler.stream.write(line)
+            handler.flush()
+        finally:
+            handler.release()
+    except Exception:
+        return False
+    return True
 
 
 def configure_logging(fmt: str = "text", level: str = "info") -> AssociationContext:
