@@ -6,8 +6,9 @@ The server (`aiodicom serve`, uvloop unless --loop asyncio) runs in its own proc
 core; the load generator (our client, uvloop) on the other. Connections are opened at a
 bounded rate (one Python core handshakes ~260 mutual-TLS connections/s), then every
 association echoes at a random phase so echoes are spread, as a real fleet's would be.
-Reports failures, echo latency p50/p99/max, and the server's RSS (peak of samples) and
-CPU; writes bench/results/concurrency-<date>-<host>-<n>-<plain|tls>.json.
+Reports failures, echo latency p50/p99/max, and the server's RSS (idle before the load,
+peak of samples, and (peak - idle) / associations held) and CPU; writes
+bench/results/concurrency-<date>-<host>-<n>-<plain|tls>.json.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bench.macro.procs import (  # noqa: E402
     free_port,
     listening,
     pinned,
+    rss_kb,
     stop_process,
 )
 
@@ -186,6 +188,8 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the server did not start")
                 time.sleep(0.1)
+            time.sleep(0.5)  # settle: the idle server's RSS, the base per association
+            base_kb = rss_kb(server.pid)
             sampler = RssSampler(server.pid)
             sampler.__enter__()
             cpu0 = cpu_seconds(server.pid)
@@ -211,7 +215,10 @@ def main() -> int:
         "period_s": args.period, "hold_s": args.hold, **{k: v for k, v in done.items()
                                                           if k != "phase"},
         "server_peak_rss_mb": round(sampler.peak_kb / 1024, 1),
-        "server_rss_per_association_kb": round(sampler.peak_kb / max(done["opened"], 1), 1),
+        "server_idle_rss_mb": round(base_kb / 1024, 1),
+        # growth over the idle server, per association held (the idle RSS is not theirs)
+        "server_rss_per_association_kb": round(
+            (sampler.peak_kb - base_kb) / max(done["opened"], 1), 1),
         "server_cpu_s": round(cpu1 - cpu0, 2),
         "host": socket.gethostname(),
     }

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from aiodicom.aio.tls import identity_from_certificate, load_pem_crls
-from aiodicom.app.pki._defaults import DICOM_TLS_PORT
+from aiodicom.app.pki._defaults import DICOM_TLS_PORT as DICOM_TLS_PORT
 from aiodicom.app.pki.ca import init_ca, issue_client, issue_server
 from aiodicom.app.pki.files import (
     cert_pem,

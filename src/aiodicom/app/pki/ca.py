@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aiodicom.aio.tls import ae_title_to_uri, validate_ae_title
-from aiodicom.app.pki._defaults import LEAF_DAYS
+from aiodicom.app.pki._defaults import LEAF_DAYS as LEAF_DAYS
 from aiodicom.app.pki.files import (
     CertKind,
     CertRecord,

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from aiodicom.app.pki._defaults import KEY_TYPES
+from aiodicom.app.pki._defaults import KEY_TYPES as KEY_TYPES
 from aiodicom.errors import ConfigurationError
 
 try:
