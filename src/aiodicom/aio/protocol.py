@@ -154,9 +154,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
     # -- used by the association ------------------------------------------------------------
 
     def send(self, buffers: Sequence[ReadableBuffer]) -> None:
-        """Queue already-framed P-DATA-TF bytes (header and views) through the state machine."""
-        self.ul.send_data(buffers)
-        self._pump()
+        """Queue already-framed P-DATA-TF bytes (header and views) through the state machine.
+
+        A P-DATA request (Evt9) is only allowed in Sta6 and Sta8, where DT-1 and AR-7 send
+        and do nothing else (PS3.8 Table 9-10): no primitive, no close, no timer, so only
+        the output is written, not the whole `_pump`."""
+        ul = self.ul
+        ul.send_data(buffers)
+        self._write(ul.data_to_send())
 
     @property
     def can_send(self) -> bool:
@@ -211,10 +216,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _pump(self) -> None:
-        ul = self.ul
+    def _write(self, out: list[ReadableBuffer]) -> None:
         transport = self.transport
-        out = ul.data_to_send()
         if out and transport is not None and not transport.is_closing():
             if len(out) == 1:
                 transport.write(out[0])
@@ -222,15 +225,23 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 transport.write(b"".join(out))
             else:
                 transport.writelines(out)
+
+    def _pump(self) -> None:
+        ul = self.ul
+        out = ul.data_to_send()
+        if out:
+            self._write(out)
         while (primitive := ul.next_event()) is not None:
             try:
                 self._on_primitive(primitive)
             except Exception:  # an owner bug must not leave the connection half-handled
                 log.exception("error while handling %s", type(primitive).__name__)
                 self.abort_transport()
+        transport = self.transport
         if ul.close_requested and transport is not None and not transport.is_closing():
             transport.close()
-        self._schedule_timer()
+        if ul.get_timer() != self._timer_deadline:  # ARTIM moved (never within Sta6)
+            self._schedule_timer()
 
     def _schedule_timer(self) -> None:
         deadline = self.ul.get_timer()
