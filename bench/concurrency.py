@@ -6,8 +6,9 @@ The server (`aiodicom serve`, uvloop unless --loop asyncio) runs in its own proc
 core; the load generator (our client, uvloop) on the other. Connections are opened at a
 bounded rate (one Python core handshakes ~260 mutual-TLS connections/s), then every
 association echoes at a random phase so echoes are spread, as a real fleet's would be.
-Reports failures, echo latency p50/p99/max, and the server's RSS (idle before the load,
-peak of samples, and (peak - idle) / associations held) and CPU; writes
+Reports failures, echo latency p50/p99/max, and the server's RSS (idle before the load, when
+every association is open and none has echoed yet, the peak of samples, and both growths
+per association) and CPU; writes
 bench/results/concurrency-<date>-<host>-<n>-<plain|tls>.json.
 """
 
@@ -199,14 +200,22 @@ def main() -> int:
                          "--connect-concurrency", str(args.connect_concurrency)]
             if args.tls:
                 load_argv.append("--tls")
-            load = subprocess.run(pinned(load_argv, CLIENT_CPU), capture_output=True, text=True,
-                                  timeout=args.hold + args.associations / 20 + 300)
+            held_kb = 0
+            with subprocess.Popen(pinned(load_argv, CLIENT_CPU), stdout=subprocess.PIPE,
+                                  text=True) as load:
+                assert load.stdout is not None
+                output = []
+                for line in load.stdout:  # "held": every association open, none echoed yet
+                    output.append(line)
+                    if '"phase": "held"' in line:
+                        held_kb = rss_kb(server.pid)
+                load.wait(timeout=args.hold + args.associations / 20 + 300)
             cpu1 = cpu_seconds(server.pid)
             sampler.__exit__(None, None, None)
-            lines = [json.loads(x) for x in load.stdout.splitlines() if x.startswith("{")]
+            lines = [json.loads(x) for x in output if x.startswith("{")]
             done = next((x for x in lines if x.get("phase") == "done"), None)
             if done is None:
-                print(load.stdout, load.stderr, file=sys.stderr)
+                print("".join(output), file=sys.stderr)
                 raise SystemExit("the load generator failed")
         finally:
             stop_process(server)
@@ -216,7 +225,11 @@ def main() -> int:
                                                           if k != "phase"},
         "server_peak_rss_mb": round(sampler.peak_kb / 1024, 1),
         "server_idle_rss_mb": round(base_kb / 1024, 1),
-        # growth over the idle server, per association held (the idle RSS is not theirs)
+        "server_held_rss_mb": round(held_kb / 1024, 1),
+        # growth over the idle server per association: once all are open and idle (held),
+        # and at the peak (handshake and echo transients included)
+        "server_rss_per_idle_association_kb": round(
+            (held_kb - base_kb) / max(done["opened"], 1), 1),
         "server_rss_per_association_kb": round(
             (sampler.peak_kb - base_kb) / max(done["opened"], 1), 1),
         "server_cpu_s": round(cpu1 - cpu0, 2),
