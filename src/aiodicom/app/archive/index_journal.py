@@ -63,9 +63,13 @@ def default_directory(spec: str | None, storage: str | Path, key: str,
     return Path(base) / digest
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+"""One encoder for every line: `json.dumps` with arguments builds a new one per call."""
+
+
 def entry(stored: StoredInstance) -> bytes:
     """One journal line: the instance as the index needs it."""
-    return json.dumps({
+    return _ENCODE({
         "path": str(stored.path), "sop_class_uid": stored.sop_class_uid,
         "sop_instance_uid": stored.sop_instance_uid,
         "transfer_syntax_uid": stored.transfer_syntax_uid,
@@ -73,7 +77,7 @@ def entry(stored: StoredInstance) -> bytes:
         "series_instance_uid": stored.series_instance_uid, "size": stored.size,
         "source_ae_title": stored.source_ae_title, "received_at": stored.received_at,
         "outcome": stored.outcome.value, "attributes": dict(stored.attributes),
-    }, separators=(",", ":")).encode() + b"\n"
+    }).encode() + b"\n"
 
 
 def parse_entry(line: bytes) -> StoredInstance:
