@@ -216,7 +216,6 @@ class ServerAssociation(Association):
             id=info.id, calling_ae_title=info.calling_ae_title,
             called_ae_title=info.called_ae_title, peer_address=info.peer_address,
             identity=info.identity, negotiated=self.negotiated, user=decision.user)
-        self._window = asyncio.Semaphore(max(1, self.negotiated.max_operations_performed or 1))
         server.stats.accepted += 1
         log.debug("association %d from %s accepted (%r -> %r)", self.id, self.peer,
                   rq.calling_ae_title, rq.called_ae_title)
@@ -248,7 +247,6 @@ class ServerAssociation(Association):
         if (
             isinstance(msg, CEchoRQ)
             and self.server.handlers.echo is async_echo_success
-            and self._window is not None
             and all(task.done() for task in self._tasks)  # no earlier answer still going out
             and self._echo_now(context_id, msg)
         ):
@@ -323,8 +321,12 @@ class ServerAssociation(Association):
         ))
 
     async def _run_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
-        assert self._window is not None and self.info is not None and self.negotiated is not None
-        async with self._window:
+        assert self.info is not None and self.negotiated is not None
+        window = self._window
+        if window is None:  # made on the first request that needs it (an echo never does)
+            window = self._window = asyncio.Semaphore(
+                max(1, self.negotiated.max_operations_performed or 1))
+        async with window:
             loop = asyncio.get_running_loop()
             started = loop.time()
             response: Message | None

@@ -41,6 +41,7 @@ from aiodicom.core.fsm import (
     PDU_EVENTS,
     Action,
     Artim,
+    Effects,
     Event,
     Indication,
     State,
@@ -96,6 +97,42 @@ _PDU_EVENT: dict[type[PDU], Event] = {
 _PEER_FAULT_ACTIONS = frozenset({Action.AA_1, Action.AA_7, Action.AA_8})
 """Actions that answer a PDU the table does not expect (or Evt19) with an A-ABORT."""
 
+_Plan = dict[tuple[State, Event], tuple[Action, State, Effects, bool]]
+
+
+def _plan(requestor: bool, acceptable: bool) -> _Plan:
+    """`step` and `effects` of every filled cell of Table 9-10 for one side, computed once:
+    (action, next state, effects, whether it answers a peer's PDU with an A-ABORT)."""
+    plan: _Plan = {}
+    for state in State:
+        for event in Event:
+            try:
+                action, nxt = step(state, event, requestor=requestor, acceptable=acceptable)
+            except LocalProtocolError:
+                continue
+            fault = event in PDU_EVENTS and action in _PEER_FAULT_ACTIONS
+            plan[state, event] = (action, nxt, effects(action, nxt), fault)
+    return plan
+
+
+_PLANS = {(requestor, acceptable): _plan(requestor, acceptable)
+          for requestor in (False, True) for acceptable in (False, True)}
+# Enum members read through their class cost a metaclass attribute lookup each time (Python
+# 3.11): the hot paths below use these module-level names instead.
+_STA1, _STA4, _STA6 = State.STA1, State.STA4, State.STA6
+_EVT7, _EVT9, _EVT19 = Event.EVT7, Event.EVT9, Event.EVT19
+_START, _STOP, _CLOSE = Artim.START, Artim.STOP, Transport.CLOSE
+_AA_1 = Action.AA_1
+_RQ_TYPE = PDUType.A_ASSOCIATE_RQ
+_T_ABORT, _T_RELEASE_RQ, _T_RELEASE_RP = (
+    PDUType.A_ABORT, PDUType.A_RELEASE_RQ, PDUType.A_RELEASE_RP)
+_AR_8 = Action.AR_8
+_I_P_DATA, _I_ASSOCIATE, _I_ACCEPTED, _I_REJECTED = (
+    Indication.P_DATA, Indication.ASSOCIATE, Indication.ASSOCIATE_ACCEPTED,
+    Indication.ASSOCIATE_REJECTED)
+_I_RELEASE, _I_RELEASE_CONFIRMED, _I_ABORT, _I_P_ABORT = (
+    Indication.RELEASE, Indication.RELEASE_CONFIRMED, Indication.ABORT, Indication.P_ABORT)
+
 _PROVIDER_REJECT = AAssociateRJ(
     result=RejectResult.PERMANENT,
     source=RejectSource.SERVICE_PROVIDER_ACSE,
@@ -110,6 +147,10 @@ RQ_MEMO_MAX_BODY = 16 * 1024
 `RQ_MEMO_ENTRIES` this bounds the memo to 256 KiB of keys plus their decoded values
 (~100 KiB for a full one: ~1.9 MiB at worst, a few KiB for a fleet of echo/store clients)."""
 _RQ_MEMO: dict[bytes, AAssociateRQ] = {}
+
+_SCRATCH = memoryview(bytearray(4096))
+"""Where bytes we drop unread go (after the end, or once the stream cannot be framed): one
+area for every connection, since nothing ever reads it."""
 
 
 def decode_associate_rq_memo(body: ReadableBuffer) -> PDU:
@@ -161,9 +202,10 @@ class UpperLayer:
         "_finished",
         "_max_pdu_length",
         "_out",
+        "_plan",
+        "_plan_unacceptable",
         "_rq",
         "_rx",
-        "_scratch",
         "_state",
         "requestor",
     )
@@ -179,13 +221,14 @@ class UpperLayer:
     ) -> None:
         self.requestor = requestor
         """True on the association-requestor (it decides AR-8 in a release collision)."""
-        self._state = State.STA1
+        self._plan = _PLANS[requestor, True]
+        self._plan_unacceptable = _PLANS[requestor, False]
+        self._state = _STA1
         self._max_pdu_length = max_pdu_length
         first = max_pdu_length
         if max_associate_length is not None:
             first = min(max_pdu_length, max_associate_length)
         self._rx = ReceiveBuffer(first, staging_size)
-        self._scratch = memoryview(bytearray(0))
         self._events: deque[Primitive] = deque()
         self._out: list[ReadableBuffer] = []
         self._close_requested = False
@@ -240,9 +283,7 @@ class UpperLayer:
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the transport should write received bytes (``BufferedProtocol.get_buffer``)."""
         if self._dropping_input():
-            if not self._scratch:
-                self._scratch = memoryview(bytearray(4096))
-            return self._scratch
+            return _SCRATCH
         return self._rx.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int, now: float) -> None:
@@ -286,8 +327,8 @@ class UpperLayer:
 
         ``encoded``, if given, must be ``encode_pdu(ac)`` (the shell's set-up memo keeps it).
         """
-        self._check(Event.EVT7)
-        self._fire(Event.EVT7, None, out=[encode_pdu(ac) if encoded is None else encoded])
+        self._check(_EVT7)
+        self._fire(_EVT7, None, out=[encode_pdu(ac) if encoded is None else encoded])
 
     def reject(self, rj: AAssociateRJ, now: float) -> None:
         """A-ASSOCIATE response, reject (Evt8, AE-8): sends the RJ and starts ARTIM."""
@@ -301,7 +342,7 @@ class UpperLayer:
         queued as they are (no copy, not re-encoded), so leave them unchanged until written.
         """
         self._check_usable()
-        self._fire(Event.EVT9, None, out=buffers)
+        self._fire(_EVT9, None, out=buffers)
 
     def send_pdata(self, pdata: PDataTF) -> None:
         """`send_data` for a `PDataTF` value, encoded here."""
@@ -336,12 +377,13 @@ class UpperLayer:
     def _check(self, event: Event) -> None:
         """Raise `LocalProtocolError` unless ``event`` is allowed now; changes nothing."""
         self._check_usable()
-        step(self._state, event, requestor=self.requestor)
+        if (self._state, event) not in self._plan:
+            step(self._state, event, requestor=self.requestor)  # raises, naming the cell
 
     def _dropping_input(self) -> bool:
         if self._finished or self._desync:
             return True
-        if self._state in (State.STA1, State.STA4):
+        if self._state is _STA1 or self._state is _STA4:
             raise LocalProtocolError(
                 f"bytes received in {self._state} ({self._state.definition}): there is no "
                 "transport connection yet; call connection_made() first"
@@ -350,16 +392,17 @@ class UpperLayer:
 
     def _process(self, now: float, framing_error: InvalidPDU | None) -> None:
         """Run every complete PDU through the table, then the framing error if any."""
-        for raw in self._rx:
+        rx = self._rx
+        while (raw := rx.next_pdu()) is not None:
             if self._finished:
                 continue  # drain: nothing after Sta1 matters
             try:
-                if raw.pdu_type == PDUType.A_ASSOCIATE_RQ:
+                if raw.pdu_type == _RQ_TYPE:
                     pdu = decode_associate_rq_memo(raw.body)
                 else:
                     pdu = decode_pdu(raw.pdu_type, raw.body)
             except InvalidPDU as exc:  # malformed, or an unknown type (reason 1)
-                self._fire(Event.EVT19, now, error=exc)
+                self._fire(_EVT19, now, error=exc)
                 continue
             acceptable = not isinstance(pdu, AAssociateRQ) or bool(pdu.protocol_version & 1)
             self._fire(_PDU_EVENT[type(pdu)], now, received=pdu, acceptable=acceptable)
@@ -380,32 +423,36 @@ class UpperLayer:
     ) -> None:
         """Look ``event`` up in Table 9-10 and apply the action's effects, in order."""
         state = self._state
-        action, nxt = step(state, event, requestor=self.requestor, acceptable=acceptable)
-        if error is None and event in PDU_EVENTS and action in _PEER_FAULT_ACTIONS:
+        cell = (self._plan if acceptable else self._plan_unacceptable).get((state, event))
+        if cell is None:
+            step(state, event, requestor=self.requestor, acceptable=acceptable)  # raises
+            raise AssertionError("unreachable")  # pragma: no cover
+        action, nxt, fx, peer_fault = cell
+        if error is None and peer_fault:
             error = RemoteProtocolError(
                 f"unexpected {event.definition.split(' (')[0]} in {state} "
                 f"({state.definition})",
                 reason=AbortReason.UNEXPECTED_PDU,
             )
-        fx = effects(action, nxt)
         if fx.send is not None:
             self._send(fx.send, out, error)
         if fx.indicate is not None:
             self._events.append(self._indication(fx.indicate, action, received, error))
-        elif action is Action.AA_1 and error is not None:
+        elif action is _AA_1 and error is not None:
             # AA-1 answering a bad PDU in Sta2: tell the user why the connection ends.
             self._events.append(_p_abort(error))
-        if fx.artim is Artim.START:
+        artim = fx.artim
+        if artim is _START:
             assert now is not None, f"{action} starts ARTIM and needs the time"
             self._deadline = now + self._artim_timeout
-        elif fx.artim is Artim.STOP:
+        elif artim is _STOP:
             self._deadline = None
-        if fx.transport is Transport.CLOSE:
+        if fx.transport is _CLOSE:
             self._close_requested = True
         self._state = nxt
-        if nxt is State.STA6 and state is not State.STA6:
+        if nxt is _STA6 and state is not _STA6:
             self._rx.max_body = self._max_pdu_length
-        if nxt is State.STA1 and state is not State.STA1:
+        if nxt is _STA1 and state is not _STA1:
             self._finished = True
             self._deadline = None
             self._events.append(ConnectionClosed())
@@ -420,16 +467,16 @@ class UpperLayer:
             self._out.extend(out)
             return
         pdu: PDU
-        if kind is PDUType.A_ABORT:
+        if kind is _T_ABORT:
             if error is None:  # AA-1 on the user's A-ABORT request
                 pdu = AAbort(source=AbortSource.SERVICE_USER, reason=0)
             else:
                 pdu = AAbort(source=AbortSource.SERVICE_PROVIDER, reason=error.reason)
-        elif kind is PDUType.A_RELEASE_RQ:
+        elif kind is _T_RELEASE_RQ:
             pdu = AReleaseRQ()
-        elif kind is PDUType.A_RELEASE_RP:
+        elif kind is _T_RELEASE_RP:
             pdu = AReleaseRP()
-        elif kind is PDUType.A_ASSOCIATE_RQ:
+        elif kind is _RQ_TYPE:
             assert self._rq is not None, "Sta4 is only reached through request_association()"
             pdu = self._rq
         else:  # A-ASSOCIATE-RJ from AE-6: the provider cannot accept the RQ
@@ -443,23 +490,23 @@ class UpperLayer:
         received: PDU | None,
         error: RemoteProtocolError | None,
     ) -> Primitive:
-        if kind is Indication.P_DATA and isinstance(received, PDataTF):
+        if kind is _I_P_DATA and isinstance(received, PDataTF):
             return DataIndication(pdata=received)
-        if kind is Indication.ASSOCIATE and isinstance(received, AAssociateRQ):
+        if kind is _I_ASSOCIATE and isinstance(received, AAssociateRQ):
             return AssociateIndication(request=received)
-        if kind is Indication.ASSOCIATE_ACCEPTED and isinstance(received, AAssociateAC):
+        if kind is _I_ACCEPTED and isinstance(received, AAssociateAC):
             return AssociateAccepted(response=received)
-        if kind is Indication.ASSOCIATE_REJECTED and isinstance(received, AAssociateRJ):
+        if kind is _I_REJECTED and isinstance(received, AAssociateRJ):
             return AssociateRejected(response=received)
-        if kind is Indication.RELEASE:
-            return ReleaseIndication(collision=action is Action.AR_8)
-        if kind is Indication.RELEASE_CONFIRMED:
+        if kind is _I_RELEASE:
+            return ReleaseIndication(collision=action is _AR_8)
+        if kind is _I_RELEASE_CONFIRMED:
             return ReleaseConfirmed()
-        if kind is Indication.ABORT and isinstance(received, AAbort):
+        if kind is _I_ABORT and isinstance(received, AAbort):
             return AbortIndication(
                 source=received.source, reason=received.reason, error=None, local=False
             )
-        if kind is Indication.P_ABORT:
+        if kind is _I_P_ABORT:
             if error is None:  # AA-4: the transport closed under us
                 return AbortIndication(
                     source=AbortSource.SERVICE_PROVIDER,
