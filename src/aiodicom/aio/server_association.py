@@ -146,9 +146,9 @@ class ServerAssociation(Association):
         if protocol is None or self._ended:
             return
         timeouts = self.settings.timeouts
-        limits = [timeouts.network] + ([timeouts.dimse] if self._incoming is not None else [])
-        limit = min((t for t in limits if t is not None), default=None)
-        if limit is None:
+        step = _shorter(timeouts.network, timeouts.dimse)
+        limit = timeouts.network if self._incoming is None else step
+        if limit is None or step is None:
             return
         loop = asyncio.get_running_loop()
         idle = loop.time() - protocol.last_activity
@@ -159,7 +159,6 @@ class ServerAssociation(Association):
                         self.id, self.peer, idle)
             self.abort()
             return
-        step = min(t for t in (timeouts.network, timeouts.dimse) if t is not None)
         delay = min(limit - idle if idle < limit else limit, step)
         self._watchdog = loop.call_later(delay, self._watch)
 
@@ -230,7 +229,7 @@ class ServerAssociation(Association):
                         self.id, context_id)
             self.abort()
             return
-        if data is not None and isinstance(msg, CCancelRQ | CEchoRQ):
+        if data is not None and isinstance(msg, _NO_DATASET):
             # Neither carries a data set (PS3.7 9.3.2.3, 9.3.5): read and drop a stray one,
             # bounded, so it never pins the receive buffer while we answer.
             self._spawn(self._drop_stray_dataset(msg, data))
@@ -247,7 +246,7 @@ class ServerAssociation(Association):
         if (
             isinstance(msg, CEchoRQ)
             and self.server.handlers.echo is async_echo_success
-            and all(task.done() for task in self._tasks)  # no earlier answer still going out
+            and (not self._tasks or all(task.done() for task in self._tasks))  # none going out
             and self._echo_now(context_id, msg)
         ):
             return
@@ -458,6 +457,16 @@ class ServerAssociation(Association):
             duration=asyncio.get_running_loop().time() - self._started,
         ))
         server.forget(self)
+
+
+def _shorter(a: float | None, b: float | None) -> float | None:
+    """The shorter of two optional timeouts (None: no limit)."""
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
+
+
+_NO_DATASET = (CCancelRQ, CEchoRQ)
 
 
 def _released_before_answer() -> AssociationAborted:

@@ -124,10 +124,10 @@ class TextFormatter(_SecondCache):
 
 
 def _pairs(extras: dict[str, Any]) -> str:
-    return " ".join(
+    return " ".join([  # a list, not a generator: no frame resumed per field
         f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
         for k, v in extras.items()
-    )
+    ])
 
 
 def _plain_text_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
