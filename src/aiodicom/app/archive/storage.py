@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import errno
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from aiodicom.app.archive._storage_files import KnownDirectories, TempFiles
 from aiodicom.app.archive.head import (
     HEADER_KEYWORDS,
     PREFIX_LIMIT,
@@ -284,6 +284,8 @@ class Storage:
         self.settings = settings
         self.root = Path(settings.root)
         self.incoming = self.root / INCOMING_DIR
+        self._temps = TempFiles(self.incoming)
+        self._dirs = KnownDirectories()
         try:
             self.incoming.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -292,6 +294,13 @@ class Storage:
                 "check the path and its permissions",
                 failure=_os_failure(exc),
             ) from exc
+
+    def known_directory(self, directory: Path) -> list[Path]:
+        """Make a series directory exist; the directories created (see `KnownDirectories`)."""
+        return self._dirs.ensure(directory)
+
+    def forget_directory(self, directory: Path) -> None:
+        self._dirs.forget(directory)
 
     def path_for(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
         """The final path of an instance; every UID must be valid (they become names)."""
@@ -342,7 +351,7 @@ class Storage:
             receiving_ae_title=receiving_ae_title,
         )
         try:
-            fd, name = tempfile.mkstemp(suffix=".part", dir=self.incoming)
+            fd, name = self._temps.create()
         except OSError as exc:
             raise StorageError(
                 f"cannot create a temporary file in {self.incoming}: {exc.strerror}",
@@ -526,17 +535,26 @@ class Part10Writer:
     def _place(self, final: Path) -> StoreOutcome:
         """Move the temporary file to `final` under the duplicate policy."""
         settings = self._storage.settings
-        created = [d for d in (final.parent.parent, final.parent) if not d.is_dir()]
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if settings.duplicates is DuplicatePolicy.OVERWRITE:
-            outcome = StoreOutcome.REPLACED if final.exists() else StoreOutcome.STORED
-            os.replace(self.temp_path, final)
-        else:
-            outcome = self._place_exclusive(final)
+        created = self._storage.known_directory(final.parent)
+        try:
+            outcome = self._move(final, settings.duplicates)
+        except FileNotFoundError:  # the series directory was removed since we last saw it
+            if not self.temp_path.exists():
+                raise
+            self._storage.forget_directory(final.parent)
+            created = self._storage.known_directory(final.parent)
+            outcome = self._move(final, settings.duplicates)
         if settings.fsync:
             for directory in [final.parent, *(d.parent for d in created)]:
                 _fsync_dir(directory)
         return outcome
+
+    def _move(self, final: Path, duplicates: DuplicatePolicy) -> StoreOutcome:
+        if duplicates is DuplicatePolicy.OVERWRITE:
+            outcome = StoreOutcome.REPLACED if os.path.exists(final) else StoreOutcome.STORED
+            os.replace(self.temp_path, final)
+            return outcome
+        return self._place_exclusive(final)
 
     def _place_exclusive(self, final: Path) -> StoreOutcome:
         """Link without replacing (atomic no-clobber); fall back where links fail."""

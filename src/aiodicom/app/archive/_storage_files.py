@@ -1,0 +1,68 @@
+"""The local storage tree's file-system bookkeeping per store, kept to the system calls needed.
+
+`TempFiles` names the temporary file of each C-STORE in .incoming: opened exclusively,
+mode 0600 (as `tempfile.mkstemp`), but named by process, a token drawn once per process
+and a counter, so unique across workers without mkstemp's random name per file.
+`KnownDirectories` remembers the series directories that exist, so a store into one makes
+no `stat` or `mkdir`; one removed meanwhile is re-created when the rename into it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["KNOWN_DIRECTORIES", "KnownDirectories", "TempFiles"]
+
+KNOWN_DIRECTORIES = 4096
+"""Series directories remembered at most (then forgotten all at once)."""
+
+_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+          | getattr(os, "O_CLOEXEC", 0))
+
+
+class TempFiles:
+    """Creates the temporary files of one directory (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._prefix = f"{directory}{os.sep}"
+        self._pid = 0
+        self._token = ""
+        self._count = 0
+
+    def create(self) -> tuple[int, str]:
+        """(descriptor, path) of a new empty file; OSError if it cannot be made."""
+        pid = os.getpid()
+        if self._pid != pid:  # first use, or a forked worker: a token of its own
+            self._pid, self._token = pid, secrets.token_hex(4)
+        while True:
+            self._count += 1
+            name = f"{self._prefix}{pid}-{self._token}-{self._count}.part"
+            try:
+                return os.open(name, _FLAGS, 0o600), name
+            except FileExistsError:  # left by an earlier process with our pid and token
+                continue
+
+
+class KnownDirectories:
+    """Series directories known to exist (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+
+    def ensure(self, directory: Path) -> list[Path]:
+        """Make ``directory`` exist; returns those created (its parent, itself), whose
+        parents a durable store must fsync. Nothing is checked for one seen before."""
+        key = str(directory)
+        if key in self._known:
+            return []
+        created = [d for d in (directory.parent, directory) if not d.is_dir()]
+        directory.mkdir(parents=True, exist_ok=True)
+        if len(self._known) >= KNOWN_DIRECTORIES:
+            self._known.clear()
+        self._known.add(key)
+        return created
+
+    def forget(self, directory: Path) -> None:
+        self._known.discard(str(directory))

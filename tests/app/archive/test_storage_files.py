@@ -1,0 +1,93 @@
+"""The storage tree's per-store file-system bookkeeping (app/archive/_storage_files.py):
+temporary files unique and private without mkstemp, series directories checked once and
+re-created when removed behind our back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from aiodicom.app.archive import _storage_files
+from aiodicom.app.archive._storage_files import KnownDirectories, TempFiles
+from aiodicom.app.archive.storage import DuplicatePolicy, Storage, StorageSettings, StoreOutcome
+
+from .test_storage import EXPLICIT, SERIES, STUDY, encode, make_dataset, store
+
+
+def test_temp_files_are_new_private_and_distinct(tmp_path: Path) -> None:
+    temps = TempFiles(tmp_path)
+    made = [temps.create() for _ in range(5)]
+    try:
+        names = {name for _, name in made}
+        assert len(names) == 5
+        for fd, name in made:
+            assert Path(name).parent == tmp_path and name.endswith(".part")
+            assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+            assert f"{os.getpid()}-" in Path(name).name
+    finally:
+        for fd, _ in made:
+            os.close(fd)
+
+
+def test_a_name_taken_by_an_earlier_process_is_skipped(tmp_path: Path) -> None:
+    temps = TempFiles(tmp_path)
+    fd, first = temps.create()
+    os.close(fd)
+    # the next name (counter + 1) already exists, as a crashed process with our pid left it
+    taken = first.removesuffix("-1.part") + "-2.part"
+    Path(taken).write_bytes(b"theirs")
+    fd, second = temps.create()
+    os.close(fd)
+    assert second not in (first, taken)
+    assert Path(taken).read_bytes() == b"theirs"
+
+
+def test_known_directories_are_checked_once_and_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dirs = KnownDirectories()
+    series = tmp_path / "study" / "series"
+    assert dirs.ensure(series) == [tmp_path / "study", series]
+    assert series.is_dir()
+    shutil.rmtree(tmp_path / "study")
+    assert dirs.ensure(series) == []  # known: not checked (the rename's failure re-creates)
+    dirs.forget(series)
+    assert dirs.ensure(series) == [tmp_path / "study", series]
+    monkeypatch.setattr(_storage_files, "KNOWN_DIRECTORIES", 2)
+    for name in "abc":
+        dirs.ensure(tmp_path / name / "s")
+    assert len(dirs._known) <= 2
+
+
+@pytest.mark.parametrize("policy", list(DuplicatePolicy))
+def test_a_series_directory_removed_between_stores_is_made_again(
+        tmp_path: Path, policy: DuplicatePolicy) -> None:
+    storage = Storage(StorageSettings(root=tmp_path / "store", duplicates=policy))
+    data = encode(make_dataset(), EXPLICIT)
+    first = store(storage, data)
+    assert first.outcome is StoreOutcome.STORED
+    shutil.rmtree(tmp_path / "store" / STUDY)  # an operator cleaned up meanwhile
+    again = store(storage, data)
+    assert again.outcome is StoreOutcome.STORED
+    assert again.path == tmp_path / "store" / STUDY / SERIES / again.path.name
+    assert again.path.read_bytes()[128:132] == b"DICM"
+    assert os.listdir(tmp_path / "store" / ".incoming") == []
+
+
+def test_fsync_covers_the_directories_a_store_created(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiodicom.app.archive import storage as storage_module
+
+    synced: list[Path] = []
+    monkeypatch.setattr(storage_module, "_fsync_dir", synced.append)
+    storage = Storage(StorageSettings(root=tmp_path / "store", fsync=True))
+    data = encode(make_dataset(), EXPLICIT)
+    store(storage, data)
+    root = tmp_path / "store"
+    assert synced == [root / STUDY / SERIES, root, root / STUDY]  # new dirs' parents too
+    synced.clear()
+    store(storage, data)  # a duplicate, replaced
+    assert synced == [root / STUDY / SERIES]  # nothing created: only the file's directory
