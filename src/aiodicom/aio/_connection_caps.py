@@ -12,7 +12,6 @@ one is dropped, so a flood of stalled connections from many addresses delays leg
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -62,7 +61,8 @@ class PendingGate:
         self.per_peer = per_peer
         self.what = what
         self._items: dict[Hashable, tuple[str, Callable[[], None]]] = {}
-        self._peers: Counter[str] = Counter()
+        self._peers: dict[str, int] = {}  # a plain dict: Counter's __missing__ and
+        # __delitem__ are Python functions, called per connection
         self.refused = 0
         self.evicted = 0
 
@@ -70,11 +70,12 @@ class PendingGate:
         return len(self._items)
 
     def count(self, peer: str) -> int:
-        return self._peers[peer]
+        return self._peers.get(peer, 0)
 
     def admit(self, key: Hashable, peer: str, drop: Callable[[], None]) -> bool:
         """Count `key` from `peer`; False (caller closes it) when `peer` is at its cap."""
-        if self._peers[peer] >= self.per_peer:
+        pending = self._peers.get(peer, 0)
+        if pending >= self.per_peer:
             self.refused += 1
             if self.refused == 1 or self.refused % 100 == 0:
                 log.warning("%s from %s refused: %d in progress is the per-address limit "
@@ -92,7 +93,7 @@ class PendingGate:
             except Exception:  # pragma: no cover - a drop must never stop the accept path
                 log.exception("could not drop a pending %s", self.what)
         self._items[key] = (peer, drop)
-        self._peers[peer] += 1
+        self._peers[peer] = self._peers.get(peer, 0) + 1  # eviction may have lowered it
         return True
 
     def release(self, key: Hashable) -> None:
@@ -101,10 +102,11 @@ class PendingGate:
         if entry is None:
             return
         peer = entry[0]
-        if self._peers[peer] <= 1:
-            del self._peers[peer]
+        left = self._peers.get(peer, 0) - 1
+        if left <= 0:
+            self._peers.pop(peer, None)
         else:
-            self._peers[peer] -= 1
+            self._peers[peer] = left
 
     def drop_all(self) -> None:
         for key, (_, drop) in list(self._items.items()):

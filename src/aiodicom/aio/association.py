@@ -113,7 +113,8 @@ class Association:
         self.negotiated: NegotiatedAssociation | None = None
         self.info: AssociationInfo | None = None
         self._assembler = MessageAssembler()
-        self._send_lock = asyncio.Lock()
+        self._send_lock: asyncio.Lock | None = None
+        """Made by the first `send_message` (an inline echo answer never needs it)."""
         self._message_ids = itertools.cycle(range(1, 0x10000))
         self._pending: dict[int, _Responses] = {}
         self._invoked: OperationsWindow | None = None
@@ -261,7 +262,10 @@ class Association:
         command = encode_message(msg)
         max_pdu = self._peer_max_pdu()
         pdus = fragment_dataset(context_id, dataset, max_pdu) if dataset is not None else None
-        async with self._send_lock:
+        lock = self._send_lock
+        if lock is None:
+            lock = self._send_lock = asyncio.Lock()
+        async with lock:
             for pdu in fragment_command(context_id, command, max_pdu):
                 self._check_open()
                 protocol.send(pdu)
@@ -286,7 +290,9 @@ class Association:
     def send_pdu_now(self, pdu: bytes) -> bool:
         """Send one prebuilt P-DATA-TF synchronously if no other message is being sent."""
         protocol = self.protocol
-        if protocol is None or self._ended or self._send_lock.locked() or not protocol.can_send:
+        lock = self._send_lock
+        if protocol is None or self._ended or (lock is not None and lock.locked()) or (
+                not protocol.can_send):
             return False  # not can_send: an A-ABORT read with the request already ended it
         protocol.send((pdu,))
         return True
