@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import settings
 
 T = TypeVar("T")
+
+# No wall-clock limit on a property example: speed is measured in bench/, never asserted, and
+# Hypothesis' default 200 ms deadline turned slow examples into failures on a loaded machine.
+settings.register_profile("aiodicom", deadline=None)
+settings.load_profile("aiodicom")
 
 # Real PostgreSQL, Azurite and moto S3 servers as session fixtures (tests/services/).
 pytest_plugins = ["tests.services.fixtures"]
