@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from aiodicom.app.archive.index import Index
+from aiodicom.app.archive.index_writer import writer_for_index
 from aiodicom.app.archive.storage import DuplicatePolicy
 from aiodicom.core.dimse import Status
 from tests.app.archive.test_object_storage import (
@@ -47,5 +48,8 @@ def test_kept_existing_object_is_indexed_when_the_index_lacks_it(tmp_path: Path,
 
     assert run(main()) == [Status.SUCCESS]
     assert bucket.keys() == [key]
+    # the index row is written off the response path (index_writer): wait for it, as
+    # aiodicom serve does before it exits; the journal has it until then
+    writer_for_index(str(tmp_path / "index.sqlite"), bucket.url).flush(30)
     with Index(tmp_path / "index.sqlite") as index:
         assert index.locate(uid) == Path(key)  # acknowledged, so findable
