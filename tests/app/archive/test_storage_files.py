@@ -10,10 +10,19 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiodicom.app.archive import _storage_files
-from aiodicom.app.archive._storage_files import KnownDirectories, TempFiles
-from aiodicom.app.archive.storage import DuplicatePolicy, Storage, StorageSettings, StoreOutcome
+from aiodicom.app.archive._storage_files import KnownDirectories, TempFiles, patched_file_meta
+from aiodicom.app.archive.storage import (
+    DuplicatePolicy,
+    Storage,
+    StorageSettings,
+    StoreOutcome,
+    encode_file_meta,
+)
+from aiodicom.core.uids import is_valid_uid
 
 from .test_storage import EXPLICIT, SERIES, STUDY, encode, make_dataset, store
 
@@ -91,3 +100,23 @@ def test_fsync_covers_the_directories_a_store_created(
     synced.clear()
     store(storage, data)  # a duplicate, replaced
     assert synced == [root / STUDY / SERIES]  # nothing created: only the file's directory
+
+
+_COMPONENT = st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,9}", fullmatch=True))
+_UIDS = st.lists(_COMPONENT, min_size=1, max_size=12).map(
+    lambda parts: ".".join(parts)[:64].rstrip(".") or "1").filter(is_valid_uid)
+_AES = st.from_regex(r"[A-Z0-9_]{1,16}", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sop_class=_UIDS, instance=_UIDS, syntax=_UIDS, source=_AES, receiving=_AES)
+def test_patched_file_meta_is_what_the_encoder_makes(
+        sop_class: str, instance: str, syntax: str, source: str, receiving: str) -> None:
+    values = {"sop_class_uid": sop_class, "sop_instance_uid": instance,
+              "transfer_syntax_uid": syntax, "source_ae_title": source,
+              "receiving_ae_title": receiving}
+    expected = encode_file_meta(**values)
+    assert patched_file_meta(encode_file_meta, **values) == expected
+    other = "9" * len(instance)  # same shape, another instance: the cached template patched
+    assert patched_file_meta(encode_file_meta, **{**values, "sop_instance_uid": other}) \
+        == encode_file_meta(**{**values, "sop_instance_uid": other})

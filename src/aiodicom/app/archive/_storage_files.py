@@ -9,11 +9,13 @@ no `stat` or `mkdir`; one removed meanwhile is re-created when the rename into i
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["KNOWN_DIRECTORIES", "KnownDirectories", "TempFiles"]
+__all__ = ["KNOWN_DIRECTORIES", "KnownDirectories", "TempFiles", "patched_file_meta"]
 
 KNOWN_DIRECTORIES = 4096
 """Series directories remembered at most (then forgotten all at once)."""
@@ -66,3 +68,31 @@ class KnownDirectories:
 
     def forget(self, directory: Path) -> None:
         self._known.discard(str(directory))
+
+
+_INSTANCE_HEADER = b"\x02\x00\x03\x00UI"  # (0002,0003) Media Storage SOP Instance UID
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_template(encode: Callable[..., bytes], sop_class_uid: str, instance_length: int,
+                   transfer_syntax_uid: str, source_ae_title: str,
+                   receiving_ae_title: str) -> tuple[bytes, int]:
+    wire = encode(sop_class_uid=sop_class_uid, sop_instance_uid="1" * instance_length,
+                  transfer_syntax_uid=transfer_syntax_uid, source_ae_title=source_ae_title,
+                  receiving_ae_title=receiving_ae_title)
+    return wire, wire.index(_INSTANCE_HEADER) + len(_INSTANCE_HEADER) + 2
+
+
+def patched_file_meta(encode: Callable[..., bytes], *, sop_class_uid: str,
+                      sop_instance_uid: str, transfer_syntax_uid: str, source_ae_title: str,
+                      receiving_ae_title: str) -> bytes:
+    """What ``encode`` (`storage.encode_file_meta`) makes of these values, built once per
+    (class, instance UID length, syntax, AE titles) and the instance UID patched in: only
+    it varies from store to store. The caller has validated every value (an invalid one
+    would be refused by ``encode``, never patched in); tests/app/archive/
+    test_storage_files.py holds the two byte for byte equal."""
+    wire, at = _meta_template(encode, sop_class_uid, len(sop_instance_uid),
+                              transfer_syntax_uid, source_ae_title, receiving_ae_title)
+    meta = bytearray(wire)
+    meta[at:at + len(sop_instance_uid)] = sop_instance_uid.encode("ascii")
+    return bytes(meta)

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from aiodicom.app.archive._storage_files import KnownDirectories, TempFiles
+from aiodicom.app.archive._storage_files import KnownDirectories, TempFiles, patched_file_meta
 from aiodicom.app.archive.head import (
     HEADER_KEYWORDS,
     PREFIX_LIMIT,
@@ -212,7 +212,8 @@ def check_request(
 ) -> CheckedRequest:
     """Validate a C-STORE's UIDs (a trailing NUL pad accepted) and AE titles, and encode
     the File Meta Information; raises `InvalidStorageRequest`. Every backend starts here."""
-    meta = encode_file_meta(
+    meta = patched_file_meta(  # every value validated first, as encode_file_meta would
+        encode_file_meta,
         sop_class_uid=_uid_arg(sop_class_uid, "Affected SOP Class UID"),
         sop_instance_uid=_uid_arg(sop_instance_uid, "Affected SOP Instance UID"),
         transfer_syntax_uid=_uid_arg(transfer_syntax_uid, "Transfer Syntax UID"),
