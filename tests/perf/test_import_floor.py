@@ -18,10 +18,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import write_ct
 
 AIODICOM = str(Path(sys.executable).with_name("aiodicom"))
-LISTENING = re.compile(r"listening for dicom on [0-9.]+:(\d+)")
+LISTENING = re.compile(r"listening for dicom(?:\+tls)? on [0-9.]+:(\d+)")
 
 LAZY = (
     "pydicom", "cryptography", "jwt", "requests", "urllib3", "email", "http.client",
@@ -31,7 +33,9 @@ LAZY = (
     "asyncpg", "obstore", "aiodicom.app.archive.object_storage",
     "prometheus_client", "aiodicom.app.server.workers",
 )
-"""Modules a default plain `aiodicom serve` has no use for (packages: any submodule too)."""
+"""Modules a default plain `aiodicom serve` has no use for (packages: any submodule too).
+A mutual-TLS server needs cryptography (it parses the client's certificate; its x509 module
+imports email), none of the others."""
 
 _SERVER = """
 import atexit, sys
@@ -46,11 +50,22 @@ def _loaded(modules: set[str], name: str) -> bool:
     return name in modules or any(m.startswith(name + ".") for m in modules)
 
 
-def test_default_serve_does_not_import_unused_features(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["plain", "tls"])
+def test_default_serve_does_not_import_unused_features(tmp_path: Path, transport: str) -> None:
     out = tmp_path / "modules.txt"
+    listen: list[str] = ["--port", "0"]
+    client: list[str] = []
+    if transport == "tls":
+        from aiodicom.app.pki import ensure_dev_pki
+
+        dev = ensure_dev_pki(tmp_path / "pki")
+        listen = ["--tls-port", "0", "--cert", str(dev.server_cert), "--key",
+                  str(dev.server_key), "--ca", str(dev.ca_cert)]
+        client = ["--tls", "--cert", str(dev.client_cert), "--key", str(dev.client_key),
+                  "--ca", str(dev.ca_cert)]
     proc = subprocess.Popen(
         [sys.executable, "-c", _SERVER, str(out), "serve", "--storage", str(tmp_path / "s"),
-         "--port", "0", "--log-level", "info"],
+         *listen, "--log-level", "info"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []
@@ -71,11 +86,11 @@ def test_default_serve_does_not_import_unused_features(tmp_path: Path) -> None:
             assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.02)
         port = str(ports[0])
-        echo = subprocess.run([AIODICOM, "echo", "127.0.0.1", port], capture_output=True,
-                              text=True, timeout=60, check=False)
+        echo = subprocess.run([AIODICOM, "echo", "127.0.0.1", port, *client],
+                              capture_output=True, text=True, timeout=60, check=False)
         assert echo.returncode == 0, echo.stderr
         ct = write_ct(tmp_path / "ct.dcm")
-        store = subprocess.run([AIODICOM, "store", "127.0.0.1", port, str(ct), "-q"],
+        store = subprocess.run([AIODICOM, "store", "127.0.0.1", port, str(ct), "-q", *client],
                                capture_output=True, text=True, timeout=60, check=False)
         assert store.returncode == 0, store.stderr
     finally:
@@ -88,7 +103,10 @@ def test_default_serve_does_not_import_unused_features(tmp_path: Path) -> None:
     assert list((tmp_path / "s").rglob("*.dcm")), "the instance was not stored"
     modules = set(out.read_text().split())
     assert "aiodicom.aio.server" in modules and "aiodicom.app.archive.storage" in modules
-    loaded = [name for name in LAZY if _loaded(modules, name)]
+    assert _loaded(modules, "cryptography") == (transport == "tls")
+    needed = {"cryptography", "email"} if transport == "tls" else set()  # x509 imports email
+    lazy = [name for name in LAZY if name not in needed]
+    loaded = [name for name in lazy if _loaded(modules, name)]
     assert loaded == [], f"a default aiodicom serve imported {loaded}"
 
 
