@@ -61,8 +61,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._on_connection_made = on_connection_made
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        self._writable: asyncio.Event | None = None
+        """Cleared while the transport is paused; made on the first pause (most never do)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._reading_paused = False
@@ -108,7 +108,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close_error = exc
-        self._writable.set()  # wake senders; they will see the association is gone
+        if self._writable is not None:
+            self._writable.set()  # wake senders; they will see the association is gone
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -118,10 +119,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
             self.closed.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        if self._writable is None:
+            self._writable = asyncio.Event()  # made unset: paused
+        else:
+            self._writable.clear()
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        if self._writable is not None:
+            self._writable.set()
 
     # -- local requests: the association asks, the upper layer decides, we apply -------------
 
@@ -176,8 +181,9 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     async def drain(self) -> None:
         """Wait until the transport takes more; raises if the connection is gone."""
-        if not self._writable.is_set():
-            await self._writable.wait()
+        writable = self._writable
+        if writable is not None and not writable.is_set():
+            await writable.wait()
         if self.closed.done():
             raise AssociationAborted(2, 0, "the connection closed while sending")
 
