@@ -114,7 +114,9 @@ def test_same_answer_on_generated_data_sets(ds: Dataset, syntax: str) -> None:
         assert answer is not None, "the fast path declined an ordinary data set"
         assert answer["SOPInstanceUID"] == ds.SOPInstanceUID
         if ds["PatientName"].VM == 1:  # several values print as a list
-            assert answer["PatientName"] == str(ds.PatientName).strip(" \x00")
+            # padding stripped, an inner NUL dropped from the index copy (b1b8b8f)
+            expected = str(ds.PatientName).strip(" \x00").replace("\x00", "")
+            assert answer["PatientName"] == expected
 
 
 @settings(max_examples=300, deadline=None)
