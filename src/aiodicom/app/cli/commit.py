@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiodicom.aio.client import connect
 from aiodicom.aio.commitment import (
     CommitResult,
     Reference,
@@ -95,6 +94,7 @@ def add_commit_parser(sub: Any, ae_flags: Any, tls_flags: Any, func: Any) -> Non
 
 
 def commit_main(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
+    from aiodicom.aio.client import connect  # not at import: every command builds this parser
     from aiodicom.app.cli.client import iter_files
 
     files: list[Path] = []
