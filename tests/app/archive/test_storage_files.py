@@ -120,3 +120,19 @@ def test_patched_file_meta_is_what_the_encoder_makes(
     other = "9" * len(instance)  # same shape, another instance: the cached template patched
     assert patched_file_meta(encode_file_meta, **{**values, "sop_instance_uid": other}) \
         == encode_file_meta(**{**values, "sop_instance_uid": other})
+
+
+def test_validate_uid_remembers_only_what_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_storage_files, "_VALID_UIDS", set())
+    assert _storage_files.validate_uid("1.2.3", "X") == "1.2.3"
+    assert "1.2.3" in _storage_files._VALID_UIDS
+    for bad in ("1.02.3", "", "1..2", 5):
+        with pytest.raises(ValueError, match="X"):
+            _storage_files.validate_uid(bad, "X")
+        with pytest.raises(ValueError, match="X"):  # not remembered: refused again
+            _storage_files.validate_uid(bad, "X")
+    assert set(_storage_files._VALID_UIDS) == {"1.2.3"}
+    monkeypatch.setattr(_storage_files, "KNOWN_DIRECTORIES", 2)
+    for uid in ("1.1", "1.2", "1.3"):
+        _storage_files.validate_uid(uid, "X")
+    assert len(_storage_files._VALID_UIDS) <= 2

@@ -15,7 +15,10 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["KNOWN_DIRECTORIES", "KnownDirectories", "TempFiles", "patched_file_meta"]
+from aiodicom.core.uids import validate_uid as _validate_uid
+
+__all__ = ["KNOWN_DIRECTORIES", "KnownDirectories", "TempFiles", "patched_file_meta",
+           "validate_uid"]
 
 KNOWN_DIRECTORIES = 4096
 """Series directories remembered at most (then forgotten all at once)."""
@@ -96,3 +99,19 @@ def patched_file_meta(encode: Callable[..., bytes], *, sop_class_uid: str,
     meta = bytearray(wire)
     meta[at:at + len(sop_instance_uid)] = sop_instance_uid.encode("ascii")
     return bytes(meta)
+
+
+_VALID_UIDS: set[str] = set()
+
+
+def validate_uid(value: object, what: str) -> str:
+    """`aiodicom.core.uids.validate_uid`, remembering the values that passed: a store
+    checks its class, syntax, study and series UIDs several times and they repeat from
+    store to store (a bounded set, forgotten all at once)."""
+    if value in _VALID_UIDS:
+        return str(value)  # only str values are ever added
+    checked = _validate_uid(value, what)
+    if len(_VALID_UIDS) >= KNOWN_DIRECTORIES:
+        _VALID_UIDS.clear()
+    _VALID_UIDS.add(checked)
+    return checked

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from aiodicom.app.archive._storage_files import KnownDirectories, TempFiles, patched_file_meta
+from aiodicom.app.archive import _storage_files as files
 from aiodicom.app.archive.head import (
     HEADER_KEYWORDS,
     PREFIX_LIMIT,
@@ -35,7 +35,7 @@ from aiodicom.app.archive.head import (
 from aiodicom.core.ae_titles import validate_ae_title
 from aiodicom.core.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from aiodicom.core.part10 import encode_file_meta as core_encode_file_meta
-from aiodicom.core.uids import strip_uid_padding, validate_uid
+from aiodicom.core.uids import strip_uid_padding
 from aiodicom.errors import DicomError
 
 __all__ = [
@@ -163,7 +163,8 @@ def _check_ae(value: str, what: str) -> str:
 
 def _uid_arg(value: str, what: str) -> str:
     try:
-        return validate_uid(strip_uid_padding(value) if isinstance(value, str) else value, what)
+        value = strip_uid_padding(value) if isinstance(value, str) else value
+        return files.validate_uid(value, what)
     except ValueError as exc:
         raise InvalidStorageRequest(f"{exc}; the instance was not stored") from None
 
@@ -212,7 +213,7 @@ def check_request(
 ) -> CheckedRequest:
     """Validate a C-STORE's UIDs (a trailing NUL pad accepted) and AE titles, and encode
     the File Meta Information; raises `InvalidStorageRequest`. Every backend starts here."""
-    meta = patched_file_meta(  # every value validated first, as encode_file_meta would
+    meta = files.patched_file_meta(  # every value validated first, as encode_file_meta would
         encode_file_meta,
         sop_class_uid=_uid_arg(sop_class_uid, "Affected SOP Class UID"),
         sop_instance_uid=_uid_arg(sop_instance_uid, "Affected SOP Instance UID"),
@@ -249,7 +250,7 @@ def check_header(attributes: Mapping[str, str], *, sop_instance_uid: str,
         ("SeriesInstanceUID", "Series Instance UID"),
     ):
         try:
-            validate_uid(attributes[keyword], f"the data set's {what}")
+            files.validate_uid(attributes[keyword], f"the data set's {what}")
         except ValueError as exc:
             raise StorageError(
                 f"{exc}; nothing was stored", failure=StorageFailure.INVALID_DATASET
@@ -285,8 +286,8 @@ class Storage:
         self.settings = settings
         self.root = Path(settings.root)
         self.incoming = self.root / INCOMING_DIR
-        self._temps = TempFiles(self.incoming)
-        self._dirs = KnownDirectories()
+        self._temps = files.TempFiles(self.incoming)
+        self._dirs = files.KnownDirectories()
         try:
             self.incoming.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -307,9 +308,9 @@ class Storage:
         """The final path of an instance; every UID must be valid (they become names)."""
         return (
             self.root
-            / validate_uid(study_uid, "Study Instance UID")
-            / validate_uid(series_uid, "Series Instance UID")
-            / f"{validate_uid(sop_instance_uid, 'SOP Instance UID')}.dcm"
+            / files.validate_uid(study_uid, "Study Instance UID")
+            / files.validate_uid(series_uid, "Series Instance UID")
+            / f"{files.validate_uid(sop_instance_uid, 'SOP Instance UID')}.dcm"
         )
 
     def purge_incoming(self, older_than: float) -> int:
