@@ -33,7 +33,6 @@ One `UpperLayer` serves one connection (PS3.8 §9.1: one association per connect
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
 from aiodicom.core.buffer import ReadableBuffer, ReceiveBuffer
@@ -229,7 +228,7 @@ class UpperLayer:
         if max_associate_length is not None:
             first = min(max_pdu_length, max_associate_length)
         self._rx = ReceiveBuffer(first, staging_size)
-        self._events: deque[Primitive] = deque()
+        self._events: list[Primitive] = []  # a few at a time: a deque's block is ~700 B
         self._out: list[ReadableBuffer] = []
         self._close_requested = False
         self._artim_timeout = artim_timeout
@@ -251,7 +250,7 @@ class UpperLayer:
 
     def next_event(self) -> Primitive | None:
         """The oldest primitive not yet taken, or None."""
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def data_to_send(self) -> list[ReadableBuffer]:
         """Everything to write, in order (for ``writelines``); the list is handed over."""
