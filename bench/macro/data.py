@@ -84,6 +84,7 @@ def make_big_ct(path: Path, size_bytes: int) -> int:
     """Write one CT whose Pixel Data is about `size_bytes`; return the pixel data length."""
     rows, columns = big_shape(size_bytes)
     length = rows * columns * 2
+    path.parent.mkdir(parents=True, exist_ok=True)  # `--only big` runs no series first
     ds = _ct(rows, columns, generate_uid(), generate_uid(), 1)
     dcmwrite(path, ds, enforce_file_format=True)
     block = pixel_bytes(_CHUNK)
