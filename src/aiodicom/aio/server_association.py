@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiodicom.aio import _setup_memo
+from aiodicom.aio._response_templates import store_response_pdu
 from aiodicom.aio.admission import Admission, Decision
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
 from aiodicom.aio.commitment import serve_commitment
@@ -355,8 +356,17 @@ class ServerAssociation(Association):
                 response = _refusal(msg, Status.UNRECOGNIZED_OPERATION)
             if response is None:
                 return
+            pdu = None
+            if body is None and isinstance(response, CStoreRSP) and (
+                    response.affected_sop_instance_uid):
+                # the whole P-DATA-TF from a template (aio/_response_templates.py), sent now
+                pdu = store_response_pdu(
+                    context_id, response.message_id_being_responded_to,
+                    response.affected_sop_class_uid or "", response.affected_sop_instance_uid,
+                    int(response.status), self.negotiated.peer_max_pdu_length)
             with contextlib.suppress(AssociationAborted):
-                await self.send_message(context_id, response, body)
+                if pdu is None or not self.send_pdu_now(pdu):  # busy or gone: the general way
+                    await self.send_message(context_id, response, body)
             self.server.notify(RequestCompleted(
                 info=self.info,
                 service=message_name(msg).removesuffix("-RQ"),
