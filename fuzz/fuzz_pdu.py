@@ -12,6 +12,8 @@ Properties:
   A-ASSOCIATE-RQ/AC is skipped (PS3.8 §9.3.1), and reserved bits 2-7 set in every PDV
   message control header are not tested (Annex E.2): both decode to the same PDU, whose
   canonical encoding drops them.
+- the presentation-context fast path (issue 18) is invisible: an A-ASSOCIATE-RQ decodes to
+  the same PDU, or is refused with the same text, offset and reason, with it off.
 
 Run: ``python fuzz/fuzz_pdu.py [libFuzzer flags] fuzz/corpus/fuzz_pdu``
 (``-dict=fuzz/dicom.dict`` helps). Replay: ``fuzz_pdu.one_input(data)``.
@@ -25,6 +27,7 @@ import sys
 from fuzz_reader import instrumented, run_fuzzer
 
 with instrumented():
+    from aiodicom.core import _item_codec
     from aiodicom.core.pdu import (
         PDU,
         AAssociateAC,
@@ -78,8 +81,27 @@ def lenient(data: bytes, pdu: PDU) -> None:
         assert decode_pdu_bytes(bytes(marked)) == pdu
 
 
+def outcome(data: bytes) -> object:
+    """The decoded PDU, or the refusal's text, offset and reason."""
+    try:
+        return decode_pdu_bytes(data)
+    except InvalidPDU as exc:
+        return str(exc), exc.offset, exc.reason
+
+
+def without_fast_path(data: bytes) -> object:
+    _item_codec.CONTEXT_FAST_PATH = False
+    try:
+        return outcome(data)
+    finally:
+        _item_codec.CONTEXT_FAST_PATH = True
+
+
 def one_input(data: bytes) -> None:
     """One fuzz case; raises AssertionError (or anything unexpected) on a bug."""
+    if data[:1] == b"\x01":
+        fast, general = outcome(data), without_fast_path(data)
+        assert fast == general, (fast, general)
     pdu = decode_or_none(data)
     if len(data) >= 6:
         body = memoryview(bytearray(data[6:]))

@@ -15,6 +15,8 @@ import struct
 from collections.abc import Callable
 from typing import Final, NoReturn
 
+from aiodicom.core._context_fastpath import context_rq_common
+from aiodicom.core._uid_cache import uid_bytes, wire_uid
 from aiodicom.core.ae_titles import (
     AE_TITLE_FIELD_LENGTH,
     decode_ae_title_field,
@@ -27,7 +29,6 @@ from aiodicom.core.items import (
     PresentationContextRQ,
     PresentationResult,
 )
-from aiodicom.core.uids import is_uid_syntax, uid_from_wire
 from aiodicom.core.user_items import (
     AsyncOperationsWindow,
     RoleSelection,
@@ -66,7 +67,7 @@ _WINDOW: Final = struct.Struct(">BxHHH")
 def decode_uid(r: Reader, n: int, what: str) -> str:
     """A UID of ``n`` bytes under the wire rule (`aiodicom.core.uids.uid_from_wire`)."""
     raw = bytes(r.take(n, what))
-    uid = uid_from_wire(raw)
+    uid = wire_uid(raw)
     if uid is None:
         shown = raw[:-1] if raw[-1:] == b"\0" else raw
         raise InvalidPDU(
@@ -77,9 +78,10 @@ def decode_uid(r: Reader, n: int, what: str) -> str:
 
 def check_uid(uid: str, what: str) -> bytes:
     """The UID's bytes, or ValueError if it breaks the wire rule (`is_uid_syntax`)."""
-    if not is_uid_syntax(uid):
+    raw = uid_bytes(uid)
+    if raw is None:
         raise ValueError(f"{what} {uid!r} is not a UID (1-64 digits and dots)")
-    return uid.encode("ascii")
+    return raw
 
 
 def decode_ae_title(r: Reader, what: str, *, strict: bool) -> str:
@@ -186,8 +188,20 @@ def _context_id(r: Reader) -> int:
 # -- presentation contexts (items 0x20, 0x21) -------------------------------------------------
 
 
+CONTEXT_FAST_PATH = True
+"""Off only in tests and fuzz_pdu's differential check (fast path vs general decoder)."""
+
+
 def decode_context_rq(r: Reader) -> PresentationContextRQ:
     """Item 0x20: context ID, 3 reserved, one 0x30 and one or more 0x40 (PS3.8 §9.3.2.2)."""
+    if CONTEXT_FAST_PATH:
+        pc = context_rq_common(r)
+        if pc is not None:
+            return pc
+    return _decode_context_rq_general(r)
+
+
+def _decode_context_rq_general(r: Reader) -> PresentationContextRQ:
     end = r.offset + r.remaining
     cid = _context_id(r)
     r.skip(3, "presentation context reserved bytes")
