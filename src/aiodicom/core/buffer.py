@@ -228,7 +228,7 @@ class ReceiveBuffer:
         self._body_fill = 0
         self._body_len = 0
         self._body_type = 0
-        self._ready: deque[RawPDU] = deque()
+        self._ready: deque[RawPDU] | None = None  # made per batch: an idle connection holds none
         self._stream_offset = 0
 
     @property
@@ -288,15 +288,28 @@ class ReceiveBuffer:
 
     def next_pdu(self) -> RawPDU | None:
         """The oldest complete PDU, or None."""
-        return self._ready.popleft() if self._ready else None
+        ready = self._ready
+        if ready is None:
+            return None
+        pdu = ready.popleft()
+        if not ready:
+            self._ready = None
+        return pdu
 
     def __iter__(self) -> ReceiveBuffer:
         return self
 
     def __next__(self) -> RawPDU:
-        if self._ready:
-            return self._ready.popleft()
-        raise StopIteration
+        pdu = self.next_pdu()
+        if pdu is None:
+            raise StopIteration
+        return pdu
+
+    def _complete(self, pdu: RawPDU) -> None:
+        ready = self._ready
+        if ready is None:
+            ready = self._ready = deque()
+        ready.append(pdu)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -319,7 +332,7 @@ class ReceiveBuffer:
             if have >= length:
                 # Whole PDU in the staging area: copy it out (it is at most staging-sized).
                 body = bytearray(stage[start : start + length])
-                self._ready.append(RawPDU(pdu_type, memoryview(body)))
+                self._complete(RawPDU(pdu_type, memoryview(body)))
                 pos = start + length
                 self._stream_offset += PDU_HEADER_LENGTH + length
                 continue
@@ -360,7 +373,7 @@ class ReceiveBuffer:
         view = memoryview(body)
         if len(body) != self._body_len:  # pragma: no cover - grow always ends exact
             view = view[: self._body_len]
-        self._ready.append(RawPDU(self._body_type, view))
+        self._complete(RawPDU(self._body_type, view))
         self._stream_offset += self._body_len
         self._body = None
         self._body_fill = 0
