@@ -293,3 +293,55 @@ def test_direct_ended_line_falls_back_when_the_write_fails(
         info=INFO, peer_address=INFO.peer_address, aborted=False, reason="released",
         bytes_received=7, duration=0.25))
     assert len(errors) == 1 and errors[0].getMessage().startswith("association 42 released")
+
+
+def _end(context: AssociationContext) -> None:
+    LogObserver(context=context)(AssociationEnded(
+        info=INFO, peer_address=INFO.peer_address, aborted=False, reason="released",
+        bytes_received=7, duration=0.25))
+
+
+def test_direct_ended_line_is_not_written_twice_when_the_flush_fails(
+        aiodicom_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write succeeded, its flush failed (disk full): logging's own emit reports the
+    error once and does not write the line again; neither may the direct path."""
+    context = AssociationContext()
+    logger, stream = _capture(TextFormatter(), context)
+    logger.setLevel(logging.INFO)
+    handler = logger.handlers[0]
+    errors: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", errors.append)
+
+    def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stream, "flush", full)
+    _end(context)  # the association path does not see the error
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "association 42 released" in lines[0]
+    assert len(errors) == 1 and errors[0].getMessage().startswith("association 42 released")
+
+
+def test_direct_ended_line_stamps_under_the_handler_lock(
+        aiodicom_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formatter's one-second cache is shared with every thread logging through the
+    handler (the index writer's), which uses it under the handler's lock; so must the
+    direct path, or a torn cache stamps a line with another second."""
+    context = AssociationContext()
+    logger, stream = _capture(TextFormatter(), context)
+    logger.setLevel(logging.INFO)
+    handler = logger.handlers[0]
+    formatter = handler.formatter
+    assert isinstance(formatter, TextFormatter)
+    held: list[bool] = []
+    stamp = formatter.stamp
+
+    def spy(created: float, msecs: float, datefmt: str | None = None) -> str:
+        assert handler.lock is not None
+        held.append(handler.lock._is_owned())  # type: ignore[attr-defined]
+        return stamp(created, msecs, datefmt)
+
+    monkeypatch.setattr(formatter, "stamp", spy)
+    _end(context)
+    assert "association 42 released" in stream.getvalue()
+    assert held == [True]

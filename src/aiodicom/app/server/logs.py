@@ -249,27 +249,29 @@ def _write_ended(name: str, handler: logging.StreamHandler[Any], fields: dict[st
                  args: tuple[Any, ...]) -> bool:
     """Write the line ``handler`` would write for `LogObserver`'s end-of-association INFO
     record of logger ``name``, without building the record: LogRecord, Logger and Handler
-    machinery are most of the line's cost. The same text, time stamp and handler lock.
-    False if the message spans lines (the formatter puts the fields after its first) or
-    the write fails: the caller then logs through `logging`, which reports the error."""
+    machinery are most of the line's cost. The same text, time stamp and handler lock (the
+    formatter's time stamp cache is shared with other threads' records: used under it).
+    False if the message spans lines (the formatter puts the fields after its first): the
+    caller then logs it. A failed write is reported as emit reports it (`handleError`,
+    once) and never retried: the line may be partly written."""
     message = _ENDED % args
     if "\n" in message:
         return False
     created = time.time()
     formatter = handler.formatter
     assert isinstance(formatter, TextFormatter)
-    asctime = formatter.stamp(created, int((created - int(created)) * 1000) + 0.0)
-    line = (f"{asctime} {logging.getLevelName(logging.INFO)} {name}: {message} "
-            f"[{_pairs(fields)}]{handler.terminator}")
+    handler.acquire()
     try:
-        handler.acquire()
-        try:
-            handler.stream.write(line)
-            handler.flush()
-        finally:
-            handler.release()
+        asctime = formatter.stamp(created, int((created - int(created)) * 1000) + 0.0)
+        line = (f"{asctime} {logging.getLevelName(logging.INFO)} {name}: {message} "
+                f"[{_pairs(fields)}]{handler.terminator}")
+        handler.stream.write(line)
+        handler.flush()
     except Exception:
-        return False
+        handler.handleError(logging.getLogger(name).makeRecord(
+            name, logging.INFO, "(unknown file)", 0, _ENDED, args, None, extra=fields))
+    finally:
+        handler.release()
     return True
 
 
