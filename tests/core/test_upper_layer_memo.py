@@ -108,3 +108,20 @@ def test_bounded_least_recently_used_goes_first() -> None:
         assert len(upper_layer._RQ_MEMO) <= RQ_MEMO_ENTRIES
     assert len(upper_layer._RQ_MEMO) == RQ_MEMO_ENTRIES
     assert indication(rq_bytes("AE0")) is not None  # evicted long ago: decoded again
+
+
+@pytest.mark.parametrize("identity_type", [0, 6, 255])
+def test_user_identity_of_an_unknown_type_is_never_kept(identity_type: int) -> None:
+    # The decoder ignores a 0x58 sub-item of a type it does not know (PS3.7 D.1): the RQ
+    # value carries no identity, but the body bytes (the memo's key) still hold its secret.
+    known = UserIdentityRQ(identity_type=UserIdentityType.USERNAME_AND_PASSCODE,
+                           positive_response_requested=False, primary_field=b"alice",
+                           secondary_field=b"s3cret")
+    data = bytearray(rq_bytes(identity=known))
+    at = data.index(b"\x58\x00")
+    assert data[at + 4] == UserIdentityType.USERNAME_AND_PASSCODE
+    data[at + 4] = identity_type
+    first = indication(bytes(data))
+    assert first.user_information.user_identity_rq is None
+    assert upper_layer._RQ_MEMO == {}
+    assert not any(b"s3cret" in key for key in upper_layer._RQ_MEMO)

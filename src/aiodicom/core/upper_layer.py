@@ -160,8 +160,9 @@ def decode_associate_rq_memo(body: ReadableBuffer) -> PDU:
     body bytes and handed out again: the same object, which lets the shell memoize the
     negotiation by identity. Never kept: a body over `RQ_MEMO_MAX_BODY`, a malformed one
     (`InvalidPDU` is raised every time, as by `decode_pdu`) and an RQ with a user identity
-    sub-item (it carries a secret; nothing of it outlives its association). Bounded
-    (`RQ_MEMO_ENTRIES`): a peer sending distinct RQs only turns hits into misses.
+    sub-item of any identity type (it carries a secret; nothing of it outlives its
+    association). Bounded (`RQ_MEMO_ENTRIES`): a peer sending distinct RQs only turns hits
+    into misses.
     """
     if len(body) > RQ_MEMO_MAX_BODY:
         return decode_pdu(PDUType.A_ASSOCIATE_RQ, body)
@@ -170,13 +171,36 @@ def decode_associate_rq_memo(body: ReadableBuffer) -> PDU:
     if rq is None:
         pdu = decode_pdu(PDUType.A_ASSOCIATE_RQ, key)  # decoded from the copy: no view kept
         assert isinstance(pdu, AAssociateRQ)
-        if pdu.user_information.user_identity_rq is not None:
+        if pdu.user_information.user_identity_rq is not None or _has_identity_item(key):
             return pdu
         rq = pdu
         if len(_RQ_MEMO) >= RQ_MEMO_ENTRIES:
             del _RQ_MEMO[next(iter(_RQ_MEMO))]
     _RQ_MEMO[key] = rq
     return rq
+
+
+_RQ_ITEMS_AT = 68
+"""Where an A-ASSOCIATE-RQ body's variable items begin (PS3.8 Table 9-11)."""
+_USER_INFORMATION, _USER_IDENTITY_RQ = 0x50, 0x58
+
+
+def _has_identity_item(body: bytes) -> bool:
+    """True if a user identity sub-item (0x58) is in ``body``, of any identity type: the
+    decoder ignores a type it does not know (PS3.7 D.1), but its secret is in these bytes.
+    ``body`` has decoded, so its items are framed; a truncated one ends the walk."""
+    pos, end = _RQ_ITEMS_AT, len(body)
+    while pos + 4 <= end:
+        kind, length = body[pos], int.from_bytes(body[pos + 2 : pos + 4], "big")
+        pos += 4
+        if kind == _USER_INFORMATION:
+            sub, stop = pos, min(pos + length, end)
+            while sub + 4 <= stop:
+                if body[sub] == _USER_IDENTITY_RQ:
+                    return True
+                sub += 4 + int.from_bytes(body[sub + 2 : sub + 4], "big")
+        pos += length
+    return False
 
 
 class UpperLayer:
