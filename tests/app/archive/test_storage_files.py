@@ -136,3 +136,30 @@ def test_validate_uid_remembers_only_what_passed(monkeypatch: pytest.MonkeyPatch
     for uid in ("1.1", "1.2", "1.3"):
         _storage_files.validate_uid(uid, "X")
     assert len(_storage_files._VALID_UIDS) <= 2
+
+
+def test_fsync_covers_what_both_tries_created_when_the_series_vanished_in_between(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first store of a study creates its study and series directories; the series is
+    removed before the rename (which fails, ENOENT), so it is made again: the study's new
+    entry in the root still needs its fsync, or a power cut can lose an acknowledged file."""
+    from aiodicom.app.archive import storage as storage_module
+
+    synced: list[Path] = []
+    monkeypatch.setattr(storage_module, "_fsync_dir", synced.append)
+    move = storage_module.Part10Writer._move
+    tries: list[Path] = []
+
+    def vanishing(self: storage_module.Part10Writer, final: Path,
+                  duplicates: DuplicatePolicy) -> StoreOutcome:
+        tries.append(final)
+        if len(tries) == 1:
+            final.parent.rmdir()  # removed between the mkdir and the rename
+        return move(self, final, duplicates)
+
+    monkeypatch.setattr(storage_module.Part10Writer, "_move", vanishing)
+    storage = Storage(StorageSettings(root=tmp_path / "store", fsync=True))
+    stored = store(storage, encode(make_dataset(), EXPLICIT))
+    root = tmp_path / "store"
+    assert len(tries) == 2 and stored.path.parent == root / STUDY / SERIES
+    assert root in synced and root / STUDY in synced  # the study's entry and the series'

@@ -544,10 +544,10 @@ class Part10Writer:
             if not self.temp_path.exists():
                 raise
             self._storage.forget_directory(final.parent)
-            created = self._storage.known_directory(final.parent)
+            created += self._storage.known_directory(final.parent)  # both tries' need sync
             outcome = self._move(final, settings.duplicates)
         if settings.fsync:
-            for directory in [final.parent, *(d.parent for d in created)]:
+            for directory in dict.fromkeys([final.parent, *(d.parent for d in created)]):
                 _fsync_dir(directory)
         return outcome
 
