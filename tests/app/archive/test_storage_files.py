@@ -61,6 +61,8 @@ def test_known_directories_are_checked_once_and_bounded(
     series = tmp_path / "study" / "series"
     assert dirs.ensure(series) == [tmp_path / "study", series]
     assert series.is_dir()
+    assert dirs.ensure(series) == [tmp_path / "study", series]  # not synced yet: again
+    dirs.synced(series)
     shutil.rmtree(tmp_path / "study")
     assert dirs.ensure(series) == []  # known: not checked (the rename's failure re-creates)
     dirs.forget(series)
@@ -163,3 +165,40 @@ def test_fsync_covers_what_both_tries_created_when_the_series_vanished_in_betwee
     root = tmp_path / "store"
     assert len(tries) == 2 and stored.path.parent == root / STUDY / SERIES
     assert root in synced and root / STUDY in synced  # the study's entry and the series'
+
+
+def test_fsync_syncs_the_parents_a_failed_store_created_at_the_next_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing disk: the first store of a series makes its study and series directories,
+    then its rename fails (ENOSPC) and it is refused. The next store into that series finds
+    the directories but their entries were never synced: it must sync them before its
+    success is sent, or a power cut loses the acknowledged file with its directory."""
+    import errno
+
+    from aiodicom.app.archive import storage as storage_module
+
+    synced: list[Path] = []
+    monkeypatch.setattr(storage_module, "_fsync_dir", synced.append)
+    move = storage_module.Part10Writer._move
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def failing_once(self: storage_module.Part10Writer, final: Path,
+                     duplicates: DuplicatePolicy) -> StoreOutcome:
+        if failures:
+            raise failures.pop()
+        return move(self, final, duplicates)
+
+    monkeypatch.setattr(storage_module.Part10Writer, "_move", failing_once)
+    storage = Storage(StorageSettings(root=tmp_path / "store", fsync=True))
+    root = tmp_path / "store"
+    with pytest.raises(storage_module.StorageError):
+        store(storage, encode(make_dataset(), EXPLICIT))
+    assert (root / STUDY / SERIES).is_dir() and synced == []
+    other = "1.2.826.0.1.3680043.8.498.99"
+    stored = store(storage, encode(make_dataset(other), EXPLICIT), sop=other)
+    assert stored.path.parent == root / STUDY / SERIES
+    assert root in synced and root / STUDY in synced
+    synced.clear()
+    third = "1.2.826.0.1.3680043.8.498.98"
+    store(storage, encode(make_dataset(third), EXPLICIT), sop=third)
+    assert synced == [root / STUDY / SERIES]  # synced once: not again

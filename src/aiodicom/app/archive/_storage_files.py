@@ -51,23 +51,38 @@ class TempFiles:
 
 
 class KnownDirectories:
-    """Series directories known to exist (see the module docstring)."""
+    """Series directories known to exist (see the module docstring), and those created
+    whose entries no store has synced yet (its rename or fsync failed): the next store
+    into one syncs them, or a power cut could take its acknowledged file along."""
 
     def __init__(self) -> None:
         self._known: set[str] = set()
+        self._unsynced: dict[str, list[Path]] = {}
 
     def ensure(self, directory: Path) -> list[Path]:
-        """Make ``directory`` exist; returns those created (its parent, itself), whose
-        parents a durable store must fsync. Nothing is checked for one seen before."""
+        """Make ``directory`` exist; returns those created (its parent, itself) and not yet
+        `synced`, whose parents a durable store must fsync. Nothing is checked for one
+        seen before."""
         key = str(directory)
         if key in self._known:
-            return []
+            return list(self._unsynced.get(key, ()))
         created = [d for d in (directory.parent, directory) if not d.is_dir()]
         directory.mkdir(parents=True, exist_ok=True)
         if len(self._known) >= KNOWN_DIRECTORIES:
             self._known.clear()
         self._known.add(key)
+        if created or key in self._unsynced:
+            if len(self._unsynced) >= KNOWN_DIRECTORIES:
+                self._unsynced.clear()
+            pending = self._unsynced.setdefault(key, [])
+            pending += [d for d in created if d not in pending]
+            return list(pending)
         return created
+
+    def synced(self, directory: Path) -> None:
+        """A store into ``directory`` synced the parents `ensure` returned."""
+        if self._unsynced:
+            self._unsynced.pop(str(directory), None)
 
     def forget(self, directory: Path) -> None:
         self._known.discard(str(directory))

@@ -549,6 +549,7 @@ class Part10Writer:
         if settings.fsync:
             for directory in dict.fromkeys([final.parent, *(d.parent for d in created)]):
                 _fsync_dir(directory)
+        self._storage._dirs.synced(final.parent)
         return outcome
 
     def _move(self, final: Path, duplicates: DuplicatePolicy) -> StoreOutcome:
