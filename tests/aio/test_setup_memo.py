@@ -239,3 +239,25 @@ def test_user_identity_answers_are_per_call() -> None:
         mallory = asyncio.run(admission.decide(_info(None), rq(b"mallory"), None))
         assert isinstance(mallory.answer, AAssociateRJ) and mallory.user is None
     assert _setup_memo._MEMO == {}  # nothing of a request with a user identity is kept
+
+
+def test_an_rq_the_decode_memo_does_not_hold_is_not_kept() -> None:
+    # An RQ over RQ_MEMO_MAX_BODY is decoded afresh on every association, so an entry for it
+    # could never hit: it would only pin the decoded RQ, its AC and negotiated terms (~4 MB
+    # for 16 entries of ~120 KiB, under the default 128 KiB associate limit) and push the
+    # fleet's entries out.
+    big = build_request(
+        called_ae="AIODICOM", calling_ae="CT01",
+        contexts=[(f"1.2.3.{c}.{'9' * 50}", [f"1.2.{c}.{t}.{'8' * 50}" for t in range(14)])
+                  for c in range(128)], max_pdu_length=16384)
+    body = encode_pdu(big)[6:]
+    assert len(body) > upper_layer.RQ_MEMO_MAX_BODY
+    for _ in range(2):
+        rq = upper_layer.decode_associate_rq_memo(body)
+        answer = _setup_memo.negotiate(rq, POLICIES[0])
+        assert isinstance(answer, AAssociateAC)
+        assert _setup_memo.accepted(rq, answer, 1 << 20).answer.called_ae_title == "AIODICOM"
+    assert _setup_memo._MEMO == {}
+    small = upper_layer.decode_associate_rq_memo(encode_pdu(_rq())[6:])
+    _setup_memo.negotiate(small, POLICIES[0])
+    assert len(_setup_memo._MEMO) == 1  # one the decode memo holds is kept

@@ -9,7 +9,8 @@ fixed to the server's hard cap, `conclude_as_acceptor` and the encoded A-ASSOCIA
 Only the negotiation is memoized: everything decided per call or per peer (the server's
 limits, the certificate binding of the calling AE title, the authorization hook, the user
 identity and its response) runs every time, before it, in `Admission`. An RQ with a user
-identity sub-item is never kept (its answer carries a per-call response). Entries hold
+identity sub-item is never kept (its answer carries a per-call response), nor one the RQ
+memo does not hold (`rq_memo_holds`: an oversized RQ is a new object every time). Entries hold
 their RQ and policy and are checked with ``is``: a reloaded or other policy, or an RQ object
 that merely reuses an id, is a miss. Bounded to `ENTRIES` (least recently used goes first):
 a peer sending distinct RQs costs only misses; the memory is that of the RQ memo's values
@@ -28,6 +29,7 @@ from aiodicom.core.negotiation import (
     negotiate_as_acceptor,
 )
 from aiodicom.core.pdu import AAssociateAC, AAssociateRJ, AAssociateRQ, encode_pdu
+from aiodicom.core.upper_layer import rq_memo_holds
 
 __all__ = ["ENTRIES", "Accepted", "accepted", "clear", "negotiate"]
 
@@ -69,8 +71,8 @@ def negotiate(rq: AAssociateRQ, policy: AcceptorPolicy) -> AAssociateAC | AAssoc
     entry = _MEMO.pop(id(rq), None)
     if entry is None or entry.rq is not rq or entry.policy is not policy:
         answer = negotiate_as_acceptor(rq, policy)
-        if rq.user_information.user_identity_rq is not None:
-            return answer
+        if rq.user_information.user_identity_rq is not None or not rq_memo_holds(rq):
+            return answer  # an RQ decoded afresh each time could never hit: not kept
         entry = _Entry(rq=rq, policy=policy, answer=answer)
         if len(_MEMO) >= ENTRIES:
             del _MEMO[next(iter(_MEMO))]

@@ -82,7 +82,13 @@ from aiodicom.errors import (
     RemoteProtocolError,
 )
 
-__all__ = ["RQ_MEMO_ENTRIES", "RQ_MEMO_MAX_BODY", "UpperLayer", "decode_associate_rq_memo"]
+__all__ = [
+    "RQ_MEMO_ENTRIES",
+    "RQ_MEMO_MAX_BODY",
+    "UpperLayer",
+    "decode_associate_rq_memo",
+    "rq_memo_holds",
+]
 
 _PDU_EVENT: dict[type[PDU], Event] = {
     AAssociateAC: Event.EVT3,
@@ -146,6 +152,8 @@ RQ_MEMO_MAX_BODY = 16 * 1024
 `RQ_MEMO_ENTRIES` this bounds the memo to 256 KiB of keys plus their decoded values
 (~100 KiB for a full one: ~1.9 MiB at worst, a few KiB for a fleet of echo/store clients)."""
 _RQ_MEMO: dict[bytes, AAssociateRQ] = {}
+_RQ_HELD: dict[int, AAssociateRQ] = {}
+"""The memo's values by id (`rq_memo_holds`)."""
 
 _SCRATCH = memoryview(bytearray(4096))
 """Where bytes we drop unread go (after the end, or once the stream cannot be framed): one
@@ -175,9 +183,17 @@ def decode_associate_rq_memo(body: ReadableBuffer) -> PDU:
             return pdu
         rq = pdu
         if len(_RQ_MEMO) >= RQ_MEMO_ENTRIES:
-            del _RQ_MEMO[next(iter(_RQ_MEMO))]
+            _RQ_HELD.pop(id(_RQ_MEMO.pop(next(iter(_RQ_MEMO)))), None)
+        _RQ_HELD[id(rq)] = rq
     _RQ_MEMO[key] = rq
     return rq
+
+
+def rq_memo_holds(rq: AAssociateRQ) -> bool:
+    """True if ``rq`` is a value of the memo: the same object comes back for the same bytes,
+    so what is memoized by its identity (the shell's negotiation) can hit again. An RQ the
+    memo does not keep (oversized, with a user identity) is a new object every time."""
+    return _RQ_HELD.get(id(rq)) is rq
 
 
 _RQ_ITEMS_AT = 68
