@@ -367,6 +367,10 @@ class ServerAssociation(Association):
             with contextlib.suppress(AssociationAborted):
                 if pdu is None or not self.send_pdu_now(pdu):  # busy or gone: the general way
                     await self.send_message(context_id, response, body)
+                elif (protocol := self.protocol) is not None:
+                    # as send_message: while the peer does not read, the operation keeps its
+                    # window slot, so no further request is taken on and nothing piles up
+                    await protocol.drain()
             self.server.notify(RequestCompleted(
                 info=self.info,
                 service=message_name(msg).removesuffix("-RQ"),
