@@ -477,6 +477,9 @@ def serve_main(options: ServeOptions) -> int:
 
     if not uvloop_available():  # our own process: idle TLS associations stay small
         limit_default_loop_tls_buffers()
+    from aiodicom.app.server.heap import keep_heap
+
+    keep_heap()  # our own process: large PDUs do not fault their pages in again per instance
     status = run(run_server(options))
     from aiodicom.app.objstore import is_store_url
 
