@@ -358,7 +358,10 @@ class ServerAssociation(Association):
                 return
             pdu = None
             if body is None and isinstance(response, CStoreRSP) and (
-                    response.affected_sop_instance_uid):
+                    response.affected_sop_instance_uid) and (
+                    # the template holds only IDs, status and UIDs: anything else the general way
+                    response.error_comment is None and response.error_id is None
+                    and response.offending_element is None and not response.has_dataset):
                 # the whole P-DATA-TF from a template (aio/_response_templates.py), sent now
                 pdu = store_response_pdu(
                     context_id, response.message_id_being_responded_to,
