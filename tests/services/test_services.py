@@ -87,22 +87,32 @@ def test_haproxy_passes_tcp_with_proxy_v2_header(tmp_path: Path) -> None:
     backend.listen()
     backend.settimeout(30)
     received: dict[str, bytes] = {}
+    done = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            data = b""
+            while len(data) < 16 + 12 + 4:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            if data.endswith(b"ping"):
+                received["data"] = data
+                conn.sendall(b"pong")
+                done.set()
 
     def serve() -> None:
-        # The readiness probe of start_haproxy comes through as a connection without data.
-        while "data" not in received:
-            conn, _ = backend.accept()
-            with conn:
-                conn.settimeout(30)
-                data = b""
-                while len(data) < 16 + 12 + 4:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                if data.endswith(b"ping"):
-                    received["data"] = data
-                    conn.sendall(b"pong")
+        # The readiness probe of start_haproxy comes through as a connection with a PROXY
+        # header and no data, which HAProxy may keep open a while: each connection gets its
+        # own thread, so a lingering probe never holds up the real one (it did, under load).
+        while not done.is_set():
+            try:
+                conn, _ = backend.accept()
+            except OSError:  # the 30 s accept timeout, or the socket closed at the end
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -114,7 +124,7 @@ def test_haproxy_passes_tcp_with_proxy_v2_header(tmp_path: Path) -> None:
             client.sendall(b"ping")
             assert client.recv(4) == b"pong"
             client_port = client.getsockname()[1]
-        thread.join(30)
+        assert done.wait(30)
         pid, port = proxy.pid, proxy.port
     backend.close()
     data = received["data"]
