@@ -31,8 +31,10 @@ VERIFICATION = "1.2.840.10008.1.1"
 @pytest.fixture(autouse=True)
 def empty_memo() -> Iterator[None]:
     upper_layer._RQ_MEMO.clear()
+    upper_layer._RQ_HELD.clear()
     yield
     upper_layer._RQ_MEMO.clear()
+    upper_layer._RQ_HELD.clear()
 
 
 def rq_bytes(calling: str = "CT01", contexts: int = 1,
@@ -125,3 +127,15 @@ def test_user_identity_of_an_unknown_type_is_never_kept(identity_type: int) -> N
     assert first.user_information.user_identity_rq is None
     assert upper_layer._RQ_MEMO == {}
     assert not any(b"s3cret" in key for key in upper_layer._RQ_MEMO)
+
+
+def test_memo_holds_only_what_it_will_give_back() -> None:
+    # The shell memoizes negotiation by the RQ's identity only when this is True.
+    kept = indication(rq_bytes("HELD"))
+    assert upper_layer.rq_memo_holds(kept)
+    assert not upper_layer.rq_memo_holds(indication(rq_bytes(contexts=128)))  # oversized
+    assert not upper_layer.rq_memo_holds(decode_pdu(0x01, rq_bytes("HELD")[6:]))  # equal, not it
+    for i in range(RQ_MEMO_ENTRIES):
+        indication(rq_bytes(f"AE{i}"))
+    assert not upper_layer.rq_memo_holds(kept)  # evicted: the next one is a new object
+    assert len(upper_layer._RQ_HELD) == RQ_MEMO_ENTRIES
