@@ -272,3 +272,92 @@ def test_chunk_invariance_through_get_buffer(values: list[PDU], sizes: list[int]
         pos += n
         i += 1
     assert [decode_pdu(raw.pdu_type, raw.body) for raw in buf] == values
+
+
+@FAST
+@given(
+    st.lists(pdus(), min_size=1, max_size=6),
+    st.lists(st.integers(1, 5000), min_size=1, max_size=20),
+    st.sampled_from([6, 16, 64, 4096]),
+)
+def test_views_handed_up_stay_intact_while_more_arrives(
+    values: list[PDU], sizes: list[int], staging: int
+) -> None:
+    """A P-DATA-TF that arrived whole in the staging area goes up as a view of it: keep every
+    view (no copy) until the whole stream is in, and each must still hold its own bytes."""
+    data = _stream(values)
+    buf = ReceiveBuffer(max_body=1 << 20, staging_size=staging)
+    kept: list[RawPDU] = []
+    pos, i = 0, 0
+    while pos < len(data):
+        target = buf.get_buffer()
+        n = min(len(target), len(data) - pos, sizes[i % len(sizes)])
+        target[:n] = data[pos : pos + n]
+        buf.buffer_updated(n)
+        kept.extend(buf)
+        pos += n
+        i += 1
+    assert [encode_pdu(decode_pdu(raw.pdu_type, raw.body)) for raw in kept] == [
+        encode_pdu(v) for v in values
+    ]
+
+
+def test_pdata_views_share_the_staging_area_other_pdus_are_copied() -> None:
+    pdata = b"\x04\x00\x00\x00\x00\x08\x00\x00\x00\x04\x01\x03\xab\xcd"
+    release = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+    buf = ReceiveBuffer(max_body=1024)
+    buf.feed(pdata + release + pdata + pdata[:3])  # ends in a partial header
+    first, second, third = buf
+    assert first.body.obj is third.body.obj  # both views of the one staging area
+    assert second.body.obj is not first.body.obj and len(second.body.obj) == 4  # a copy
+    buf.feed(pdata[3:])  # the partial header moved to a new stage: the views are untouched
+    (fourth,) = buf
+    assert fourth.body.obj is not first.body.obj
+    assert [bytes(r.body) for r in (first, third, fourth)] == [pdata[6:]] * 3
+    assert bytes(second.body) == bytes(4)
+
+
+def test_a_refused_claim_after_a_pdata_view_never_reuses_its_stage() -> None:
+    pdata = b"\x04\x00\x00\x00\x00\x08\x00\x00\x00\x04\x01\x03\xab\xcd"
+    buf = ReceiveBuffer(max_body=100)
+    with pytest.raises(InvalidPDU):
+        buf.feed(pdata + b"\x04\x00\xff\xff\xff\xff")
+    (raw,) = buf
+    buf.feed(b"\x05\x00\x00\x00\x00\x04" + b"\xee" * 4)
+    assert bytes(raw.body) == pdata[6:]
+    assert [bytes(r.body) for r in buf] == [b"\xee" * 4]
+
+
+@pytest.mark.parametrize(
+    ("length", "first", "whole"),
+    [
+        (131_066, 4096, True),  # storescu's 128 KiB PDU after a 4 KiB first read
+        (64 * 4090, 4096, True),  # exactly 64 times what arrived
+        (64 * 4090 + 1, 4096, False),  # more: 16x what arrived, then growth
+        (1 << 20, 4096, False),
+        (131_066, 100, False),  # a slow start: storage follows the bytes
+    ],
+)
+def test_body_storage_whole_only_when_enough_of_it_arrived(
+    length: int, first: int, whole: bool
+) -> None:
+    buf = ReceiveBuffer(max_body=1 << 20)
+    stream = b"\x04\x00" + struct.pack(">L", length) + bytes(range(256)) * (length // 256 + 1)
+    target = buf.get_buffer()
+    target[:first] = stream[:first]
+    buf.buffer_updated(first)
+    have = first - 6
+    room = len(buf.get_buffer())
+    if whole:
+        assert room == length - have
+    else:
+        assert room == min(length, max(4096, have * 16)) - have
+    pos = first
+    while pos < length + 6:  # the rest, through growth if any: the same bytes come out
+        target = buf.get_buffer()
+        n = min(len(target), length + 6 - pos)
+        target[:n] = stream[pos : pos + n]
+        buf.buffer_updated(n)
+        pos += n
+    (raw,) = buf
+    assert raw.pdu_type == 4 and raw.body == stream[6 : 6 + length]
