@@ -10,6 +10,15 @@ malformed value): the caller then runs the general decoder, which decides, decod
 raises. So the fast path never changes what is accepted or how a refusal reads; the
 property tests (tests/core/dimse/test_fastpath.py) check that it agrees with the general
 decoder on every input.
+
+Before that loop, `_decode_request` reads the two requests an SCP sees most, C-ECHO-RQ and
+C-STORE-RQ, in their canonical element order (what DCMTK, pynetdicom and we write) with one
+struct unpack per run of fixed-size elements and integer compares of each element's tag and
+length as a single 64-bit field; any other byte (another element, order or length) declines
+to the loop, which is then left with the two responses (the requests in any other shape go
+to the general decoder). The messages are built with ``object.__new__`` and slot setters: the frozen
+dataclass ``__init__`` costs several times more, and the object is the same (class, fields,
+equality, immutability).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import struct
 
 from aiodicom.core.buffer import ReadableBuffer
-from aiodicom.core.dimse.commands import MAX_COMMAND_SET_LENGTH, VR, _decode_string
+from aiodicom.core.dimse.commands import _UID, MAX_COMMAND_SET_LENGTH, VR, _decode_string
 from aiodicom.core.dimse.messages import (
     DATASET_ABSENT,
     CEchoRQ,
@@ -36,12 +45,88 @@ _HEADER = struct.Struct("<HHL")
 _U16 = struct.Struct("<H")
 _GROUP_LENGTH = b"\x00\x00\x00\x00\x04\x00\x00\x00"  # (0000,0000) UL, length 4
 _US_TAGS = frozenset({0x0100, 0x0110, 0x0120, 0x0700, 0x0800, 0x0900})
-# CommandField -> the US elements the message carries (each mandatory, PS3.7 Tables 9.3-1,
-# 9.3-2, 9.3-12, 9.3-13; CommandDataSetType too). UIDs are checked per message below.
-_ECHO_RQ = frozenset({0x0100, 0x0110, 0x0800})
-_STORE_RQ = frozenset({0x0100, 0x0110, 0x0700, 0x0800})
+# The US elements a response carries (each mandatory, PS3.7 Tables 9.3-2, 9.3-13;
+# CommandDataSetType too). UIDs are checked per message below.
 _RSP = frozenset({0x0100, 0x0120, 0x0800, 0x0900})
 _PRIORITIES = (Priority.MEDIUM, Priority.HIGH, Priority.LOW)
+
+# -- the canonical requests, straight-line ---------------------------------------------------
+# An element header (group 0000, element, 32-bit length) read as one little-endian 64-bit
+# integer: element << 16 | length << 32.
+_HEAD = struct.Struct("<QLQ")  # (0000,0000) UL 4 header, its value, (0000,0002)'s header
+_GROUP_LENGTH_Q = 4 << 32
+_SOP_CLASS_Q = 0x0002 << 16  # | length << 32
+_ECHO_TAIL = struct.Struct("<QHQHQH")  # (0100) (0110) (0800), each US of length 2
+_STORE_TAIL = struct.Struct("<QHQHQHQHQ")  # (0100) (0110) (0700) (0800), (1000)'s header
+_US_Q = 2 << 32
+_COMMAND_FIELD_Q = 0x0100 << 16 | _US_Q
+_MESSAGE_ID_Q = 0x0110 << 16 | _US_Q
+_PRIORITY_Q = 0x0700 << 16 | _US_Q
+_DATASET_TYPE_Q = 0x0800 << 16 | _US_Q
+_INSTANCE_Q = 0x1000 << 16
+
+_new_object = object.__new__
+_ECHO_SET = tuple(CEchoRQ.__dict__[n].__set__ for n in (
+    "message_id", "affected_sop_class_uid", "has_dataset"))
+_STORE_SET = tuple(CStoreRQ.__dict__[n].__set__ for n in (
+    "message_id", "affected_sop_class_uid", "affected_sop_instance_uid", "priority",
+    "move_originator_ae_title", "move_originator_message_id", "has_dataset"))
+
+
+def _decode_request(view: memoryview, total: int) -> Message | None:
+    """C-ECHO-RQ or C-STORE-RQ in canonical order, or None (then the loop below decides)."""
+    if total < 30:
+        return None
+    head_q, _, class_q = _HEAD.unpack_from(view, 0)
+    class_len = class_q >> 32
+    if head_q != _GROUP_LENGTH_Q or class_q & 0xFFFFFFFF != _SOP_CLASS_Q or not class_len:
+        return None
+    at = 20 + class_len
+    left = total - at
+    if left == 30:
+        q1, command, q2, message_id, q3, dataset_type = _ECHO_TAIL.unpack_from(view, at)
+        if (command != 0x0030 or q1 != _COMMAND_FIELD_Q or q2 != _MESSAGE_ID_Q
+                or q3 != _DATASET_TYPE_Q):
+            return None
+        sop_class = _uid(0x0002, view[20:at])
+        if sop_class is None:
+            return None
+        echo: CEchoRQ = _new_object(CEchoRQ)
+        set_id, set_class, set_dataset = _ECHO_SET
+        set_id(echo, message_id)
+        set_class(echo, sop_class)
+        set_dataset(echo, dataset_type != DATASET_ABSENT)
+        return echo
+    if left <= 48:
+        return None
+    (q1, command, q2, message_id, q3, priority, q4, dataset_type,
+     q5) = _STORE_TAIL.unpack_from(view, at)
+    if (command != 0x0001 or q1 != _COMMAND_FIELD_Q or q2 != _MESSAGE_ID_Q
+            or q3 != _PRIORITY_Q or q4 != _DATASET_TYPE_Q or q5 != _INSTANCE_Q | (left - 48) << 32):
+        return None
+    sop_class = _uid(0x0002, view[20:at])
+    instance = _instance_uid(view[at + 48 : total])
+    if sop_class is None or instance is None:
+        return None
+    store: CStoreRQ = _new_object(CStoreRQ)
+    s_id, s_class, s_instance, s_priority, s_ae, s_origin_id, s_dataset = _STORE_SET
+    s_id(store, message_id)
+    s_class(store, sop_class)
+    s_instance(store, instance)
+    s_priority(store, _PRIORITIES[priority] if priority < 3 else priority)
+    s_ae(store, None)
+    s_origin_id(store, None)
+    s_dataset(store, dataset_type != DATASET_ABSENT)
+    return store
+
+
+def _instance_uid(raw: memoryview) -> str | None:
+    """A SOP instance UID as the general decoder reads it (PS3.5 §9.1, padding stripped),
+    or None if empty or malformed. Not cached: each instance has its own."""
+    data = raw.tobytes().rstrip(b"\0 ").lstrip(b" ")
+    if not data or len(data) > 64 or not _UID.fullmatch(data):
+        return None
+    return data.decode("ascii")
 
 
 def decode_common(data: ReadableBuffer) -> Message | None:
@@ -51,7 +136,15 @@ def decode_common(data: ReadableBuffer) -> Message | None:
     if view.ndim != 1 or view.format != "B":
         return None
     total = len(view)
-    if total > MAX_COMMAND_SET_LENGTH or total < 12 or view[:8] != _GROUP_LENGTH:
+    if total > MAX_COMMAND_SET_LENGTH:
+        return None
+    try:
+        message = _decode_request(view, total)
+    except DimseError:  # a malformed SOP class UID: the general decoder words the refusal
+        return None
+    if message is not None:
+        return message
+    if total < 12 or view[:8] != _GROUP_LENGTH:
         return None
     unpack = _HEADER.unpack_from
     us: dict[int, int] = {}
@@ -107,20 +200,11 @@ def _build(us: dict[int, int], sop_class_raw: memoryview | None,
     keys = us.keys()
     sop_class = _uid(0x0002, sop_class_raw)
     has_dataset = us.get(0x0800) != DATASET_ABSENT
-    if command == 0x0030:
-        if keys != _ECHO_RQ or sop_class is None or instance_raw is not None:
-            return None
-        return CEchoRQ(message_id=us[0x0110], affected_sop_class_uid=sop_class,
-                       has_dataset=has_dataset)
-    if command == 0x0001:
-        instance = _uid(0x1000, instance_raw)
-        if keys != _STORE_RQ or sop_class is None or instance is None:
-            return None
-        priority = us[0x0700]
-        return CStoreRQ(message_id=us[0x0110], affected_sop_class_uid=sop_class,
-                        affected_sop_instance_uid=instance,
-                        priority=_PRIORITIES[priority] if priority < 3 else priority,
-                        has_dataset=has_dataset)
+    if command == 0x0030 or command == 0x0001:
+        # C-ECHO-RQ, C-STORE-RQ: the only order and elements this loop would take are the
+        # canonical ones, which `_decode_request` reads (and declines exactly when this
+        # would); what is left here is for the general decoder.
+        return None
     if keys != _RSP:
         return None
     if command == 0x8030:

@@ -215,6 +215,30 @@ class DatasetFragment:
 
 DimseEvent = CommandReceived | DatasetFragment
 
+# The two events built without their frozen ``__init__`` (a keyword call and one
+# ``object.__setattr__`` per field cost about three times this): same class and fields.
+_new_object = object.__new__
+_set_command_context = CommandReceived.__dict__["context_id"].__set__
+_set_command_message = CommandReceived.__dict__["message"].__set__
+_set_fragment_context = DatasetFragment.__dict__["context_id"].__set__
+_set_fragment_data = DatasetFragment.__dict__["data"].__set__
+_set_fragment_last = DatasetFragment.__dict__["is_last"].__set__
+
+
+def _command_received(context_id: int, message: Message) -> CommandReceived:
+    event: CommandReceived = _new_object(CommandReceived)
+    _set_command_context(event, context_id)
+    _set_command_message(event, message)
+    return event
+
+
+def _dataset_fragment(context_id: int, data: memoryview, is_last: bool) -> DatasetFragment:
+    event: DatasetFragment = _new_object(DatasetFragment)
+    _set_fragment_context(event, context_id)
+    _set_fragment_data(event, data)
+    _set_fragment_last(event, is_last)
+    return event
+
 
 class MessageAssembler:
     """Sans-I/O reassembly of DIMSE messages from received P-DATA-TF PDUs (PS3.8 Annex E).
@@ -245,9 +269,30 @@ class MessageAssembler:
         return self._dataset_context is not None
 
     def feed(self, pdata: PDataTF) -> list[DimseEvent]:
-        """Process one P-DATA-TF; returns the events it completes, in order."""
+        """Process one P-DATA-TF; returns the events it completes, in order.
+
+        A P-DATA-TF of one PDV (what every sender we know sends) skips the loop, and one
+        holding a whole command (the usual C-ECHO-RQ, C-STORE-RQ) takes a shorter way with
+        the same checks, state and events; anything else goes PDV by PDV (`feed_pdv`).
+        """
+        pdvs = pdata.pdvs
+        if len(pdvs) == 1:
+            pdv = pdvs[0]
+            if not pdv.is_command:
+                return [self._dataset_fragment(pdv)]
+            if pdv.is_last and self._command_context is None and self._dataset_context is None:
+                data = pdv.data
+                if type(data) is not memoryview or data.format != "B" or data.ndim != 1:
+                    data = _view(data)
+                if len(data) <= self._limit:
+                    # decode first: if it raises, the state is as `_command_fragment`
+                    # leaves it (nothing pending)
+                    message = decode_message(data)
+                    if message.has_dataset:
+                        self._dataset_context = pdv.context_id
+                    return [_command_received(pdv.context_id, message)]
         events: list[DimseEvent] = []
-        for pdv in pdata.pdvs:
+        for pdv in pdvs:
             event = self.feed_pdv(pdv)
             if event is not None:
                 events.append(event)
@@ -289,7 +334,7 @@ class MessageAssembler:
         message = decode_message(data)
         if message.has_dataset:
             self._dataset_context = context_id
-        return CommandReceived(context_id=context_id, message=message)
+        return _command_received(context_id, message)
 
     def _dataset_fragment(self, pdv: PresentationDataValue) -> DatasetFragment:
         if self._command_context is not None:
@@ -306,4 +351,4 @@ class MessageAssembler:
             )
         if pdv.is_last:
             self._dataset_context = None
-        return DatasetFragment(context_id=pdv.context_id, data=_view(pdv.data), is_last=pdv.is_last)
+        return _dataset_fragment(pdv.context_id, _view(pdv.data), pdv.is_last)
