@@ -365,10 +365,18 @@ class ReceiveBuffer:
                 # copied out, so nothing they leave behind can pin a whole stage.
                 end = start + length
                 if pdu_type == _P_DATA_TF:
-                    self._complete(_raw_pdu(pdu_type, stage[start:end]))
+                    body_view = stage[start:end]
                     shared = True
                 else:
-                    self._complete(_raw_pdu(pdu_type, memoryview(bytearray(stage[start:end]))))
+                    body_view = memoryview(bytearray(stage[start:end]))
+                raw = _new_object(RawPDU)  # _raw_pdu and _complete, inline: once per PDU
+                _set_raw_type(raw, pdu_type)
+                _set_raw_body(raw, body_view)
+                ready = self._ready
+                if ready is None:
+                    self._ready = [raw]
+                else:
+                    ready.append(raw)
                 pos = end
                 self._stream_offset += PDU_HEADER_LENGTH + length
                 continue

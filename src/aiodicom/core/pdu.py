@@ -305,8 +305,15 @@ def _decode_pdata(body: memoryview) -> PDataTF:
     end = len(body)
     if end >= 6:
         length, cid, control = _PDV_HEADER.unpack_from(body, 0)
-        if length + 4 == end and cid & 1:
-            return _pdata((_pdv(cid, control, body[6:end]),))
+        if length + 4 == end and cid & 1:  # _pdv and _pdata, inline
+            pdv: PresentationDataValue = _new_object(PresentationDataValue)
+            _set_pdv_context_id(pdv, cid)
+            _set_pdv_is_command(pdv, control & 1 != 0)
+            _set_pdv_is_last(pdv, control & 2 != 0)
+            _set_pdv_data(pdv, body[6:end])
+            pdata: PDataTF = _new_object(PDataTF)
+            _set_pdata_pdvs(pdata, (pdv,))
+            return pdata
     pdvs: list[PresentationDataValue] = []
     pos = 0
     while pos < end:
