@@ -7,13 +7,18 @@ The last input byte picks a mode (the rest is the payload):
   fixed-layout fast path (`_fastpath.decode_common`) returns None or exactly what the
   general decoder (`messages._decode_general`) returns on the same bytes (same types of
   every field too), never a message where the general decoder refuses, and
-  `decode_message` gives the general decoder's answer;
+  `decode_message` gives the general decoder's answer; the same for its straight-line
+  C-ECHO-RQ/C-STORE-RQ reader (`_fastpath._decode_request`, which may also raise
+  `DimseError` on a malformed SOP class UID: `decode_common` then declines);
 - 1 ``fragments``: the payload is a command set cut at fuzzer-chosen points into command
   PDVs; `MessageAssembler` must give what `decode_message` gives on the whole (the same
   message, or a `DimseError` for both);
 - 2 ``stream``: the payload is a script of PDVs (see `parse_script`) grouped into
   P-DATA-TFs; `MessageAssembler` yields events or raises `DimseError`, its state follows
-  its events, data-set fragments are the bytes sent, decoded commands round-trip.
+  its events, data-set fragments are the bytes sent, decoded commands round-trip;
+  differential: `feed` (with its one-PDV shortcut) gives the same events, the same refusal
+  text and the same state after every P-DATA-TF as a second assembler fed PDV by PDV
+  (`feed_pdv`).
 
 Run: ``python fuzz/fuzz_dimse.py [libFuzzer flags] fuzz/corpus/fuzz_dimse``.
 Replay: ``fuzz_dimse.one_input(data)``.
@@ -37,7 +42,7 @@ with instrumented():
         decode_message,
         encode_message,
     )
-    from aiodicom.core.dimse._fastpath import decode_common
+    from aiodicom.core.dimse._fastpath import _decode_request, decode_common
     from aiodicom.core.dimse.messages import _decode_general
     from aiodicom.core.pdu import PDataTF, PresentationDataValue
     from aiodicom.errors import DimseError
@@ -74,15 +79,26 @@ def check_same(fast: Message, general: Message) -> None:
     assert repr(fast) == repr(general), (fast, general)
 
 
+def _straight(payload: bytes) -> Message | None:
+    try:
+        return _decode_request(memoryview(payload), len(payload))
+    except DimseError:
+        return None
+
+
 def _command(payload: bytes) -> None:
     fast = decode_common(payload)  # never raises: None declines
+    straight = _straight(payload)
     try:
         general: Message | None = _decode_general(payload)
     except DimseError as exc:
         assert fast is None, f"fast path decoded what the general decoder refuses ({exc}): {fast!r}"
+        assert straight is None, f"straight line decoded a refused command ({exc}): {straight!r}"
         general = None
     if fast is not None and general is not None:
         check_same(fast, general)
+    if straight is not None and general is not None:
+        check_same(straight, general)
     message = decode_or_none(payload)
     if general is None:
         assert message is None, message
@@ -151,13 +167,43 @@ def script(pdvs: Sequence[tuple[int, bool, bool, bytes]], *, pdu_per_pdv: bool =
     return bytes(out)
 
 
+def _assembler_state(a: MessageAssembler) -> tuple[object, ...]:
+    return (a.idle, a.expecting_dataset, a._command_context, a._dataset_context,
+            a._command_length, [bytes(v) for v in a._command])
+
+
+def _event_rows(events: Sequence[object]) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    for e in events:
+        if isinstance(e, CommandReceived):
+            rows.append((e.context_id, type(e.message), repr(e.message)))
+        else:
+            assert isinstance(e, DatasetFragment)
+            rows.append((e.context_id, type(e.data), bytes(e.data), e.is_last))
+    return rows
+
+
+def _by_pdv(assembler: MessageAssembler, pdata: PDataTF) -> object:
+    try:
+        events = [e for e in map(assembler.feed_pdv, pdata.pdvs) if e is not None]
+    except DimseError as exc:
+        return str(exc)
+    return _event_rows(events)
+
+
 def _stream(payload: bytes) -> None:
     assembler = MessageAssembler()
+    reference = MessageAssembler()
     for pdata in parse_script(payload):
+        expected = _by_pdv(reference, pdata)
         try:
             events = assembler.feed(pdata)
-        except DimseError:
+        except DimseError as exc:
+            assert expected == str(exc), (expected, exc)
+            assert _assembler_state(assembler) == _assembler_state(reference)
             return  # the stream is unusable now: the shell aborts the association
+        assert _event_rows(events) == expected, (events, expected)
+        assert _assembler_state(assembler) == _assembler_state(reference)
         sent = [pdv for pdv in pdata.pdvs if not pdv.is_command]
         fragments = [e for e in events if isinstance(e, DatasetFragment)]
         assert [bytes(f.data) for f in fragments] == [bytes(p.data) for p in sent]

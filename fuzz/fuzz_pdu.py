@@ -14,6 +14,12 @@ Properties:
   canonical encoding drops them.
 - the presentation-context fast path (issue 18) is invisible: an A-ASSOCIATE-RQ decodes to
   the same PDU, or is refused with the same text, offset and reason, with it off.
+- the P-DATA-TF one-PDV shortcut and the PDVs built without ``__init__`` (issue 18) are
+  invisible: a P-DATA-TF body decodes as `reference_pdata` (the PDV loop as it was) does, or
+  is refused with the same text, offset and reason;
+- `ReceiveBuffer` hands up P-DATA-TF bodies as views of its staging area: the input fed in
+  two pieces, every body kept as the view it came in until the end, gives the same PDUs as
+  one `feed` copied out at once (no view is overwritten by what arrives after it).
 
 Run: ``python fuzz/fuzz_pdu.py [libFuzzer flags] fuzz/corpus/fuzz_pdu``
 (``-dict=fuzz/dicom.dict`` helps). Replay: ``fuzz_pdu.one_input(data)``.
@@ -22,22 +28,25 @@ Run: ``python fuzz/fuzz_pdu.py [libFuzzer flags] fuzz/corpus/fuzz_pdu``
 from __future__ import annotations
 
 import dataclasses
+import struct
 import sys
 
 from fuzz_reader import instrumented, run_fuzzer
 
 with instrumented():
     from aiodicom.core import _item_codec
+    from aiodicom.core.buffer import ReceiveBuffer
     from aiodicom.core.pdu import (
         PDU,
         AAssociateAC,
         AAssociateRQ,
         PDataTF,
+        PresentationDataValue,
         decode_pdu,
         decode_pdu_bytes,
         encode_pdu,
     )
-    from aiodicom.errors import InvalidPDU
+    from aiodicom.errors import AbortReason, InvalidPDU
 
 
 def decode_or_none(data: bytes) -> PDU | None:
@@ -97,11 +106,81 @@ def without_fast_path(data: bytes) -> object:
         _item_codec.CONTEXT_FAST_PATH = True
 
 
+def reference_pdata(body: bytes) -> PDataTF:
+    """P-DATA-TF decoding as it was before the one-PDV shortcut (the differential's side)."""
+    invalid = AbortReason.INVALID_PDU_PARAMETER_VALUE
+    pdvs: list[PresentationDataValue] = []
+    end, pos = len(body), 0
+    while pos < end:
+        at = 6 + pos
+        if end - pos < 6:
+            raise InvalidPDU(f"PDV item needs at least 6 bytes but only {end - pos} remain",
+                             offset=at, reason=invalid)
+        length, cid, control = struct.unpack_from(">LBB", body, pos)
+        if length < 2 or length > end - pos - 4:
+            raise InvalidPDU(f"PDV item length {length} is not within 2..{end - pos - 4}",
+                             offset=at, reason=invalid)
+        if not cid & 1:
+            raise InvalidPDU(f"PDV context ID {cid} is not odd", offset=at + 4, reason=invalid)
+        pdvs.append(PresentationDataValue(context_id=cid, is_command=bool(control & 1),
+                                          is_last=bool(control & 2),
+                                          data=body[pos + 6 : pos + 4 + length]))
+        pos += 4 + length
+    if not pdvs:
+        raise InvalidPDU("P-DATA-TF carries no PDV item", offset=2,
+                         reason=AbortReason.UNEXPECTED_PDU_PARAMETER)
+    return PDataTF(pdvs=tuple(pdvs))
+
+
+def _pdata_outcome(decode: object, body: bytes) -> object:
+    try:
+        pdu = decode(body)  # type: ignore[operator]
+    except InvalidPDU as exc:
+        return str(exc), exc.offset, exc.reason
+    assert isinstance(pdu, PDataTF)
+    assert all(type(p) is PresentationDataValue and type(p.is_last) is bool for p in pdu.pdvs)
+    return [(p.context_id, p.is_command, p.is_last, bytes(p.data)) for p in pdu.pdvs], pdu
+
+
+def check_pdata(body: bytes) -> None:
+    mine = _pdata_outcome(lambda b: decode_pdu(0x04, memoryview(bytearray(b))), body)
+    theirs = _pdata_outcome(reference_pdata, body)
+    assert mine == theirs, (mine, theirs)
+
+
+def _stream(data: bytes, cut: int | None) -> list[tuple[int, bytes]]:
+    """PDUs out of a `ReceiveBuffer` fed ``data`` (in two pieces at ``cut``, views kept until
+    the end, then copied; or at once, copied at once). Stops at a framing error."""
+    buf = ReceiveBuffer(max_body=1 << 16, staging_size=64)
+    kept = []
+    try:
+        if cut is None:
+            buf.feed(data)
+            return [(raw.pdu_type, bytes(raw.body)) for raw in buf]
+        buf.feed(data[:cut])
+        kept.extend(buf)
+        buf.feed(data[cut:])
+    except InvalidPDU:
+        pass
+    kept.extend(buf)
+    return [(raw.pdu_type, bytes(raw.body)) for raw in kept]
+
+
+def check_stream(data: bytes) -> None:
+    cut = data[-1] % (len(data) + 1)
+    split, whole = _stream(data, cut), _stream(data, None)
+    assert split == whole, (split, whole)
+
+
 def one_input(data: bytes) -> None:
     """One fuzz case; raises AssertionError (or anything unexpected) on a bug."""
     if data[:1] == b"\x01":
         fast, general = outcome(data), without_fast_path(data)
         assert fast == general, (fast, general)
+    if data[:1] == b"\x04":
+        check_pdata(data[6:])
+    if data:
+        check_stream(data)
     pdu = decode_or_none(data)
     if len(data) >= 6:
         body = memoryview(bytearray(data[6:]))
