@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -207,3 +208,23 @@ def test_feed_of_one_pdv_commands_and_fragments() -> None:
         f"<{len(echo) // 2}H", echo))).cast("B").cast("H")
     (event,) = MessageAssembler().feed(PDataTF(pdvs=(_pdv(1, True, True, view_h),)))  # type: ignore[arg-type]
     assert event.message == CEchoRQ(message_id=5)
+
+
+def _store_with_instance(raw: bytes) -> bytes:
+    base = encode_message(CStoreRQ(message_id=1, affected_sop_class_uid=UID,
+                                   affected_sop_instance_uid="1.2"))
+    head = base[: -len(b"1.2\0") - 8]
+    body = head[12:] + struct.pack("<HHL", 0, 0x1000, len(raw)) + raw
+    return struct.pack("<HHLL", 0, 0, 4, len(body)) + body
+
+
+@pytest.mark.parametrize(("raw", "accepted"), [
+    (b"1.2", True), (b"1.2\0", True), (b" 1.2 ", True), (b" 1.20", True), (b"1.2.", False),
+    (b".1.2", False), (b"1..2", False), (b"1.a2", False), (b"..", False), (b"  ", False),
+    (b"01.2", True), (b"9" * 64, True), (b"9" * 65 + b"\0", False), (b"1/2.", False),
+    (b"1.2\0\0\0\0", True), (b"\0\0", False), (b"1.2 ", True), (b"1\\.2", False),
+])
+def test_instance_uid_checks_as_the_general_decoder(raw: bytes, accepted: bool) -> None:
+    data = _store_with_instance(raw)
+    fast = _check_request(data)
+    assert (fast is not None and fast != "raised") is accepted

@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 
 from aiodicom.core.buffer import ReadableBuffer
-from aiodicom.core.dimse.commands import _UID, MAX_COMMAND_SET_LENGTH, VR, _decode_string
+from aiodicom.core.dimse.commands import MAX_COMMAND_SET_LENGTH, VR, _decode_string
 from aiodicom.core.dimse.messages import (
     DATASET_ABSENT,
     CEchoRQ,
@@ -65,6 +65,7 @@ _PRIORITY_Q = 0x0700 << 16 | _US_Q
 _DATASET_TYPE_Q = 0x0800 << 16 | _US_Q
 _INSTANCE_Q = 0x1000 << 16
 
+_UID_CHARS = b"0123456789."
 _new_object = object.__new__
 _ECHO_SET = tuple(CEchoRQ.__dict__[n].__set__ for n in (
     "message_id", "affected_sop_class_uid", "has_dataset"))
@@ -88,7 +89,8 @@ def _decode_request(view: memoryview, total: int) -> Message | None:
         if (command != 0x0030 or q1 != _COMMAND_FIELD_Q or q2 != _MESSAGE_ID_Q
                 or q3 != _DATASET_TYPE_Q):
             return None
-        sop_class = _uid(0x0002, view[20:at])
+        raw_class = view[20:at]
+        sop_class = _UIDS.get(raw_class.tobytes()) or _uid(0x0002, raw_class)  # a hit inline
         if sop_class is None:
             return None
         echo: CEchoRQ = _new_object(CEchoRQ)
@@ -104,7 +106,8 @@ def _decode_request(view: memoryview, total: int) -> Message | None:
     if (command != 0x0001 or q1 != _COMMAND_FIELD_Q or q2 != _MESSAGE_ID_Q
             or q3 != _PRIORITY_Q or q4 != _DATASET_TYPE_Q or q5 != _INSTANCE_Q | (left - 48) << 32):
         return None
-    sop_class = _uid(0x0002, view[20:at])
+    raw_class = view[20:at]
+    sop_class = _UIDS.get(raw_class.tobytes()) or _uid(0x0002, raw_class)  # a hit inline
     instance = _instance_uid(view[at + 48 : total])
     if sop_class is None or instance is None:
         return None
@@ -124,7 +127,10 @@ def _instance_uid(raw: memoryview) -> str | None:
     """A SOP instance UID as the general decoder reads it (PS3.5 §9.1, padding stripped),
     or None if empty or malformed. Not cached: each instance has its own."""
     data = raw.tobytes().rstrip(b"\0 ").lstrip(b" ")
-    if not data or len(data) > 64 or not _UID.fullmatch(data):
+    # `_UID.fullmatch` (digits, dots, no empty component) without the regex engine; find,
+    # not `in`: bytes.__contains__ first tries the operand as an int and raises inside
+    if (not data or len(data) > 64 or data.translate(None, _UID_CHARS) or data[0] == 0x2E
+            or data[-1] == 0x2E or data.find(b"..") != -1):
         return None
     return data.decode("ascii")
 
