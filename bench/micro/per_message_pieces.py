@@ -154,9 +154,11 @@ def _store_pieces(uid: str, dataset: memoryview) -> dict[str, Callable[[], None]
     """The handler's own work: the Part 10 file, the journal line, the INFO line."""
     import logging
 
+    from aiodicom.aio.association import AssociationInfo
     from aiodicom.app.archive.index_journal import Journal, entry
     from aiodicom.app.archive.storage import Storage, StorageSettings
-    from aiodicom.app.server.logs import configure_logging
+    from aiodicom.app.server.logs import association_fields, configure_logging
+    from aiodicom.app.server.logs import info_line as write_info_line
 
     work = Path(tempfile.mkdtemp(prefix="aiodicom-pieces-"))
     atexit.register(shutil.rmtree, work, True)
@@ -193,14 +195,17 @@ def _store_pieces(uid: str, dataset: memoryview) -> dict[str, Callable[[], None]
         configure_logging("text", "info")
     finally:
         sys.stderr = real_stderr
-    log = logging.getLogger("aiodicom.app.server.run")
+    log = logging.getLogger("aiodicom.serve")
+    info = AssociationInfo(id=1, calling_ae_title="STORESCU", called_ae_title="PACS",
+                           peer_address=("127.0.0.1", 50000))
 
-    def info_line() -> None:
-        log.info("association %d: stored %s from %r (%d bytes)", 1, uid, "STORESCU", 2048)
+    def info_line() -> None:  # as app/server/run.py's handle_store logs it
+        write_info_line(log, "association %d: stored %s from %r (%d bytes)",
+                        (1, uid, "STORESCU", 2048), association_fields(info))
     return {"store: Storage begin + write + commit (Part 10 file, rename; syscalls not "
             "counted)": save,
             "store: journal entry (JSON) + append (one write)": journal_line,
-            "store: INFO 'stored' log line (text formatter, file)": info_line}
+            "store: INFO 'stored' log line (as run.py: info_line, text handler, file)": info_line}
 
 
 def _stored(storage: object, uid: str, dataset: bytes) -> object:

@@ -345,3 +345,44 @@ def test_direct_ended_line_stamps_under_the_handler_lock(
     _end(context)
     assert "association 42 released" in stream.getvalue()
     assert held == [True]
+
+
+def test_direct_stored_line_is_the_logging_line(aiodicom_logger: logging.Logger,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-instance "stored" line written by `info_line` straight to the text handler is
+    the line logging writes for the same call; with a logger filter logging builds it."""
+    from aiodicom.app.server.logs import info_line
+
+    monkeypatch.setattr("time.time", lambda: 1_700_000_000.25)
+    context = AssociationContext()
+    logger, stream = _capture(TextFormatter(), context)
+    logger.setLevel(logging.INFO)
+    log = logging.getLogger("aiodicom.app.server.run")
+    msg = "association %d: stored %s from %r (%d bytes)"
+    args = (42, "1.2.3.4", "CT 01", 2048)
+    info_line(log, msg, args, association_fields(INFO))
+    direct = stream.getvalue()
+    stream.seek(0)
+    stream.truncate()
+    records: list[logging.LogRecord] = []
+
+    class Spy(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            records.append(record)
+            return True
+
+    log.addFilter(Spy())
+    try:
+        info_line(log, msg, args, association_fields(INFO))
+    finally:
+        log.filters.clear()
+    assert len(records) == 1 and records[0].created == 1_700_000_000.25
+    assert stream.getvalue() == direct
+    assert direct.endswith(" INFO aiodicom.app.server.run: association 42: stored 1.2.3.4 from "
+                           "'CT 01' (2048 bytes) [assoc_id=42 peer=10.1.2.3:5000 "
+                           "calling_ae=CT01 called_ae=PACS subject=CN=CT01,O=Hospital]\n")
+    logger.setLevel(logging.WARNING)
+    stream.seek(0)
+    stream.truncate()
+    info_line(log, msg, args, association_fields(INFO))
+    assert stream.getvalue() == ""

@@ -32,6 +32,7 @@ __all__ = [
     "TextFormatter",
     "association_fields",
     "configure_logging",
+    "info_line",
     "installed_context",
 ]
 
@@ -237,24 +238,34 @@ class LogObserver:
         args = (info.id, fields["how"], event.duration, event.bytes_received,
                 info.calling_ae_title, info.called_ae_title, fields["peer"],
                 "" if not event.aborted else f": {event.reason}")
-        handler = _plain_text_handler(self.log)
-        if handler is None or not _write_ended(self.log.name, handler, fields, args):
-            self.log.info(_ENDED, *args, extra=fields)
+        info_line(self.log, _ENDED, args, fields)
 
 
 _ENDED = "association %d %s after %.3f s, %d bytes received: %r -> %r from %s%s"
 
 
-def _write_ended(name: str, handler: logging.StreamHandler[Any], fields: dict[str, Any],
-                 args: tuple[Any, ...]) -> bool:
-    """Write the line ``handler`` would write for `LogObserver`'s end-of-association INFO
-    record of logger ``name``, without building the record: LogRecord, Logger and Handler
+def info_line(logger: logging.Logger, msg: str, args: tuple[Any, ...],
+              fields: dict[str, Any]) -> None:
+    """``logger.info(msg, *args, extra=fields)``, written straight to the handler when only
+    `configure_logging`'s text handler would see the record (`_plain_text_handler`): the
+    same line for a fraction of the cost. For lines written per association or instance."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _plain_text_handler(logger)
+    if handler is None or not _write_line(logger.name, handler, msg, args, fields):
+        logger.info(msg, *args, extra=fields)
+
+
+def _write_line(name: str, handler: logging.StreamHandler[Any], msg: str,
+                args: tuple[Any, ...], fields: dict[str, Any]) -> bool:
+    """Write the line ``handler`` would write for an INFO record ``msg % args`` of logger
+    ``name`` with ``fields``, without building the record: LogRecord, Logger and Handler
     machinery are most of the line's cost. The same text, time stamp and handler lock (the
     formatter's time stamp cache is shared with other threads' records: used under it).
     False if the message spans lines (the formatter puts the fields after its first): the
     caller then logs it. A failed write is reported as emit reports it (`handleError`,
     once) and never retried: the line may be partly written."""
-    message = _ENDED % args
+    message = msg % args
     if "\n" in message:
         return False
     created = time.time()
@@ -269,7 +280,7 @@ def _write_ended(name: str, handler: logging.StreamHandler[Any], fields: dict[st
         handler.flush()
     except Exception:
         handler.handleError(logging.getLogger(name).makeRecord(
-            name, logging.INFO, "(unknown file)", 0, _ENDED, args, None, extra=fields))
+            name, logging.INFO, "(unknown file)", 0, msg, args, None, extra=fields))
     finally:
         handler.release()
     return True

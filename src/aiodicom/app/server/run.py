@@ -21,6 +21,7 @@ from aiodicom.app.server.logs import (
     LogObserver,
     association_fields,
     configure_logging,
+    info_line,
     installed_context,
 )
 from aiodicom.app.server.metrics import (
@@ -99,11 +100,9 @@ def make_store_handler(options: ServeOptions, audit: AuditTrail | None = None,
         index.submit(stored, failed)
         if audit is not None:
             audit.note_stored(info, stored.sop_instance_uid, stored.study_instance_uid)
-        log.info(
-            "association %d: stored %s from %r (%d bytes)",
-            info.id, stored.sop_instance_uid, info.calling_ae_title, stored.size,
-            extra=association_fields(info),
-        )
+        info_line(log, "association %d: stored %s from %r (%d bytes)",
+                  (info.id, stored.sop_instance_uid, info.calling_ae_title, stored.size),
+                  association_fields(info))
         return Status.SUCCESS
 
     return handle_store
