@@ -202,3 +202,91 @@ def test_fsync_syncs_the_parents_a_failed_store_created_at_the_next_store(
     third = "1.2.826.0.1.3680043.8.498.98"
     store(storage, encode(make_dataset(third), EXPLICIT), sop=third)
     assert synced == [root / STUDY / SERIES]  # synced once: not again
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writev or write that takes only part of the bytes (a signal, a nearly full file
+    system) is followed by the rest: the file is the meta information and every fragment,
+    byte for byte, as the encoder makes it."""
+    real_writev, real_write = os.writev, os.write
+    calls: list[str] = []
+
+    def short_writev(fd: int, buffers: list[bytes | memoryview]) -> int:
+        calls.append("writev")
+        total = sum(len(memoryview(b)) for b in buffers)
+        return real_writev(fd, [b"".join(bytes(b) for b in buffers)[:max(1, total // 3)]])
+
+    def short_write(fd: int, data: bytes | memoryview) -> int:
+        calls.append("write")
+        return real_write(fd, memoryview(data)[:7])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    monkeypatch.setattr(os, "write", short_write)
+    storage = Storage(StorageSettings(root=tmp_path / "store"))
+    data = encode(make_dataset(), EXPLICIT)
+    stored = store(storage, data, fragment=300)
+    meta = encode_file_meta(sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                            sop_instance_uid=stored.sop_instance_uid,
+                            transfer_syntax_uid=EXPLICIT, source_ae_title="MODALITY1",
+                            receiving_ae_title="ARCHIVE")
+    assert stored.path.read_bytes() == meta + data and stored.size == len(meta) + len(data)
+    assert calls.count("writev") == -(-len(data) // 300) and "write" in calls
+    assert os.listdir(storage.incoming) == []
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3])
+def test_a_write_failing_half_way_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 fail_at: int) -> None:
+    """ENOSPC on the first (meta information and first fragment), second or third write:
+    the store is refused as out of resources, no temporary or final file is left, and the
+    next store succeeds."""
+    import errno
+
+    from aiodicom.app.archive.storage import StorageError, StorageFailure
+
+    real_writev = os.writev
+    count = [0]
+
+    def failing(fd: int, buffers: list[bytes | memoryview]) -> int:
+        count[0] += 1
+        if count[0] == fail_at:
+            real_writev(fd, [bytes(memoryview(buffers[0])[:5])])  # part of it reached disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", failing)
+    storage = Storage(StorageSettings(root=tmp_path / "store"))
+    data = encode(make_dataset(), EXPLICIT)
+    with pytest.raises(StorageError) as caught:
+        store(storage, data, fragment=len(data) // 3 + 1)
+    assert caught.value.failure is StorageFailure.OUT_OF_RESOURCES
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+    monkeypatch.setattr(os, "writev", real_writev)
+    stored = store(storage, data)
+    assert stored.path.read_bytes().endswith(data)
+
+
+def test_temp_files_of_a_forked_worker_have_its_pid_and_token(tmp_path: Path) -> None:
+    """The pid is asked once, not per file: a fork (os.register_at_fork) makes the child
+    ask again and draw its own token, so its names never meet the parent's."""
+    temps = TempFiles(tmp_path)
+    fd, before = temps.create()
+    os.close(fd)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            fd, name = temps.create()
+            os.close(fd)
+            os.write(write, name.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        theirs = Path(pipe.read().decode()).name
+    os.waitpid(child, 0)
+    fd, after = temps.create()
+    os.close(fd)
+    mine = [Path(n).name.split("-") for n in (before, after)]
+    assert mine[0][:2] == mine[1][:2] == [str(os.getpid()), mine[0][1]]
+    assert theirs.split("-")[0] == str(child) and theirs.split("-")[1] != mine[0][1]

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
 from aiodicom.app.archive import _storage_files as files
 from aiodicom.app.archive.head import (
@@ -375,9 +374,9 @@ class Storage:
 class Part10Writer:
     """One Part 10 file being received; `write` fragments, then `commit` or `abort`.
 
-    Synchronous: writes go to a buffered file (fragments larger than the buffer are
-    written directly, without a copy). Use as a context manager to abort on any exit
-    that did not commit.
+    Synchronous: each fragment is written to the descriptor as it comes (no buffer, no
+    copy), the meta information with the first one (one writev). Use as a context manager
+    to abort on any exit that did not commit.
     """
 
     def __init__(
@@ -400,21 +399,19 @@ class Part10Writer:
         self.source_ae_title = source_ae_title
         self._meta_length = len(meta)
         self._head = bytearray()  # the data set's first bytes, for header_from_prefix
-        self._file: BinaryIO | None = None
+        self._fd = fd  # -1 once closed
+        self._meta: bytes | None = meta  # written with the first fragment (or at commit)
         self._finished = False
-        self.size = 0
-        """Bytes written so far, meta information included."""
+        self.size = len(meta)
+        """Bytes taken so far, meta information included (written by commit)."""
         try:
             os.fchmod(fd, storage.settings.file_mode)
-            self._file = open(fd, "wb", buffering=64 * 1024)  # noqa: SIM115
         except OSError as exc:
-            os.close(fd)
             self._discard()
             raise StorageError(
                 f"cannot open the temporary file {temp_path}: {exc.strerror}",
                 failure=_os_failure(exc),
             ) from exc
-        self._append(meta)
 
     @property
     def finished(self) -> bool:
@@ -423,20 +420,23 @@ class Part10Writer:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append one fragment of the data set as received (no joining, no copy)."""
-        self._append(data)
+        view = memoryview(data).cast("B")
+        self._append(view)
         room = PREFIX_LIMIT - len(self._head)
         if room > 0:  # the head alone is copied, for header_from_prefix at commit
-            self._head += memoryview(data).cast("B")[:room]
+            self._head += view[:room]
 
-    def _append(self, data: bytes | bytearray | memoryview) -> None:
-        file = self._file
-        if self._finished or file is None:
+    def _append(self, view: memoryview | None) -> None:
+        """Write ``view`` (None: nothing), after the meta information if not yet written."""
+        if self._finished or self._fd < 0:
             raise StorageError(
                 "write after commit or abort: begin a new instance",
                 failure=StorageFailure.STATE,
             )
+        meta, self._meta = self._meta, None
         try:
-            self.size += file.write(data)
+            files.write_all(self._fd, [b for b in (meta, view) if b is not None])
+            self.size += 0 if view is None else len(view)
         except OSError as exc:
             self._discard()
             raise StorageError(
@@ -450,10 +450,10 @@ class Part10Writer:
 
     def _discard(self) -> None:
         self._finished = True
-        file, self._file = self._file, None
-        if file is not None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
             try:
-                file.close()
+                os.close(fd)
             except OSError:
                 pass
         try:
@@ -468,14 +468,13 @@ class Part10Writer:
         parse, lacks or has invalid Study/Series/SOP UIDs, differs from the command,
         is a rejected duplicate, or the file system fails.
         """
-        file = self._file
-        if self._finished or file is None:
+        if self._finished or self._fd < 0:
             raise StorageError(
                 "commit after commit or abort: begin a new instance",
                 failure=StorageFailure.STATE,
             )
         try:
-            return self._commit(file)
+            return self._commit()
         except StorageError:
             self._discard()
             raise
@@ -490,13 +489,14 @@ class Part10Writer:
             self._discard()
             raise
 
-    def _commit(self, file: BinaryIO) -> StoredInstance:
+    def _commit(self) -> StoredInstance:
         settings = self._storage.settings
-        file.flush()
+        if self._meta is not None:  # an empty data set: the meta information alone
+            self._append(None)
         if settings.fsync:
-            os.fsync(file.fileno())
-        file.close()
-        self._file = None
+            os.fsync(self._fd)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
         attributes = self._read_and_check()
         final = self._storage.path_for(
             attributes["StudyInstanceUID"],
