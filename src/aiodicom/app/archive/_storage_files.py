@@ -18,7 +18,7 @@ from pathlib import Path
 from aiodicom.core.uids import validate_uid as _validate_uid
 
 __all__ = ["KNOWN_DIRECTORIES", "KnownDirectories", "TempFiles", "patched_file_meta",
-           "validate_uid"]
+           "validate_uid", "write_all"]
 
 KNOWN_DIRECTORIES = 4096
 """Series directories remembered at most (then forgotten all at once)."""
@@ -27,20 +27,33 @@ _FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
           | getattr(os, "O_CLOEXEC", 0))
 
 
+_FORKS = [0]
+"""Forks into this process seen: a forked worker draws its own token (no getpid syscall
+per file to notice it; without `os.register_at_fork`, the pid is asked each time)."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
+else:  # pragma: no cover - POSIX has it
+    _FORKS = None  # type: ignore[assignment]
+
+
 class TempFiles:
     """Creates the temporary files of one directory (see the module docstring)."""
 
     def __init__(self, directory: Path) -> None:
         self._prefix = f"{directory}{os.sep}"
         self._pid = 0
+        self._forks = -1
         self._token = ""
         self._count = 0
 
     def create(self) -> tuple[int, str]:
         """(descriptor, path) of a new empty file; OSError if it cannot be made."""
-        pid = os.getpid()
-        if self._pid != pid:  # first use, or a forked worker: a token of its own
-            self._pid, self._token = pid, secrets.token_hex(4)
+        if _FORKS is None or self._forks != _FORKS[0]:
+            pid = os.getpid()
+            if self._pid != pid:  # first use, or a forked worker: a token of its own
+                self._pid, self._token = pid, secrets.token_hex(4)
+            self._forks = _FORKS[0] if _FORKS is not None else -1
+        pid = self._pid
         while True:
             self._count += 1
             name = f"{self._prefix}{pid}-{self._token}-{self._count}.part"
@@ -48,6 +61,21 @@ class TempFiles:
                 return os.open(name, _FLAGS, 0o600), name
             except FileExistsError:  # left by an earlier process with our pid and token
                 continue
+
+
+def write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
+    """Write ``buffers`` (bytes or byte views) to ``fd`` in order, whole: one writev,
+    then, after a short write (a signal, a file system near full), the rest piece by
+    piece until done or an OSError."""
+    written = os.writev(fd, buffers)
+    for buffer in buffers:
+        view = memoryview(buffer)
+        if written >= len(view):
+            written -= len(view)
+            continue
+        view, written = view[written:], 0
+        while view:
+            view = view[os.write(fd, view):]
 
 
 class KnownDirectories:
