@@ -228,3 +228,42 @@ def test_instance_uid_checks_as_the_general_decoder(raw: bytes, accepted: bool) 
     data = _store_with_instance(raw)
     fast = _check_request(data)
     assert (fast is not None and fast != "raised") is accepted
+
+
+@st.composite
+def _well_formed(draw: st.DrawFn) -> list[list[PresentationDataValue]]:
+    """Whole messages (a command, then its data-set fragments on the same context), the
+    PDVs grouped into P-DATA-TFs of one to three, sometimes one PDV moved off its context."""
+    pdvs: list[PresentationDataValue] = []
+    for _ in range(draw(st.integers(1, 4))):
+        cid = draw(st.sampled_from([1, 3]))
+        msg = draw(st.one_of(MESSAGE_STRATEGIES[CEchoRQ], MESSAGE_STRATEGIES[CStoreRQ]))
+        pdvs.append(_pdv(cid, True, True, encode_message(msg)))
+        if msg.has_dataset:
+            n = draw(st.integers(1, 3))
+            pdvs += [_pdv(cid, False, i == n - 1, draw(st.binary(max_size=6))) for i in range(n)]
+    if draw(st.booleans()):
+        i = draw(st.integers(0, len(pdvs) - 1))
+        p = pdvs[i]
+        pdvs[i] = _pdv(p.context_id ^ 2, p.is_command, p.is_last, bytes(p.data))
+    groups: list[list[PresentationDataValue]] = []
+    while pdvs:
+        take = draw(st.sampled_from([1, 1, 1, 2, 3]))
+        groups.append(pdvs[:take])
+        pdvs = pdvs[take:]
+    return groups
+
+
+@settings(max_examples=400, deadline=None)
+@given(_well_formed())
+def test_feed_agrees_with_pdv_by_pdv_on_whole_messages(
+    stream: list[list[PresentationDataValue]],
+) -> None:
+    fast, ref = MessageAssembler(), MessageAssembler()
+    for pdvs in stream:
+        pdata = PDataTF(pdvs=tuple(pdvs))
+        got, want = _step(fast, pdata, False), _step(ref, pdata, True)
+        assert got == want
+        assert _state(fast) == _state(ref)
+        if isinstance(got, tuple):
+            break

@@ -279,6 +279,16 @@ class MessageAssembler:
         if len(pdvs) == 1:
             pdv = pdvs[0]
             if not pdv.is_command:
+                context_id = pdv.context_id
+                if self._command_context is None and self._dataset_context == context_id:
+                    # the fragment expected: `_dataset_fragment`'s checks all pass
+                    data = pdv.data
+                    if type(data) is not memoryview or data.format != "B" or data.ndim != 1:
+                        data = _view(data)
+                    is_last = pdv.is_last
+                    if is_last:
+                        self._dataset_context = None
+                    return [_dataset_fragment(context_id, data, is_last)]
                 return [self._dataset_fragment(pdv)]
             if pdv.is_last and self._command_context is None and self._dataset_context is None:
                 data = pdv.data
