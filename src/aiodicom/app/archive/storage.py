@@ -285,6 +285,7 @@ class Storage:
         self.settings = settings
         self.root = Path(settings.root)
         self.incoming = self.root / INCOMING_DIR
+        self._root_prefix = os.path.join(self.root, "")
         self._temps = files.TempFiles(self.incoming)
         self._dirs = files.KnownDirectories()
         try:
@@ -305,12 +306,10 @@ class Storage:
 
     def path_for(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
         """The final path of an instance; every UID must be valid (they become names)."""
-        return (
-            self.root
-            / files.validate_uid(study_uid, "Study Instance UID")
-            / files.validate_uid(series_uid, "Series Instance UID")
-            / f"{files.validate_uid(sop_instance_uid, 'SOP Instance UID')}.dcm"
-        )
+        return Path(  # one parse, not three joins: a valid UID holds no separator
+            f"{self._root_prefix}{files.validate_uid(study_uid, 'Study Instance UID')}{os.sep}"
+            f"{files.validate_uid(series_uid, 'Series Instance UID')}{os.sep}"
+            f"{files.validate_uid(sop_instance_uid, 'SOP Instance UID')}.dcm")
 
     def purge_incoming(self, older_than: float) -> int:
         """Remove temporary files left in .incoming by a crash, older than N seconds.
@@ -536,20 +535,20 @@ class Part10Writer:
 
     def _place(self, final: Path) -> StoreOutcome:
         """Move the temporary file to `final` under the duplicate policy."""
-        settings = self._storage.settings
-        created = self._storage.known_directory(final.parent)
+        settings, parent = self._storage.settings, final.parent
+        created = self._storage.known_directory(parent)
         try:
             outcome = self._move(final, settings.duplicates)
         except FileNotFoundError:  # the series directory was removed since we last saw it
             if not self.temp_path.exists():
                 raise
-            self._storage.forget_directory(final.parent)
-            created += self._storage.known_directory(final.parent)  # both tries' need sync
+            self._storage.forget_directory(parent)
+            created += self._storage.known_directory(parent)  # both tries' need sync
             outcome = self._move(final, settings.duplicates)
         if settings.fsync:
-            for directory in dict.fromkeys([final.parent, *(d.parent for d in created)]):
+            for directory in dict.fromkeys([parent, *(d.parent for d in created)]):
                 _fsync_dir(directory)
-        self._storage._dirs.synced(final.parent)
+        self._storage._dirs.synced(parent)
         return outcome
 
     def _move(self, final: Path, duplicates: DuplicatePolicy) -> StoreOutcome:
