@@ -11,6 +11,15 @@ work on those N round trips is measured (association set-up and release are not)
   P-DATA-TF for the command and one for the data set, as storescu sends them) -> Part 10
   file renamed into place, index write queued, C-STORE-RSP. Each request has its own SOP
   Instance UID (fixed length, patched by the client), so every store writes a new file.
+- ``echo-on-association-tls``: the C-ECHO case over mutual TLS (``serve --tls-port`` with
+  the certificates `aiodicom pki` issues, as bench/macro/servers.py makes them; the client
+  presents the STORESCU client certificate and checks the server's against the CA).
+- ``store512k-on-association-tls``: C-STORE-RQ of a 524,288-byte pixel data set over mutual
+  TLS, sent as DCMTK storescu sends the bench row: data P-DATA-TF PDUs of 131,072 bytes
+  (4 full + a tail), one PDV each. This is the per-image unit of the "200 x 512 KiB over
+  mutual TLS" row.
+
+The client's request PDUs go through a file (a 512 KiB data set does not fit an argument).
 """
 
 from __future__ import annotations
@@ -24,9 +33,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-CASES = ("echo-on-association", "store-on-association")
-DEFAULT_N = {"echo-on-association": 5000, "store-on-association": 1000}
-CALLGRIND_N = {"echo-on-association": 500, "store-on-association": 200}
+CASES = ("echo-on-association", "store-on-association", "echo-on-association-tls",
+         "store512k-on-association-tls")
+DEFAULT_N = {"echo-on-association": 5000, "store-on-association": 1000,
+             "echo-on-association-tls": 5000, "store512k-on-association-tls": 200}
+CALLGRIND_N = {"echo-on-association": 500, "store-on-association": 200,
+               "echo-on-association-tls": 500, "store512k-on-association-tls": 40}
+STORESCU_PDU = 131072  # storescu's P-DATA-TF size against our 1 MiB offer (store-attribution.md)
 
 VERIFICATION = "1.2.840.10008.1.1"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -36,12 +49,14 @@ UID_DIGITS = 10  # prefix (29) + 10 digits + trailing NUL pad: 40 bytes, even
 WARM_UP = 50
 
 CLIENT = r"""
-import socket, struct, sys
+import socket, ssl, struct, sys
 host, port, kind = sys.argv[1], int(sys.argv[2]), sys.argv[5]
 n, warm = int(sys.argv[3]), int(sys.argv[4])
-rq, release, cmd, data = (bytes.fromhex(x) for x in sys.argv[6:10])
-marker = sys.argv[10].encode()
-digits = int(sys.argv[11])
+with open(sys.argv[6]) as f:
+    rq, release, cmd, data = (bytes.fromhex(x) for x in f.read().split())
+marker = sys.argv[7].encode()
+digits = int(sys.argv[8])
+tls = sys.argv[9:12]  # CA, client certificate, client key; none for plain TCP
 def pdu(s):
     head = b""
     while len(head) < 6:
@@ -57,7 +72,7 @@ def pdu(s):
     return kind_, body
 cmd, data = bytearray(cmd), bytearray(data)
 mid_at = cmd.index(b"\x00\x00\x10\x01\x02\x00\x00\x00") + 8
-uid_at = [buf.index(marker) + len(marker) for buf in (cmd, data)] if kind == "store" else []
+uid_at = [buf.index(marker) + len(marker) for buf in (cmd, data)] if kind != "echo" else []
 counter = [0]
 def one(s):
     counter[0] += 1
@@ -82,6 +97,11 @@ def one(s):
     if body[at + 8:at + 10] != b"\0\0": raise SystemExit(f"status {body[at + 8:at + 10].hex()}")
 s = socket.create_connection((host, port))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+if tls:
+    context = ssl.create_default_context(cafile=tls[0])
+    context.load_cert_chain(tls[1], tls[2])
+    s = context.wrap_socket(s, server_hostname="localhost")
+    print("tls", s.version(), *s.cipher()[:1], file=sys.stderr, flush=True)
 s.sendall(rq)
 if pdu(s)[0] != 2: raise SystemExit("not accepted")
 for _ in range(warm): one(s)
@@ -121,7 +141,9 @@ def _pdata(context_id: int, control: int, value: bytes) -> bytes:
 
 
 def request_pdus(kind: str) -> tuple[bytes, bytes]:
-    """(command P-DATA-TF, data-set P-DATA-TF or b"") with the UID digits 10...0."""
+    """(command P-DATA-TF, data-set P-DATA-TF(s) or b"") with the UID digits 10...0.
+
+    ``store512k``: the data set in P-DATA-TF PDUs of `STORESCU_PDU` bytes, one PDV each."""
     from aiodicom.core.dimse import CEchoRQ, CStoreRQ, encode_message
 
     if kind == "echo":
@@ -129,11 +151,34 @@ def request_pdus(kind: str) -> tuple[bytes, bytes]:
     uid = UID_PREFIX + "1" + "0" * (UID_DIGITS - 1)
     command = bytes(encode_message(CStoreRQ(
         message_id=1, affected_sop_class_uid=CT_STORAGE, affected_sop_instance_uid=uid)))
-    return _pdata(3, 0x03, command), _pdata(3, 0x02, small_dataset(uid))
+    if kind == "store":
+        return _pdata(3, 0x03, command), _pdata(3, 0x02, small_dataset(uid))
+    dataset = small_dataset(uid, rows=512, columns=512)
+    step = STORESCU_PDU - 12  # PDU header 6, PDV length 4, context and control 2
+    parts = [dataset[at:at + step] for at in range(0, len(dataset), step)]
+    return _pdata(3, 0x03, command), b"".join(
+        _pdata(3, 0x02 if i == len(parts) - 1 else 0x00, part) for i, part in enumerate(parts))
 
 
-def small_dataset(sop_instance_uid: str) -> bytes:
-    """A ~2 KB CT image header and a 1,600-byte pixel stand-in, implicit VR little endian."""
+def make_certs(folder: Path) -> tuple[Path, Path, Path, Path, Path]:
+    """(CA, server cert, server key, client cert, client key) from `aiodicom pki` (EC
+    P-256), as bench/macro/servers.py makes them for the TLS bench rows."""
+    tool = str(Path(sys.executable).with_name("aiodicom"))
+    for argv in (
+        [tool, "pki", "init", str(folder)],
+        [tool, "pki", "issue", str(folder), "server", "--name", "localhost",
+         "--ip", "127.0.0.1", "--out", str(folder / "server")],
+        [tool, "pki", "issue", str(folder), "client", "--ae-title", "STORESCU",
+         "--out", str(folder / "client")],
+    ):
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return (folder / "ca.crt", folder / "server.crt", folder / "server.key",
+            folder / "client.crt", folder / "client.key")
+
+
+def small_dataset(sop_instance_uid: str, rows: int = 20, columns: int = 40) -> bytes:
+    """A CT image header and a ``rows`` x ``columns`` 16-bit pixel stand-in (default ~2 KB,
+    1,600 bytes of pixels), implicit VR little endian."""
     from pydicom.dataset import Dataset
 
     from aiodicom.core.part10 import encode_dataset
@@ -151,15 +196,15 @@ def small_dataset(sop_instance_uid: str) -> bytes:
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
-    ds.Rows = 20
-    ds.Columns = 40
+    ds.Rows = rows
+    ds.Columns = columns
     ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = bytes(20 * 40 * 2)
+    ds.PixelData = bytes(rows * columns * 2)
     return bytes(encode_dataset(ds, IMPLICIT_LE))
 
 
@@ -171,15 +216,20 @@ def run(case: str, n: int, profile: bool,
     from aiodicom.app.server.logs import configure_logging
     from aiodicom.app.server.run import run_server
 
-    kind = "echo" if case == "echo-on-association" else "store"
+    kind = case.split("-", 1)[0]
     work = Path(tempfile.mkdtemp(prefix="aiodicom-micro-"))
+    tls: list[str] = []
+    options = ServeOptions(port=0, storage=work / "storage")
+    if case.endswith("-tls"):
+        ca, cert, key, client_cert, client_key = make_certs(work / "pki")
+        options = ServeOptions(tls_port=0, cert=cert, key=key, ca=ca, storage=work / "storage")
+        tls = [str(ca), str(client_cert), str(client_key)]
     log_file = (work / "server.log").open("w")
     real_stderr, sys.stderr = sys.stderr, log_file
     try:
         configure_logging("text", "info")  # the handler binds sys.stderr now: the file
     finally:
         sys.stderr = real_stderr
-    options = ServeOptions(port=0, storage=work / "storage")
     loop = loop_factory()()
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()
@@ -189,11 +239,13 @@ def run(case: str, n: int, profile: bool,
         loop.run_until_complete(asyncio.sleep(0.01))
     _, host, port = bound[0]
     command, data = request_pdus(kind)
-    marker = UID_PREFIX
+    pdus = work / "pdus.hex"
+    pdus.write_text(" ".join((associate_rq("AIODICOM", "STORESCU").hex(),
+                              struct.pack(">BBII", 5, 0, 4, 0).hex(), command.hex(),
+                              data.hex() or "00")))
     client = subprocess.Popen(
         [sys.executable, "-c", CLIENT, host, str(port), str(n), str(WARM_UP), kind,
-         associate_rq("AIODICOM", "STORESCU").hex(), struct.pack(">BBII", 5, 0, 4, 0).hex(),
-         command.hex(), data.hex() or "00", marker, str(UID_DIGITS)],
+         str(pdus), UID_PREFIX, str(UID_DIGITS), *tls],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert client.stdin is not None and client.stdout is not None
     stdin, stdout = client.stdin, client.stdout
