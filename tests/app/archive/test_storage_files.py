@@ -290,3 +290,28 @@ def test_temp_files_of_a_forked_worker_have_its_pid_and_token(tmp_path: Path) ->
     mine = [Path(n).name.split("-") for n in (before, after)]
     assert mine[0][:2] == mine[1][:2] == [str(os.getpid()), mine[0][1]]
     assert theirs.split("-")[0] == str(child) and theirs.split("-")[1] != mine[0][1]
+
+
+def test_check_request_remembers_only_what_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checked class, syntax and AE titles are remembered; the instance UID is checked
+    every time, errors keep their order (class before instance), and a remembered answer
+    equals a fresh one (padding stripped, meta byte for byte)."""
+    from aiodicom.app.archive import storage as storage_module
+    from aiodicom.app.archive.storage import InvalidStorageRequest, check_request
+
+    monkeypatch.setattr(storage_module, "_CHECKED", {})
+    request = dict(sop_class_uid="1.2.840.10008.5.1.4.1.1.2\x00", sop_instance_uid="1.2.3",
+                   transfer_syntax_uid=EXPLICIT, source_ae_title=" CT01 ",
+                   receiving_ae_title="ARCHIVE")
+    fresh = check_request(**request)
+    assert len(storage_module._CHECKED) == 1
+    again = check_request(**request)
+    assert again == fresh and fresh.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+    assert fresh.source_ae_title == "CT01"
+    with pytest.raises(InvalidStorageRequest, match="Affected SOP Instance UID"):
+        check_request(**{**request, "sop_instance_uid": "1..2"})
+    with pytest.raises(InvalidStorageRequest, match="Affected SOP Class UID"):
+        check_request(**{**request, "sop_class_uid": "x", "sop_instance_uid": "1..2"})
+    with pytest.raises(InvalidStorageRequest, match="receiving AE title"):
+        check_request(**{**request, "receiving_ae_title": "A\\B"})
+    assert len(storage_module._CHECKED) == 1  # nothing that failed was kept

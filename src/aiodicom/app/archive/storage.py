@@ -202,31 +202,33 @@ class CheckedRequest:
     meta: bytes
 
 
-def check_request(
-    *,
-    sop_class_uid: str,
-    sop_instance_uid: str,
-    transfer_syntax_uid: str,
-    source_ae_title: str,
-    receiving_ae_title: str,
-) -> CheckedRequest:
-    """Validate a C-STORE's UIDs (a trailing NUL pad accepted) and AE titles, and encode
-    the File Meta Information; raises `InvalidStorageRequest`. Every backend starts here."""
-    meta = files.patched_file_meta(  # every value validated first, as encode_file_meta would
-        encode_file_meta,
-        sop_class_uid=_uid_arg(sop_class_uid, "Affected SOP Class UID"),
-        sop_instance_uid=_uid_arg(sop_instance_uid, "Affected SOP Instance UID"),
-        transfer_syntax_uid=_uid_arg(transfer_syntax_uid, "Transfer Syntax UID"),
-        source_ae_title=_check_ae(source_ae_title, "calling (source) AE title"),
-        receiving_ae_title=_check_ae(receiving_ae_title, "receiving AE title"),
-    )
-    return CheckedRequest(
-        sop_class_uid=strip_uid_padding(sop_class_uid),
-        sop_instance_uid=strip_uid_padding(sop_instance_uid),
-        transfer_syntax_uid=strip_uid_padding(transfer_syntax_uid),
-        source_ae_title=source_ae_title.strip(" "),
-        meta=meta,
-    )
+_CHECKED: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
+"""(class, syntax, source AE, receiving AE) -> checked; they repeat (bounded, then cleared)."""
+
+
+def check_request(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+                  source_ae_title: str, receiving_ae_title: str) -> CheckedRequest:
+    """Validate a C-STORE's UIDs (a trailing NUL pad accepted) and AE titles in this order,
+    encode the File Meta Information; raises `InvalidStorageRequest`. Backends start here."""
+    key = (sop_class_uid, transfer_syntax_uid, source_ae_title, receiving_ae_title)
+    plain = str is type(sop_class_uid) is type(transfer_syntax_uid) is type(
+        source_ae_title) is type(receiving_ae_title)
+    known = _CHECKED.get(key) if plain else None
+    sop_class = known[0] if known else _uid_arg(sop_class_uid, "Affected SOP Class UID")
+    instance = _uid_arg(sop_instance_uid, "Affected SOP Instance UID")
+    if known is None:
+        known = (sop_class, _uid_arg(transfer_syntax_uid, "Transfer Syntax UID"),
+                 _check_ae(source_ae_title, "calling (source) AE title"),
+                 _check_ae(receiving_ae_title, "receiving AE title"))
+        if len(_CHECKED) >= files.KNOWN_DIRECTORIES:
+            _CHECKED.clear()
+        if plain:
+            _CHECKED[key] = known
+    meta = files.patched_file_meta(
+        encode_file_meta, sop_class_uid=sop_class, sop_instance_uid=instance,
+        transfer_syntax_uid=known[1], source_ae_title=known[2], receiving_ae_title=known[3])
+    return CheckedRequest(sop_class_uid=sop_class, sop_instance_uid=instance,
+                          transfer_syntax_uid=known[1], source_ae_title=known[2], meta=meta)
 
 
 def check_header(attributes: Mapping[str, str], *, sop_instance_uid: str,
