@@ -19,7 +19,6 @@ of a server that only stores: without a Specific Character Set, or with ISO_IR 6
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 import zlib
@@ -237,8 +236,10 @@ def _decode(value: bytes, vr: str, encodings: list[str]) -> str:
         return value.decode("ascii", "replace").strip(" \x00")
     text: str | None = None
     if _ESC not in value and encodings[0] in _PLAIN_CODECS:
-        with contextlib.suppress(UnicodeError):  # pydicom's one call without ESC
+        try:  # pydicom's one call without ESC (try, not contextlib.suppress: per value)
             text = value.decode(encodings[0])
+        except UnicodeError:
+            pass
     if text is None:
         from pydicom.charset import decode_bytes
 
