@@ -2,11 +2,17 @@
 
 The observer is a plain callable run synchronously on the loop: it must be quick and must
 not raise (an exception is logged and ignored, so a broken exporter never drops DICOM).
+
+`RequestCompleted` is built per DIMSE message only if the observer wants it: an observer
+with a false ``wants_requests`` attribute never sees one (`wants_requests`, read once when
+the observer is given to the server). One without the attribute sees every event. Building
+the event for nobody was ~17,000 instructions of a C-ECHO's ~147,000 (issue 18).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiodicom.aio.association import AssociationInfo
@@ -16,10 +22,12 @@ __all__ = [
     "AssociationAccepted",
     "AssociationEnded",
     "AssociationRefused",
+    "FanOut",
     "HandshakeFailed",
     "Observer",
     "RequestCompleted",
     "ServerEvent",
+    "wants_requests",
 ]
 
 
@@ -77,3 +85,34 @@ ServerEvent = (
     | HandshakeFailed
 )
 Observer = Callable[[ServerEvent], None]
+
+
+def wants_requests(observer: Observer | None) -> bool:
+    """Whether ``observer`` consumes `RequestCompleted`: its ``wants_requests`` attribute
+    (a bool, or a property read now), True when it has none; False for no observer."""
+    if observer is None:
+        return False
+    return bool(getattr(observer, "wants_requests", True))
+
+
+class FanOut:
+    """One observer calling several in order; one that raises is logged and the others
+    still run. `RequestCompleted` goes only to those that want it (read once, here)."""
+
+    __slots__ = ("_for_requests", "_log", "observers", "wants_requests")
+
+    def __init__(self, observers: Iterable[Observer], log: logging.Logger) -> None:
+        self.observers = tuple(observers)
+        self._for_requests = tuple(o for o in self.observers if wants_requests(o))
+        self.wants_requests = bool(self._for_requests)
+        self._log = log
+
+    def __call__(self, event: ServerEvent) -> None:
+        for observer in (
+            self._for_requests if type(event) is RequestCompleted else self.observers
+        ):
+            try:
+                observer(event)
+            except Exception:  # one broken sink must not starve the others
+                self._log.exception("%s failed on %s", type(observer).__name__,
+                                    type(event).__name__)

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from aiodicom.aio._connection_caps import ConnectionLimits, PendingGate
 from aiodicom.aio._proxy import ProxyProtocol, ProxyStats, receive_header, refuse_source
 from aiodicom.aio.admission import Admission
-from aiodicom.aio.events import HandshakeFailed, Observer, ServerEvent
+from aiodicom.aio.events import HandshakeFailed, Observer, ServerEvent, wants_requests
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.aio.qr_service import MoveDestination, QRService
 from aiodicom.aio.requests import Handlers
@@ -55,6 +55,8 @@ class Server:
     ``admission`` may be a bare `AcceptorPolicy` when negotiation is the only rule.
     ``move_destinations`` maps a C-MOVE destination AE title to how to reach it
     (`aiodicom.aio.client.RemoteAE`); a C-MOVE to any other title gets 0xA801.
+    ``observer`` gets `aiodicom.aio.events` notifications; whether it wants one per request
+    (``wants_requests``) is read when it is given or replaced (``server.observer = ...``).
     """
 
     def __init__(
@@ -73,6 +75,8 @@ class Server:
         self.admission = admission
         self.handlers = handlers or Handlers()
         self.settings = settings or AssociationSettings()
+        self.wants_requests = False
+        """True when the observer consumes `RequestCompleted` (else none is built)."""
         self.observer = observer
         destinations = dict(move_destinations or {})
         for title, destination in destinations.items():
@@ -119,13 +123,19 @@ class Server:
         return None
 
     @property
-    def has_observer(self) -> bool:
-        return self.observer is not None
+    def observer(self) -> Observer | None:
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self._observer = observer
+        self.wants_requests = wants_requests(observer)
 
     def notify(self, event: ServerEvent) -> None:
-        if self.observer is not None:
+        observer = self._observer
+        if observer is not None:
             try:
-                self.observer(event)
+                observer(event)
             except Exception:
                 log.exception("observer failed on %s", type(event).__name__)
 

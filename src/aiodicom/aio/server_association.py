@@ -99,7 +99,8 @@ class AcceptingServer(Protocol):
     def stats(self) -> ServerStats: ...
 
     @property
-    def has_observer(self) -> bool: ...
+    def wants_requests(self) -> bool:
+        """Whether to build `RequestCompleted` at all (the observer consumes it)."""
 
     def check_limits(self, assoc: ServerAssociation) -> AAssociateRJ | None: ...
 
@@ -286,7 +287,7 @@ class ServerAssociation(Association):
             echo_response_pdu(context_id, msg.message_id, msg.affected_sop_class_uid)
         ):
             return False
-        if self.server.has_observer and self.info is not None:
+        if self.server.wants_requests and self.info is not None:
             self.server.notify(RequestCompleted(
                 info=self.info, service="C-ECHO", sop_class_uid=msg.affected_sop_class_uid,
                 sop_instance_uid=None, status=0, bytes=0, duration=0.0,
@@ -313,12 +314,13 @@ class ServerAssociation(Association):
             response = _refusal(msg, status)
             if response is not None:
                 await self.send_message(context_id, response)
-        self.server.notify(RequestCompleted(
-            info=self.info, service=message_name(msg).removesuffix("-RQ"),
-            sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "",
-            sop_instance_uid=getattr(msg, "affected_sop_instance_uid", None),
-            status=int(status), bytes=data.total if data is not None else 0, duration=0.0,
-        ))
+        if self.server.wants_requests:
+            self.server.notify(RequestCompleted(
+                info=self.info, service=message_name(msg).removesuffix("-RQ"),
+                sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "",
+                sop_instance_uid=getattr(msg, "affected_sop_instance_uid", None),
+                status=int(status), bytes=data.total if data is not None else 0, duration=0.0,
+            ))
 
     async def _run_request(self, context_id: int, msg: Message, data: IncomingData | None) -> None:
         assert self.info is not None and self.negotiated is not None
@@ -327,8 +329,8 @@ class ServerAssociation(Association):
             window = self._window = asyncio.Semaphore(
                 max(1, self.negotiated.max_operations_performed or 1))
         async with window:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
+            wants = self.server.wants_requests  # else no RequestCompleted, no clock read
+            started = asyncio.get_running_loop().time() if wants else 0.0
             response: Message | None
             body: bytes | None = None
             then: Callable[[], Any] | None = None
@@ -374,15 +376,16 @@ class ServerAssociation(Association):
                     # as send_message: while the peer does not read, the operation keeps its
                     # window slot, so no further request is taken on and nothing piles up
                     await protocol.drain()
-            self.server.notify(RequestCompleted(
-                info=self.info,
-                service=message_name(msg).removesuffix("-RQ"),
-                sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "",
-                sop_instance_uid=getattr(msg, "affected_sop_instance_uid", None),
-                status=int(getattr(response, "status", 0)),
-                bytes=data.total if data is not None else 0,
-                duration=loop.time() - started,
-            ))
+            if wants:
+                self.server.notify(RequestCompleted(
+                    info=self.info,
+                    service=message_name(msg).removesuffix("-RQ"),
+                    sop_class_uid=getattr(msg, "affected_sop_class_uid", "") or "",
+                    sop_instance_uid=getattr(msg, "affected_sop_instance_uid", None),
+                    status=int(getattr(response, "status", 0)),
+                    bytes=data.total if data is not None else 0,
+                    duration=asyncio.get_running_loop().time() - started,
+                ))
             if then is not None and self.is_established and not self._releasing:
                 self._spawn(then())  # outside the window: it waits for the peer's answer
 

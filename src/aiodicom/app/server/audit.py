@@ -123,6 +123,9 @@ class AuditTrail:
     title of each association) is the destination participant; ``syslog`` is ``HOST:PORT``.
     """
 
+    wants_requests = True
+    """Stores and transfers are audited from `RequestCompleted` (`aio.events.wants_requests`)."""
+
     def __init__(self, path: Path | str, *, source_id: str = "AIODICOM",
                  syslog: str | None = None, ae_title: str | None = None,
                  enterprise_site_id: str | None = None) -> None:

@@ -195,6 +195,12 @@ class LogObserver:
         self.log = logger or logging.getLogger("aiodicom.events")
         self.context = context
 
+    @property
+    def wants_requests(self) -> bool:
+        """Requests are logged only at DEBUG: below it no `RequestCompleted` is built for us
+        (`aiodicom.aio.events.wants_requests`, read when the server is given the observer)."""
+        return self.log.isEnabledFor(logging.DEBUG)
+
     def __call__(self, event: ServerEvent) -> None:
         if isinstance(event, RequestCompleted):
             if self.log.isEnabledFor(logging.DEBUG):

@@ -216,6 +216,9 @@ class MetricsObserver:
     children are looked up once and kept, so an event costs the increments and nothing else.
     """
 
+    wants_requests = True
+    """Every request is counted (`aiodicom.aio.events.wants_requests`)."""
+
     def __init__(self, metrics: Metrics | None = None, *, process: bool = True) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
