@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiodicom.aio.admission import Admission
-from aiodicom.aio.events import Observer, ServerEvent
+from aiodicom.aio.events import FanOut, Observer
 from aiodicom.aio.requests import Handlers, StoreRequest
 from aiodicom.aio.server import Server
 from aiodicom.app.server.audit import AuditTrail
@@ -156,15 +156,8 @@ def build_observers(
     observers: list[Observer] = [o for o in (log_observer, metrics, audit) if o is not None]
     if len(observers) == 1:  # the usual case: no fan-out (Server.notify catches a failure)
         return observers[0], metrics, audit
-
-    def observe(event: ServerEvent) -> None:
-        for observer in observers:
-            try:
-                observer(event)
-            except Exception:  # one broken sink must not starve the others
-                log.exception("%s failed on %s", type(observer).__name__, type(event).__name__)
-
-    return observe, metrics, audit
+    # requests only to those that want them (the log observer at INFO does not)
+    return FanOut(observers, log), metrics, audit
 
 
 def build_server(options: ServeOptions, observer: Observer | None = None,
