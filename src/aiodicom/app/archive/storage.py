@@ -346,12 +346,9 @@ class Storage:
         UID or AE title, `StorageError` if the temporary file cannot be written.
         """
         checked = check_request(
-            sop_class_uid=sop_class_uid,
-            sop_instance_uid=sop_instance_uid,
-            transfer_syntax_uid=transfer_syntax_uid,
-            source_ae_title=source_ae_title,
-            receiving_ae_title=receiving_ae_title,
-        )
+            sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid, source_ae_title=source_ae_title,
+            receiving_ae_title=receiving_ae_title)
         try:
             fd, name = self._temps.create()
         except OSError as exc:
@@ -359,17 +356,11 @@ class Storage:
                 f"cannot create a temporary file in {self.incoming}: {exc.strerror}",
                 failure=_os_failure(exc),
             ) from exc
-        writer = Part10Writer(
-            self,
-            fd,
-            Path(name),
-            sop_class_uid=checked.sop_class_uid,
+        return Part10Writer(  # the name as a str: a Path only if asked (temp_path)
+            self, fd, name, sop_class_uid=checked.sop_class_uid,
             sop_instance_uid=checked.sop_instance_uid,
             transfer_syntax_uid=checked.transfer_syntax_uid,
-            source_ae_title=checked.source_ae_title,
-            meta=checked.meta,
-        )
-        return writer
+            source_ae_title=checked.source_ae_title, meta=checked.meta)
 
 
 class Part10Writer:
@@ -384,7 +375,7 @@ class Part10Writer:
         self,
         storage: Storage,
         fd: int,
-        temp_path: Path,
+        temp_path: Path | str,
         *,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -393,7 +384,7 @@ class Part10Writer:
         meta: bytes,
     ) -> None:
         self._storage = storage
-        self.temp_path = temp_path
+        self._temp = os.fspath(temp_path)
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
         self.transfer_syntax_uid = transfer_syntax_uid
@@ -413,6 +404,11 @@ class Part10Writer:
                 f"cannot open the temporary file {temp_path}: {exc.strerror}",
                 failure=_os_failure(exc),
             ) from exc
+
+    @property
+    def temp_path(self) -> Path:
+        """The temporary file in .incoming."""
+        return Path(self._temp)
 
     @property
     def finished(self) -> bool:
@@ -458,7 +454,7 @@ class Part10Writer:
             except OSError:
                 pass
         try:
-            self.temp_path.unlink()
+            os.unlink(self._temp)
         except FileNotFoundError:
             pass
 
@@ -527,7 +523,7 @@ class Part10Writer:
         try:
             attributes = header_from_prefix(head, length, syntax)
             if attributes is None:  # not the plain case: pydicom reads the file
-                with open(self.temp_path, "rb") as fp:
+                with open(self._temp, "rb") as fp:
                     attributes = read_header(fp, start, length, syntax)
         except HeaderError as exc:
             raise invalid_dataset(self.sop_instance_uid, exc) from None
@@ -542,7 +538,7 @@ class Part10Writer:
         try:
             outcome = self._move(final, settings.duplicates)
         except FileNotFoundError:  # the series directory was removed since we last saw it
-            if not self.temp_path.exists():
+            if not os.path.exists(self._temp):
                 raise
             self._storage.forget_directory(parent)
             created += self._storage.known_directory(parent)  # both tries' need sync
@@ -556,14 +552,14 @@ class Part10Writer:
     def _move(self, final: Path, duplicates: DuplicatePolicy) -> StoreOutcome:
         if duplicates is DuplicatePolicy.OVERWRITE:
             outcome = StoreOutcome.REPLACED if os.path.exists(final) else StoreOutcome.STORED
-            os.replace(self.temp_path, final)
+            os.replace(self._temp, final)
             return outcome
         return self._place_exclusive(final)
 
     def _place_exclusive(self, final: Path) -> StoreOutcome:
         """Link without replacing (atomic no-clobber); fall back where links fail."""
         try:
-            os.link(self.temp_path, final)
+            os.link(self._temp, final)
             exists = False
         except FileExistsError:
             exists = True
@@ -572,7 +568,7 @@ class Part10Writer:
                 raise
             exists = final.exists()
             if not exists:  # no hard links here: check-then-replace, not race-free
-                os.replace(self.temp_path, final)
+                os.replace(self._temp, final)
                 return StoreOutcome.STORED
         if exists:
             if self._storage.settings.duplicates is DuplicatePolicy.REJECT:
@@ -583,7 +579,7 @@ class Part10Writer:
                 )
             self._discard()
             return StoreOutcome.KEPT_EXISTING
-        os.unlink(self.temp_path)
+        os.unlink(self._temp)
         return StoreOutcome.STORED
 
     def __enter__(self) -> Part10Writer:
