@@ -13,11 +13,13 @@ work on those N round trips is measured (association set-up and release are not)
   Instance UID (fixed length, patched by the client), so every store writes a new file.
 - ``echo-on-association-tls``: the C-ECHO case over mutual TLS (``serve --tls-port`` with
   the certificates `aiodicom pki` issues, as bench/macro/servers.py makes them; the client
-  presents the STORESCU client certificate and checks the server's against the CA).
-- ``store512k-on-association-tls``: C-STORE-RQ of a 524,288-byte pixel data set over mutual
-  TLS, sent as DCMTK storescu sends the bench row: data P-DATA-TF PDUs of 131,072 bytes
-  (4 full + a tail), one PDV each. This is the per-image unit of the "200 x 512 KiB over
-  mutual TLS" row.
+  presents the STORESCU client certificate and checks the server's against the CA). Over
+  TLS the client writes each P-DATA-TF as echoscu/storescu do (strace): the 12 bytes of PDU
+  and PDV header, then the body, so an echo is two TLS records and a 128 KiB PDU is 1 + 8.
+- ``store512k-on-association``, ``store512k-on-association-tls``: C-STORE-RQ of a
+  524,288-byte pixel data set (plain, and over mutual TLS), sent as DCMTK storescu sends the
+  bench row: data P-DATA-TF PDUs of 131,072 bytes (4 full + a tail), one PDV each. This is
+  the per-image unit of the "200 x 512 KiB" rows.
 
 The client's request PDUs go through a file (a 512 KiB data set does not fit an argument).
 """
@@ -34,11 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 CASES = ("echo-on-association", "store-on-association", "echo-on-association-tls",
-         "store512k-on-association-tls")
+         "store512k-on-association", "store512k-on-association-tls")
 DEFAULT_N = {"echo-on-association": 5000, "store-on-association": 1000,
-             "echo-on-association-tls": 5000, "store512k-on-association-tls": 200}
+             "echo-on-association-tls": 5000, "store512k-on-association": 200,
+             "store512k-on-association-tls": 200}
 CALLGRIND_N = {"echo-on-association": 500, "store-on-association": 200,
-               "echo-on-association-tls": 500, "store512k-on-association-tls": 40}
+               "echo-on-association-tls": 500, "store512k-on-association": 40,
+               "store512k-on-association-tls": 40}
 STORESCU_PDU = 131072  # storescu's P-DATA-TF size against our 1 MiB offer (store-attribution.md)
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -74,6 +78,16 @@ cmd, data = bytearray(cmd), bytearray(data)
 mid_at = cmd.index(b"\x00\x00\x10\x01\x02\x00\x00\x00") + 8
 uid_at = [buf.index(marker) + len(marker) for buf in (cmd, data)] if kind != "echo" else []
 counter = [0]
+def send(s, buf):
+    if not tls:
+        s.sendall(buf)
+        return
+    view, at = memoryview(buf), 0
+    while at < len(buf):  # as DCMTK does over TLS: PDU + PDV header, then the body
+        end = at + 6 + struct.unpack_from(">I", buf, at + 2)[0]
+        s.sendall(view[at:at + 12])
+        s.sendall(view[at + 12:end])
+        at = end
 def one(s):
     counter[0] += 1
     c = counter[0]
@@ -82,10 +96,10 @@ def one(s):
         d = str(10 ** (digits - 1) + c).encode()
         cmd[uid_at[0]:uid_at[0] + digits] = d
         data[uid_at[1]:uid_at[1] + digits] = d
-        s.sendall(cmd)
-        s.sendall(data)
+        send(s, cmd)
+        send(s, data)
     else:
-        s.sendall(cmd)
+        send(s, cmd)
     k, body = pdu(s)
     if k != 4: raise SystemExit(f"answered with PDU type {k}")
     at = 6
