@@ -150,13 +150,13 @@ def test_fsync_covers_what_both_tries_created_when_the_series_vanished_in_betwee
     synced: list[Path] = []
     monkeypatch.setattr(storage_module, "_fsync_dir", synced.append)
     move = storage_module.Part10Writer._move
-    tries: list[Path] = []
+    tries: list[str] = []
 
-    def vanishing(self: storage_module.Part10Writer, final: Path,
+    def vanishing(self: storage_module.Part10Writer, final: str,
                   duplicates: DuplicatePolicy) -> StoreOutcome:
         tries.append(final)
         if len(tries) == 1:
-            final.parent.rmdir()  # removed between the mkdir and the rename
+            Path(final).parent.rmdir()  # removed between the mkdir and the rename
         return move(self, final, duplicates)
 
     monkeypatch.setattr(storage_module.Part10Writer, "_move", vanishing)
@@ -182,7 +182,7 @@ def test_fsync_syncs_the_parents_a_failed_store_created_at_the_next_store(
     move = storage_module.Part10Writer._move
     failures = [OSError(errno.ENOSPC, "No space left on device")]
 
-    def failing_once(self: storage_module.Part10Writer, final: Path,
+    def failing_once(self: storage_module.Part10Writer, final: str,
                      duplicates: DuplicatePolicy) -> StoreOutcome:
         if failures:
             raise failures.pop()

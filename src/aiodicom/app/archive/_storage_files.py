@@ -87,13 +87,14 @@ class KnownDirectories:
         self._known: set[str] = set()
         self._unsynced: dict[str, list[Path]] = {}
 
-    def ensure(self, directory: Path) -> list[Path]:
+    def ensure(self, directory: Path | str) -> list[Path]:
         """Make ``directory`` exist; returns those created (its parent, itself) and not yet
         `synced`, whose parents a durable store must fsync. Nothing is checked for one
         seen before."""
         key = str(directory)
         if key in self._known:
             return list(self._unsynced.get(key, ()))
+        directory = Path(directory)
         created = [d for d in (directory.parent, directory) if not d.is_dir()]
         directory.mkdir(parents=True, exist_ok=True)
         if len(self._known) >= KNOWN_DIRECTORIES:
@@ -107,12 +108,12 @@ class KnownDirectories:
             return list(pending)
         return created
 
-    def synced(self, directory: Path) -> None:
+    def synced(self, directory: Path | str) -> None:
         """A store into ``directory`` synced the parents `ensure` returned."""
         if self._unsynced:
             self._unsynced.pop(str(directory), None)
 
-    def forget(self, directory: Path) -> None:
+    def forget(self, directory: Path | str) -> None:
         self._known.discard(str(directory))
 
 

@@ -299,19 +299,24 @@ class Storage:
                 failure=_os_failure(exc),
             ) from exc
 
-    def known_directory(self, directory: Path) -> list[Path]:
+    def known_directory(self, directory: Path | str) -> list[Path]:
         """Make a series directory exist; the directories created (see `KnownDirectories`)."""
         return self._dirs.ensure(directory)
 
-    def forget_directory(self, directory: Path) -> None:
+    def forget_directory(self, directory: Path | str) -> None:
         self._dirs.forget(directory)
 
     def path_for(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
         """The final path of an instance; every UID must be valid (they become names)."""
-        return Path(  # one parse, not three joins: a valid UID holds no separator
-            f"{self._root_prefix}{files.validate_uid(study_uid, 'Study Instance UID')}{os.sep}"
-            f"{files.validate_uid(series_uid, 'Series Instance UID')}{os.sep}"
-            f"{files.validate_uid(sop_instance_uid, 'SOP Instance UID')}.dcm")
+        return Path(self.names_for(study_uid, series_uid, sop_instance_uid)[1])
+
+    def names_for(self, study_uid: str, series_uid: str, sop_instance_uid: str
+                  ) -> tuple[str, str]:
+        """`path_for`'s directory and path as str (a valid UID holds no separator)."""
+        parent = (f"{self._root_prefix}{files.validate_uid(study_uid, 'Study Instance UID')}"
+                  f"{os.sep}{files.validate_uid(series_uid, 'Series Instance UID')}")
+        uid = files.validate_uid(sop_instance_uid, "SOP Instance UID")
+        return parent, f"{parent}{os.sep}{uid}.dcm"
 
     def purge_incoming(self, older_than: float) -> int:
         """Remove temporary files left in .incoming by a crash, older than N seconds.
@@ -495,15 +500,13 @@ class Part10Writer:
         fd, self._fd = self._fd, -1
         os.close(fd)
         attributes = self._read_and_check()
-        final = self._storage.path_for(
-            attributes["StudyInstanceUID"],
-            attributes["SeriesInstanceUID"],
-            self.sop_instance_uid,
-        )
-        outcome = self._place(final)
+        parent, final = self._storage.names_for(
+            attributes["StudyInstanceUID"], attributes["SeriesInstanceUID"],
+            self.sop_instance_uid)
+        outcome = self._place(final, parent)
         self._finished = True
         return StoredInstance(
-            path=final,
+            path=Path(final),
             sop_class_uid=self.sop_class_uid,
             sop_instance_uid=self.sop_instance_uid,
             transfer_syntax_uid=self.transfer_syntax_uid,
@@ -531,9 +534,9 @@ class Part10Writer:
                      sop_class_uid=self.sop_class_uid)
         return attributes
 
-    def _place(self, final: Path) -> StoreOutcome:
-        """Move the temporary file to `final` under the duplicate policy."""
-        settings, parent = self._storage.settings, final.parent
+    def _place(self, final: str, parent: str) -> StoreOutcome:
+        """Move the temporary file to `final` (in `parent`) under the duplicate policy."""
+        settings = self._storage.settings
         created = self._storage.known_directory(parent)
         try:
             outcome = self._move(final, settings.duplicates)
@@ -544,19 +547,19 @@ class Part10Writer:
             created += self._storage.known_directory(parent)  # both tries' need sync
             outcome = self._move(final, settings.duplicates)
         if settings.fsync:
-            for directory in dict.fromkeys([parent, *(d.parent for d in created)]):
+            for directory in dict.fromkeys([Path(parent), *(d.parent for d in created)]):
                 _fsync_dir(directory)
         self._storage._dirs.synced(parent)
         return outcome
 
-    def _move(self, final: Path, duplicates: DuplicatePolicy) -> StoreOutcome:
+    def _move(self, final: str, duplicates: DuplicatePolicy) -> StoreOutcome:
         if duplicates is DuplicatePolicy.OVERWRITE:
             outcome = StoreOutcome.REPLACED if os.path.exists(final) else StoreOutcome.STORED
             os.replace(self._temp, final)
             return outcome
         return self._place_exclusive(final)
 
-    def _place_exclusive(self, final: Path) -> StoreOutcome:
+    def _place_exclusive(self, final: str) -> StoreOutcome:
         """Link without replacing (atomic no-clobber); fall back where links fail."""
         try:
             os.link(self._temp, final)
@@ -566,7 +569,7 @@ class Part10Writer:
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
                 raise
-            exists = final.exists()
+            exists = os.path.exists(final)
             if not exists:  # no hard links here: check-then-replace, not race-free
                 os.replace(self._temp, final)
                 return StoreOutcome.STORED
