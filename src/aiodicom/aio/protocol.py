@@ -8,8 +8,11 @@ buffer, so a PDU body is written once, in place, and travels up as a memoryview.
 every input (bytes, connection loss, ARTIM expiry) `_pump` does three things the core asked
 for: writes what it queued (``transport.writelines``: header and data-set views go out
 without being joined), hands each service primitive to the owner synchronously, and closes
-the transport when the state machine says so. ARTIM is one ``loop.call_at`` handle kept in
-step with ``UpperLayer.get_timer()``; the clock is the loop's monotonic ``time()``.
+the transport when the state machine says so. ARTIM (``UpperLayer.get_timer()``) and the
+owner's watch (`call_watch_at`, the server's idle watchdog) share one ``loop.call_at`` handle
+per connection; the clock is the loop's monotonic ``time()``. A deadline that moves later or
+stops leaves the handle alone: it fires early, finds nothing due and re-arms, so a short
+association makes one timer, not three (issue 18).
 
 Flow control is both ways: ``pause_writing``/``resume_writing`` gate an ``asyncio.Event``
 that senders await (`drain`), and the owner may `pause_reading` while a handler is behind,
@@ -65,6 +68,11 @@ class DicomProtocol(asyncio.BufferedProtocol):
         """Cleared while the transport is paused; made on the first pause (most never do)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
+        """When ``_timer`` fires: never later than ARTIM's deadline or the watch's."""
+        self._artim: float | None = None
+        """ARTIM's deadline as last seen (``_pump`` re-arms only when it moved)."""
+        self._watch_at: float | None = None
+        self._watch: Callable[[], None] | None = None
         self._reading_paused = False
         self._pause_holders: set[object] = set()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -113,6 +121,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._watch_at = self._watch = None
         self.ul.connection_lost(self._loop.time())
         self._pump()
         if not self.closed.done():
@@ -217,6 +226,16 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def call_watch_at(self, when: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` at loop time ``when`` (once; it replaces any earlier watch), on
+        the connection's one timer. Not after the connection is lost."""
+        self._watch_at = when
+        self._watch = callback
+        self._arm()
+
+    def cancel_watch(self) -> None:
+        self._watch_at = self._watch = None  # the timer, if armed for it, fires to nothing
+
     def extra(self, name: str) -> Any:
         return None if self.transport is None else self.transport.get_extra_info(name)
 
@@ -246,23 +265,34 @@ class DicomProtocol(asyncio.BufferedProtocol):
         transport = self.transport
         if ul.close_requested and transport is not None and not transport.is_closing():
             transport.close()
-        if ul.get_timer() != self._timer_deadline:  # ARTIM moved (never within Sta6)
-            self._schedule_timer()
+        if ul.get_timer() != self._artim:  # ARTIM moved (never within Sta6)
+            self._artim = ul.get_timer()
+            self._arm()
 
-    def _schedule_timer(self) -> None:
-        deadline = self.ul.get_timer()
-        if deadline == self._timer_deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _arm(self) -> None:
+        """Have the timer fire no later than the earliest of ARTIM and the watch."""
+        artim, watch = self._artim, self._watch_at
+        deadline = watch if artim is None else artim if watch is None else min(artim, watch)
+        if deadline is None or self.closed.done():
+            return  # a timer still armed fires to nothing
+        timer = self._timer
+        if timer is not None:
+            if self._timer_deadline is not None and self._timer_deadline <= deadline:
+                return  # fires in time; `_on_timer` re-arms for the rest
+            timer.cancel()
         self._timer_deadline = deadline
-        if deadline is not None and not self.closed.done():
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline = None
-        self.ul.handle_timer(self._loop.time())
-        self._pump()
+        now = self._loop.time()
+        if self._artim is not None:
+            self.ul.handle_timer(now)  # Evt18 if its deadline has passed
+            self._pump()
+        watch = self._watch
+        if watch is not None and self._watch_at is not None and now >= self._watch_at:
+            self._watch_at = self._watch = None
+            watch()
+        self._arm()
 

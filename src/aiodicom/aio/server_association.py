@@ -120,7 +120,6 @@ class ServerAssociation(Association):
         self._releasing = False
         self.identity: Any = None
         self.peer: tuple[str, int] | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
         self._started = asyncio.get_running_loop().time()
         self._released_cleanly = False
         self.operations: dict[int, Operation] = {}
@@ -136,14 +135,13 @@ class ServerAssociation(Association):
         identify = self.server.admission.identify
         if ssl_object is not None and identify is not None:
             self.identity = identify(ssl_object)
-        self._watch()
 
     def _watch(self) -> None:
         """Abort a peer that stalls once established: PS3.8 runs no timer in Sta6, so a
         half-sent PDU or data set would hold the association forever. The limit is
         `Timeouts.dimse` while a data set is arriving, else `Timeouts.network`; time our own
-        handlers take does not count."""
-        self._watchdog = None
+        handlers take does not count. Started once the AC is sent (before it, ARTIM guards
+        and the watch could abort nothing); it runs on the protocol's one timer, ARTIM's."""
         protocol = self.protocol
         if protocol is None or self._ended:
             return
@@ -152,8 +150,8 @@ class ServerAssociation(Association):
         limit = timeouts.network if self._incoming is None else step
         if limit is None or step is None:
             return
-        loop = asyncio.get_running_loop()
-        idle = loop.time() - protocol.last_activity
+        now = protocol._loop.time()
+        idle = now - protocol.last_activity
         waiting_on_peer = (not self._tasks or self._incoming is not None) and not (
             protocol._reading_paused)  # paused: our handler is behind, not the peer
         if idle >= limit and waiting_on_peer and self.negotiated is not None:
@@ -162,7 +160,7 @@ class ServerAssociation(Association):
             self.abort()
             return
         delay = min(limit - idle if idle < limit else limit, step)
-        self._watchdog = loop.call_later(delay, self._watch)
+        protocol.call_watch_at(now + delay, self._watch)
 
     # -- establishment ----------------------------------------------------------------------
 
@@ -221,6 +219,7 @@ class ServerAssociation(Association):
         log.debug("association %d from %s accepted (%r -> %r)", self.id, self.peer,
                   rq.calling_ae_title, rq.called_ae_title)
         protocol.accept(setup.answer, setup.encoded)
+        self._watch()
         server.notify(AssociationAccepted(info=self.info))
 
     # -- requests -----------------------------------------------------------------------------
@@ -461,9 +460,8 @@ class ServerAssociation(Association):
         self._released_cleanly = True
 
     def _on_end(self, exc: AssociationAborted) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        if self.protocol is not None:
+            self.protocol.cancel_watch()
         for task in list(self._tasks):
             task.cancel()
         server = self.server
