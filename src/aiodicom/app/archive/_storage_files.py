@@ -9,6 +9,7 @@ no `stat` or `mkdir`; one removed meanwhile is re-created when the rename into i
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import secrets
@@ -75,7 +76,10 @@ def write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
             continue
         view, written = view[written:], 0
         while view:
-            view = view[os.write(fd, view):]
+            taken = os.write(fd, view)
+            if taken == 0:  # no progress and no error: retrying would spin forever
+                raise OSError(errno.EIO, "the file system wrote nothing (write returned 0)")
+            view = view[taken:]
 
 
 class KnownDirectories:
