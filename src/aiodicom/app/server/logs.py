@@ -105,7 +105,8 @@ class JsonFormatter(_SecondCache):
 
 
 class TextFormatter(_SecondCache):
-    """The classic line, then ``key=value`` for each ``extra`` field (values repr'd if spaced)."""
+    """The classic line, then ``key=value`` for each ``extra`` field (values repr'd if spaced
+    or unprintable: a peer's certificate subject cannot break the line or drive a terminal)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -126,7 +127,8 @@ class TextFormatter(_SecondCache):
 
 def _pairs(extras: dict[str, Any]) -> str:
     return " ".join([  # a list, not a generator: no frame resumed per field
-        f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
+        f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v or not v.isprintable())
+        else f"{k}={v}"
         for k, v in extras.items()
     ])
 
