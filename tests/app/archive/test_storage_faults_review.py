@@ -33,3 +33,79 @@ def test_a_write_that_takes_nothing_is_refused_not_retried_forever(
         store(storage, encode(make_dataset(), EXPLICIT))
     assert caught.value.failure is StorageFailure.IO_ERROR
     assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+
+
+def _synced_dirs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    from aiodicom.app.archive import storage as storage_module
+
+    synced: list[Path] = []
+    monkeypatch.setattr(storage_module, "_fsync_dir", synced.append)
+    return synced
+
+
+def test_a_study_directory_left_by_a_failed_mkdir_is_synced_by_the_next_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--fsync, a failing disk: the first store of a study creates the study directory, then
+    making the series directory fails (ENOSPC) and the store is refused. The next store
+    into that series found the study existing and synced only the study directory (for the
+    series entry), never the root: the study's entry, and the acknowledged file with it,
+    could be lost on power loss. Now the root is synced before that success."""
+    import errno
+
+    from .test_storage import SERIES, STUDY
+
+    synced = _synced_dirs(monkeypatch)
+    root = tmp_path / "store"
+    real_mkdir = os.mkdir
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def mkdir(path: str | Path, mode: int = 0o777) -> None:
+        if Path(path) == root / STUDY / SERIES and (root / STUDY).is_dir() and failures:
+            raise failures.pop()
+        real_mkdir(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    storage = Storage(StorageSettings(root=root, fsync=True))
+    with pytest.raises(StorageError) as caught:
+        store(storage, encode(make_dataset(), EXPLICIT))
+    assert caught.value.failure is StorageFailure.OUT_OF_RESOURCES
+    assert (root / STUDY).is_dir() and not (root / STUDY / SERIES).exists() and synced == []
+    stored = store(storage, encode(make_dataset(), EXPLICIT))
+    assert stored.path.parent == root / STUDY / SERIES
+    assert root in synced and root / STUDY in synced
+
+
+def test_a_study_directory_a_failed_store_made_is_synced_by_a_store_into_another_series(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--fsync: a store creates its study and series directories and its rename fails
+    (ENOSPC). The next store goes to another series of that study: its directories were
+    remembered as unsynced for the first series only, so the root was never synced and
+    the study's entry could be lost with the acknowledged file. Now it is synced."""
+    import errno
+
+    from aiodicom.app.archive import storage as storage_module
+
+    from .test_storage import STUDY
+
+    synced = _synced_dirs(monkeypatch)
+    root = tmp_path / "store"
+    move = storage_module.Part10Writer._move
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def failing_once(self: storage_module.Part10Writer, final: str,
+                     duplicates: storage_module.DuplicatePolicy) -> storage_module.StoreOutcome:
+        if failures:
+            raise failures.pop()
+        return move(self, final, duplicates)
+
+    monkeypatch.setattr(storage_module.Part10Writer, "_move", failing_once)
+    storage = Storage(StorageSettings(root=root, fsync=True))
+    with pytest.raises(StorageError):
+        store(storage, encode(make_dataset(), EXPLICIT))
+    assert synced == []
+    other_series = "1.2.826.0.1.3680043.2.1125.1.33"
+    other = "1.2.826.0.1.3680043.2.1125.1.44"
+    stored = store(storage, encode(make_dataset(other, SeriesInstanceUID=other_series),
+                                   EXPLICIT), sop=other)
+    assert stored.path.parent == root / STUDY / other_series
+    assert root in synced and root / STUDY in synced

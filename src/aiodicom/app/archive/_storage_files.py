@@ -89,7 +89,10 @@ class KnownDirectories:
 
     def __init__(self) -> None:
         self._known: set[str] = set()
-        self._unsynced: dict[str, list[Path]] = {}
+        self._unsynced: dict[str, Path] = {}
+        """Directories made whose entry in their parent no store has synced yet, by name:
+        whichever store next goes into one or its subdirectory syncs it (not only a store
+        into the series that made it; one made before a failed mkdir too)."""
 
     def ensure(self, directory: Path | str) -> list[Path]:
         """Make ``directory`` exist; returns those created (its parent, itself) and not yet
@@ -97,25 +100,38 @@ class KnownDirectories:
         seen before."""
         key = str(directory)
         if key in self._known:
-            return list(self._unsynced.get(key, ()))
-        directory = Path(directory)
-        created = [d for d in (directory.parent, directory) if not d.is_dir()]
-        directory.mkdir(parents=True, exist_ok=True)
+            return self._pending(directory) if self._unsynced else []
+        path = Path(directory)
+        created = [d for d in (path.parent, path) if not d.is_dir()]
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:  # the parent may be made already: the next store syncs its entry
+            self._note([d for d in created if d.is_dir()])
+            raise
         if len(self._known) >= KNOWN_DIRECTORIES:
             self._known.clear()
         self._known.add(key)
-        if created or key in self._unsynced:
+        self._note(created)
+        return self._pending(path) if self._unsynced else []
+
+    def _note(self, created: list[Path]) -> None:
+        if created:
             if len(self._unsynced) >= KNOWN_DIRECTORIES:
                 self._unsynced.clear()
-            pending = self._unsynced.setdefault(key, [])
-            pending += [d for d in created if d not in pending]
-            return list(pending)
-        return created
+            for made in created:
+                self._unsynced[str(made)] = made
+
+    def _pending(self, directory: Path | str) -> list[Path]:
+        path = Path(directory)
+        return [d for d in (self._unsynced.get(str(path.parent)), self._unsynced.get(str(path)))
+                if d is not None]
 
     def synced(self, directory: Path | str) -> None:
         """A store into ``directory`` synced the parents `ensure` returned."""
         if self._unsynced:
-            self._unsynced.pop(str(directory), None)
+            path = Path(directory)
+            self._unsynced.pop(str(path.parent), None)
+            self._unsynced.pop(str(path), None)
 
     def forget(self, directory: Path | str) -> None:
         self._known.discard(str(directory))
