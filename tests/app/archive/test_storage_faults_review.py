@@ -109,3 +109,36 @@ def test_a_study_directory_a_failed_store_made_is_synced_by_a_store_into_another
                                    EXPLICIT), sop=other)
     assert stored.path.parent == root / STUDY / other_series
     assert root in synced and root / STUDY in synced
+
+
+@pytest.mark.parametrize("policy", ["reject", "keep"])
+def test_a_refused_store_leaves_no_new_file_when_the_directory_sync_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    """--fsync with REJECT or KEEP: the file was linked into place, then the directory's
+    fsync failed (EIO) and the store was refused with "nothing was stored", but the new
+    file stayed visible (and never indexed): under REJECT the peer's retry was refused as a
+    duplicate of it, for ever. Now the link this store made is removed before the refusal,
+    and the retry is stored."""
+    import errno
+
+    from aiodicom.app.archive import storage as storage_module
+    from aiodicom.app.archive.storage import DuplicatePolicy, StoreOutcome
+
+    real = storage_module._fsync_dir
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def failing_once(directory: Path) -> None:
+        if failures:
+            raise failures.pop()
+        real(directory)
+
+    monkeypatch.setattr(storage_module, "_fsync_dir", failing_once)
+    root = tmp_path / "store"
+    storage = Storage(StorageSettings(root=root, fsync=True,
+                                      duplicates=DuplicatePolicy(policy)))
+    data = encode(make_dataset(), EXPLICIT)
+    with pytest.raises(StorageError, match="nothing was stored") as caught:
+        store(storage, data)
+    assert caught.value.failure is StorageFailure.IO_ERROR
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+    assert store(storage, data).outcome is StoreOutcome.STORED

@@ -547,8 +547,17 @@ class Part10Writer:
             created += self._storage.known_directory(parent)  # both tries' need sync
             outcome = self._move(final, settings.duplicates)
         if settings.fsync:
-            for directory in dict.fromkeys([Path(parent), *(d.parent for d in created)]):
-                _fsync_dir(directory)
+            try:
+                for directory in dict.fromkeys([Path(parent), *(d.parent for d in created)]):
+                    _fsync_dir(directory)
+            except OSError:  # refused: a new file placed without replacing is taken back
+                if (outcome is StoreOutcome.STORED
+                        and settings.duplicates is not DuplicatePolicy.OVERWRITE):
+                    try:
+                        os.unlink(final)
+                    except OSError:
+                        pass
+                raise
         self._storage._dirs.synced(parent)
         return outcome
 
