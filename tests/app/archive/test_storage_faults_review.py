@@ -142,3 +142,26 @@ def test_a_refused_store_leaves_no_new_file_when_the_directory_sync_fails(
     assert caught.value.failure is StorageFailure.IO_ERROR
     assert [p for p in root.rglob("*") if p.is_file()] == []
     assert store(storage, data).outcome is StoreOutcome.STORED
+
+
+def test_an_abandoned_writer_closes_its_descriptor(tmp_path: Path) -> None:
+    """A writer dropped without commit or abort (a handler that forgot the context manager)
+    kept its raw descriptor open for ever since 802a9df; the buffered file object before it
+    closed the descriptor when collected. Now the writer does."""
+    import gc
+
+    from .test_storage import CT, SOP
+
+    storage = Storage(StorageSettings(root=tmp_path / "store"))
+    writer = storage.begin(sop_class_uid=CT, sop_instance_uid=SOP, transfer_syntax_uid=EXPLICIT,
+                           source_ae_title="MODALITY1", receiving_ae_title="ARCHIVE")
+    writer.write(encode(make_dataset(), EXPLICIT)[:100])
+    inode = writer.temp_path.stat().st_ino
+    fd = writer._fd
+    del writer
+    gc.collect()
+    try:
+        still = os.fstat(fd).st_ino == inode
+    except OSError:
+        still = False
+    assert not still, "the abandoned writer's descriptor is still open"

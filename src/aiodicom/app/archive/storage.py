@@ -594,6 +594,17 @@ class Part10Writer:
         os.unlink(self._temp)
         return StoreOutcome.STORED
 
+    def __del__(self) -> None:
+        """A writer dropped unfinished closes its descriptor, as the buffered file object it
+        once wrote through did (the temporary file is left to `Storage.purge_incoming`: a
+        forked copy of a writer must not remove its parent's)."""
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def __enter__(self) -> Part10Writer:
         return self
 
