@@ -305,7 +305,7 @@ def test_views_handed_up_stay_intact_while_more_arrives(
 def test_pdata_views_share_the_staging_area_other_pdus_are_copied() -> None:
     pdata = b"\x04\x00\x00\x00\x00\x08\x00\x00\x00\x04\x01\x03\xab\xcd"
     release = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-    buf = ReceiveBuffer(max_body=1024)
+    buf = ReceiveBuffer(max_body=1024, staging_size=64)  # an 8-byte body is 1/8 of it
     buf.feed(pdata + release + pdata + pdata[:3])  # ends in a partial header
     first, second, third = buf
     assert first.body.obj is third.body.obj  # both views of the one staging area
@@ -319,7 +319,7 @@ def test_pdata_views_share_the_staging_area_other_pdus_are_copied() -> None:
 
 def test_a_refused_claim_after_a_pdata_view_never_reuses_its_stage() -> None:
     pdata = b"\x04\x00\x00\x00\x00\x08\x00\x00\x00\x04\x01\x03\xab\xcd"
-    buf = ReceiveBuffer(max_body=100)
+    buf = ReceiveBuffer(max_body=100, staging_size=64)  # an 8-byte body is 1/8 of it
     with pytest.raises(InvalidPDU):
         buf.feed(pdata + b"\x04\x00\xff\xff\xff\xff")
     (raw,) = buf

@@ -9,22 +9,24 @@ PDU start) on any underrun: nothing is sliced out of ``bytes``, nothing is trust
 Encoding writes into one bytearray through a `Writer`; a structure's length field is
 reserved first and back-patched when the structure ends (aioquic's ``push_block``).
 
-Receiving: `ReceiveBuffer` turns a byte stream in any chunking into whole PDUs. An
-asyncio ``BufferedProtocol`` asks it where to put the next bytes (`get_buffer`) and tells
-it how many arrived (`buffer_updated`); tests and fuzzers call `feed`. Bytes land first in
-a small staging area that is reused. As soon as a 6-byte header is complete, its length is
+Receiving: `ReceiveBuffer` turns a byte stream in any chunking into whole PDUs. An asyncio
+``BufferedProtocol`` asks it where to put the next bytes (`get_buffer`) and tells it how
+many arrived (`buffer_updated`); tests and fuzzers call `feed`. Bytes land first in a
+small staging area that is reused. As soon as a 6-byte header is complete, its length is
 checked against our maximum, before any storage for the body exists; then the body gets
 its own storage, which is never reused or resized while views of it may live, so P-DATA
-values can go up as memoryviews over it. A P-DATA-TF that arrived whole in the staging area
-is handed up as a view of it (no copy): that staging area is then never written again (a
-partial header after it moves to a new one). Body storage grows only as bytes arrive
-(geometrically, from the staging size), so a peer that only *claims* a large PDU makes us
-allocate nothing for it: storage is at most 16 times the body bytes received, or the
-staging size, except that a body whose first bytes are at least 1/64 of it gets its whole
-declared length at once (a 128 KiB PDU after a 4 KiB first read: no 64 KiB step, no copy
-of it, one read fewer). While a large body is outstanding, `get_buffer` returns a view
-straight into that body, so the kernel (or the TLS layer) writes it in place: the only
-copies of a large PDU are the part that arrived with its header and the growth steps.
+values can go up as memoryviews over it. A P-DATA-TF that arrived whole in the staging
+area and fills at least 1/8 of it is handed up as a view of it (no copy): that staging
+area is then never written again (a partial header after it moves to a new one); a smaller
+one is copied out, so a kept value never pins more than 8 times its PDU. Body storage
+grows only as bytes arrive (geometrically, from the staging size), so a peer that only
+*claims* a large PDU makes us allocate nothing for it: storage is at most 16 times the
+body bytes received, or the staging size, except that a body whose first bytes are at
+least 1/64 of it gets its whole declared length at once (a 128 KiB PDU after a 4 KiB first
+read: no 64 KiB step, no copy of it, one read fewer). While a large body is outstanding,
+`get_buffer` returns a view straight into that body, so the kernel (or the TLS layer)
+writes it in place: the only copies of a large PDU are the part that arrived with its
+header and the growth steps.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ _BODY_GROWTH = 16
 1 MiB PDU is read into 4 KiB, 64 KiB, then 1 MiB (68 KiB copied), in large reads."""
 _EXACT_RATIO = 64
 """A body whose first bytes are at least 1/64 of its declared length is allocated whole."""
+_SHARE_RATIO = 8
+"""A P-DATA-TF whole in the staging area goes up as a view of it only if it is at least 1/8
+of it; a smaller one is copied out: a peer sending tiny PDUs one per read would otherwise
+pin a whole staging area per few bytes with each value a consumer keeps (a pending command
+fragment, a queued data-set fragment: tests/core/test_stage_pinning.py)."""
 _P_DATA_TF = 0x04
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">L")
@@ -345,6 +352,7 @@ class ReceiveBuffer:
         assert stage is not None
         pos, fill = 0, self._stage_fill
         shared = False  # a P-DATA-TF went up as a view of this stage: never write it again
+        stage_size = self._staging_size
         while fill - pos >= PDU_HEADER_LENGTH:
             pdu_type, length = _HEADER.unpack_from(stage, pos)
             if length > self._max_body:
@@ -360,11 +368,11 @@ class ReceiveBuffer:
             start = pos + PDU_HEADER_LENGTH
             have = fill - start
             if have >= length:
-                # Whole PDU in the staging area. A P-DATA-TF goes up as a view of it (the
-                # stage is dropped or replaced below, never reused); the rarer PDUs are
-                # copied out, so nothing they leave behind can pin a whole stage.
+                # Whole PDU in the staging area. A P-DATA-TF of 1/8 of it or more goes up as
+                # a view of it (the stage is dropped or replaced below, never reused); the
+                # rest is copied out, so nothing kept of it can pin a whole stage.
                 end = start + length
-                if pdu_type == _P_DATA_TF:
+                if pdu_type == _P_DATA_TF and length * _SHARE_RATIO >= stage_size:
                     body_view = stage[start:end]
                     shared = True
                 else:
