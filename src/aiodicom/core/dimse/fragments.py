@@ -253,7 +253,9 @@ class MessageAssembler:
 
     def __init__(self, *, max_command_length: int = MAX_COMMAND_SET_LENGTH) -> None:
         self._limit = max_command_length
-        self._command: list[memoryview] = []
+        self._command = bytearray()
+        """The pending command fragments' bytes, copied: a fragment costs its length, and
+        nothing it came in (an empty one nothing at all; they would pile up as views)."""
         self._command_length = 0
         self._command_context: int | None = None
         self._dataset_context: int | None = None
@@ -333,12 +335,16 @@ class MessageAssembler:
             raise DimseError(
                 f"command set longer than our limit of {self._limit} bytes; refusing it"
             )
-        self._command.append(view)
         if not pdv.is_last:
+            self._command += view
             return None
-        data = self._command[0] if len(self._command) == 1 else b"".join(self._command)
+        data: ReadableBuffer = view
+        command = self._command
+        if command:
+            command += view
+            data = command
+            self._command = bytearray()
         context_id = self._command_context
-        self._command = []
         self._command_length = 0
         self._command_context = None
         message = decode_message(data)
