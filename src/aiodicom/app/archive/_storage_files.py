@@ -100,38 +100,40 @@ class KnownDirectories:
         seen before."""
         key = str(directory)
         if key in self._known:
-            return self._pending(directory) if self._unsynced else []
+            return self._pending(key) if self._unsynced else []
         path = Path(directory)
-        created = [d for d in (path.parent, path) if not d.is_dir()]
+        created = [(name, d) for name, d in ((os.path.dirname(key), path.parent), (key, path))
+                   if not d.is_dir()]
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError:  # the parent may be made already: the next store syncs its entry
-            self._note([d for d in created if d.is_dir()])
+            self._note([(name, d) for name, d in created if d.is_dir()])
             raise
         if len(self._known) >= KNOWN_DIRECTORIES:
             self._known.clear()
         self._known.add(key)
         self._note(created)
-        return self._pending(path) if self._unsynced else []
+        return self._pending(key) if self._unsynced else []
 
-    def _note(self, created: list[Path]) -> None:
+    def _note(self, created: list[tuple[str, Path]]) -> None:
         if created:
             if len(self._unsynced) >= KNOWN_DIRECTORIES:
                 self._unsynced.clear()
-            for made in created:
-                self._unsynced[str(made)] = made
+            self._unsynced.update(created)
 
-    def _pending(self, directory: Path | str) -> list[Path]:
-        path = Path(directory)
-        return [d for d in (self._unsynced.get(str(path.parent)), self._unsynced.get(str(path)))
+    def _pending(self, key: str) -> list[Path]:
+        """The unsynced among ``key``'s parent and itself (names as `ensure` was given them:
+        string operations only, for every store while any is pending)."""
+        unsynced = self._unsynced
+        return [d for d in (unsynced.get(os.path.dirname(key)), unsynced.get(key))
                 if d is not None]
 
     def synced(self, directory: Path | str) -> None:
         """A store into ``directory`` synced the parents `ensure` returned."""
         if self._unsynced:
-            path = Path(directory)
-            self._unsynced.pop(str(path.parent), None)
-            self._unsynced.pop(str(path), None)
+            key = str(directory)
+            self._unsynced.pop(os.path.dirname(key), None)
+            self._unsynced.pop(key, None)
 
     def forget(self, directory: Path | str) -> None:
         self._known.discard(str(directory))
