@@ -4,9 +4,10 @@ The observer is a plain callable run synchronously on the loop: it must be quick
 not raise (an exception is logged and ignored, so a broken exporter never drops DICOM).
 
 `RequestCompleted` is built per DIMSE message only if the observer wants it: an observer
-with a false ``wants_requests`` attribute never sees one (`wants_requests`, read once when
-the observer is given to the server). One without the attribute sees every event. Building
-the event for nobody was ~17,000 instructions of a C-ECHO's ~147,000 (issue 18).
+with a false ``wants_requests`` attribute never sees one (`wants_requests`, read per
+request, so a log observer's follows its logger's level at run time). One without the
+attribute sees every event. Building the event for nobody was ~17,000 instructions of a
+C-ECHO's ~147,000 (issue 18).
 """
 
 from __future__ import annotations
@@ -97,20 +98,24 @@ def wants_requests(observer: Observer | None) -> bool:
 
 class FanOut:
     """One observer calling several in order; one that raises is logged and the others
-    still run. `RequestCompleted` goes only to those that want it (read once, here)."""
+    still run. `RequestCompleted` goes only to those that want it now (read per event: a
+    log observer's wish follows its logger's level at run time)."""
 
-    __slots__ = ("_for_requests", "_log", "observers", "wants_requests")
+    __slots__ = ("_log", "observers")
 
     def __init__(self, observers: Iterable[Observer], log: logging.Logger) -> None:
         self.observers = tuple(observers)
-        self._for_requests = tuple(o for o in self.observers if wants_requests(o))
-        self.wants_requests = bool(self._for_requests)
         self._log = log
 
+    @property
+    def wants_requests(self) -> bool:
+        return any(map(wants_requests, self.observers))
+
     def __call__(self, event: ServerEvent) -> None:
-        for observer in (
-            self._for_requests if type(event) is RequestCompleted else self.observers
-        ):
+        requests = type(event) is RequestCompleted
+        for observer in self.observers:
+            if requests and not wants_requests(observer):
+                continue
             try:
                 observer(event)
             except Exception:  # one broken sink must not starve the others

@@ -56,7 +56,7 @@ class Server:
     ``move_destinations`` maps a C-MOVE destination AE title to how to reach it
     (`aiodicom.aio.client.RemoteAE`); a C-MOVE to any other title gets 0xA801.
     ``observer`` gets `aiodicom.aio.events` notifications; whether it wants one per request
-    (``wants_requests``) is read when it is given or replaced (``server.observer = ...``).
+    (``wants_requests``) is read per request.
     """
 
     def __init__(
@@ -75,8 +75,6 @@ class Server:
         self.admission = admission
         self.handlers = handlers or Handlers()
         self.settings = settings or AssociationSettings()
-        self.wants_requests = False
-        """True when the observer consumes `RequestCompleted` (else none is built)."""
         self.observer = observer
         destinations = dict(move_destinations or {})
         for title, destination in destinations.items():
@@ -129,7 +127,12 @@ class Server:
     @observer.setter
     def observer(self, observer: Observer | None) -> None:
         self._observer = observer
-        self.wants_requests = wants_requests(observer)
+
+    @property
+    def wants_requests(self) -> bool:
+        """True when the observer consumes `RequestCompleted` (else none is built); read per
+        request: a log observer's follows its logger's level at run time."""
+        return wants_requests(self._observer)
 
     def notify(self, event: ServerEvent) -> None:
         observer = self._observer
