@@ -200,7 +200,8 @@ class LogObserver:
     @property
     def wants_requests(self) -> bool:
         """Requests are logged only at DEBUG: below it no `RequestCompleted` is built for us
-        (`aiodicom.aio.events.wants_requests`, read when the server is given the observer)."""
+        (`aiodicom.aio.events.wants_requests`, read per request: DEBUG turned on later
+        logs the requests after it)."""
         return self.log.isEnabledFor(logging.DEBUG)
 
     def __call__(self, event: ServerEvent) -> None:
