@@ -165,3 +165,27 @@ def test_an_abandoned_writer_closes_its_descriptor(tmp_path: Path) -> None:
     except OSError:
         still = False
     assert not still, "the abandoned writer's descriptor is still open"
+
+
+def test_a_failed_write_on_a_disk_gone_read_only_is_still_a_clear_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing disk remounted read-only (errors=remount-ro): the write fails (EIO) and
+    removing the temporary file fails too (EROFS). That second error escaped as a bare
+    OSError, replacing the store's refusal (a handler traceback, no C-STORE failure reason);
+    now the store is refused with the write's error and the temporary file is left for
+    purge_incoming."""
+    import errno
+
+    def failing(fd: int, buffers: list[bytes | memoryview]) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    def read_only(path: str | Path) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    storage = Storage(StorageSettings(root=tmp_path / "store"))
+    monkeypatch.setattr(os, "writev", failing)
+    monkeypatch.setattr(os, "unlink", read_only)
+    with pytest.raises(StorageError, match="Input/output error") as caught:
+        store(storage, encode(make_dataset(), EXPLICIT))
+    assert caught.value.failure is StorageFailure.IO_ERROR
+    assert not list((tmp_path / "store").rglob("*.dcm"))

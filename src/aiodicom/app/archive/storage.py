@@ -447,7 +447,8 @@ class Part10Writer:
             ) from exc
 
     def abort(self) -> None:
-        """Drop the temporary file; idempotent, never raises for a missing file."""
+        """Drop the temporary file; idempotent, never raises (one it cannot remove is left
+        to `Storage.purge_incoming`)."""
         self._discard()
 
     def _discard(self) -> None:
@@ -460,8 +461,8 @@ class Part10Writer:
                 pass
         try:
             os.unlink(self._temp)
-        except FileNotFoundError:
-            pass
+        except OSError:  # gone, or a disk gone read-only: the refusal stays the first error
+            pass  # (a temporary file left is removed by purge_incoming)
 
     def commit(self) -> StoredInstance:
         """Check the data set head, then make the file visible atomically.
