@@ -189,3 +189,30 @@ def test_a_failed_write_on_a_disk_gone_read_only_is_still_a_clear_refusal(
         store(storage, encode(make_dataset(), EXPLICIT))
     assert caught.value.failure is StorageFailure.IO_ERROR
     assert not list((tmp_path / "store").rglob("*.dcm"))
+
+
+def test_a_linked_file_whose_temporary_name_cannot_be_removed_is_not_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """REJECT (no-clobber link): the file is linked into place, then removing its temporary
+    name fails (EIO). The store was refused ("nothing was stored") with the file visible
+    and never indexed, and the peer's retry refused as a duplicate of it for ever. The
+    file is placed whole: now the store succeeds and the extra name is left to
+    purge_incoming."""
+    import errno
+
+    from aiodicom.app.archive.storage import DuplicatePolicy, StoreOutcome
+
+    real_unlink = os.unlink
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def unlink(path: str | Path) -> None:
+        if str(path).endswith(".part") and failures:
+            raise failures.pop()
+        real_unlink(path)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    root = tmp_path / "store"
+    storage = Storage(StorageSettings(root=root, duplicates=DuplicatePolicy.REJECT))
+    data = encode(make_dataset(), EXPLICIT)
+    stored = store(storage, data)
+    assert stored.outcome is StoreOutcome.STORED and stored.path.read_bytes().endswith(data)

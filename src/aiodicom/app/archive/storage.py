@@ -592,7 +592,10 @@ class Part10Writer:
                 )
             self._discard()
             return StoreOutcome.KEPT_EXISTING
-        os.unlink(self._temp)
+        try:
+            os.unlink(self._temp)
+        except OSError:  # the file is placed whole; its extra name goes at purge_incoming
+            pass
         return StoreOutcome.STORED
 
     def __del__(self) -> None:
