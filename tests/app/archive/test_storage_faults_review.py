@@ -216,3 +216,32 @@ def test_a_linked_file_whose_temporary_name_cannot_be_removed_is_not_refused(
     data = encode(make_dataset(), EXPLICIT)
     stored = store(storage, data)
     assert stored.outcome is StoreOutcome.STORED and stored.path.read_bytes().endswith(data)
+
+
+def test_a_replacement_whose_directory_sync_fails_does_not_claim_nothing_was_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--fsync, OVERWRITE: the new file replaced the old one, then the directory's fsync
+    failed (EIO). The refusal said "nothing was stored" with the new file in place (the old
+    one gone); now it says the file is in place but may not survive a power loss, and to
+    send it again."""
+    import errno
+
+    from aiodicom.app.archive import storage as storage_module
+
+    real = storage_module._fsync_dir
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def failing_once(directory: Path) -> None:
+        if failures:
+            raise failures.pop()
+        real(directory)
+
+    monkeypatch.setattr(storage_module, "_fsync_dir", failing_once)
+    storage = Storage(StorageSettings(root=tmp_path / "store", fsync=True))
+    with pytest.raises(StorageError) as caught:
+        store(storage, encode(make_dataset(), EXPLICIT))
+    assert caught.value.failure is StorageFailure.IO_ERROR
+    assert list((tmp_path / "store").rglob("*.dcm"))  # in place
+    message = str(caught.value)
+    assert "nothing was stored" not in message
+    assert "Input/output error" in message and "send it again" in message

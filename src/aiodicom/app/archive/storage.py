@@ -551,9 +551,13 @@ class Part10Writer:
             try:
                 for directory in dict.fromkeys([Path(parent), *(d.parent for d in created)]):
                     _fsync_dir(directory)
-            except OSError:  # refused: a new file placed without replacing is taken back
-                if (outcome is StoreOutcome.STORED
-                        and settings.duplicates is not DuplicatePolicy.OVERWRITE):
+            except OSError as exc:  # refused: a new file placed without replacing is taken back
+                if settings.duplicates is DuplicatePolicy.OVERWRITE:  # it cannot be
+                    raise StorageError(
+                        f"storing {self.sop_instance_uid}: the file is in place but syncing "
+                        f"its directory failed: {exc.strerror or exc}; it may not survive a "
+                        "power loss: send it again", failure=_os_failure(exc)) from exc
+                if outcome is StoreOutcome.STORED:
                     try:
                         os.unlink(final)
                     except OSError:
