@@ -245,3 +245,18 @@ def test_a_replacement_whose_directory_sync_fails_does_not_claim_nothing_was_sto
     message = str(caught.value)
     assert "nothing was stored" not in message
     assert "Input/output error" in message and "send it again" in message
+
+
+def test_stores_go_on_after_the_incoming_directory_was_removed(tmp_path: Path) -> None:
+    """An operator removes ROOT/.incoming while the server runs (it looks like clutter):
+    every later store was refused ("cannot create a temporary file ... No such file or
+    directory") until a restart. Now it is made again, as a removed series directory is."""
+    import shutil
+
+    storage = Storage(StorageSettings(root=tmp_path / "store"))
+    data = encode(make_dataset(), EXPLICIT)
+    store(storage, data)
+    shutil.rmtree(storage.incoming)
+    stored = store(storage, data)
+    assert stored.path.read_bytes().endswith(data)
+    assert storage.incoming.is_dir() and os.listdir(storage.incoming) == []

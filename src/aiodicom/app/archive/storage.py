@@ -355,7 +355,11 @@ class Storage:
             transfer_syntax_uid=transfer_syntax_uid, source_ae_title=source_ae_title,
             receiving_ae_title=receiving_ae_title)
         try:
-            fd, name = self._temps.create()
+            try:
+                fd, name = self._temps.create()
+            except FileNotFoundError:  # .incoming removed meanwhile: made again, as a series
+                self.incoming.mkdir(parents=True, exist_ok=True)
+                fd, name = self._temps.create()
         except OSError as exc:
             raise StorageError(
                 f"cannot create a temporary file in {self.incoming}: {exc.strerror}",
