@@ -20,6 +20,7 @@ the index holds (patient names, IDs): mode 0600 in a 0700 directory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -168,7 +169,10 @@ class Journal:
         fd = self._fd if self._fd is not None else self._open()
         view = memoryview(line)
         while view:
-            view = view[os.write(fd, view):]
+            taken = os.write(fd, view)
+            if taken == 0:  # no progress and no error: retrying would spin for ever
+                raise OSError(errno.EIO, "the file system wrote nothing (write returned 0)")
+            view = view[taken:]
         if self.fsync:
             os.fdatasync(fd)
 
