@@ -45,3 +45,31 @@ def test_an_append_whose_write_takes_nothing_fails_instead_of_spinning(
     journal.close()
     (_, instances), = list(claim_orphans(tmp_path / "journal"))
     assert [i.sop_instance_uid for i in instances] == ["1.2.3.1", "1.2.3.3"]
+
+
+def test_an_append_after_a_torn_one_is_still_replayed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC half way through an entry leaves part of a line in the journal. The next
+    entry (an acknowledged instance) was appended right after that part, on the same line:
+    a replay after the process died skipped it as malformed, so it was never indexed. Now
+    it starts on a line of its own: only the torn line is skipped."""
+    import errno
+
+    journal = Journal(tmp_path / "journal")
+    journal.append(entry(_instance("1.2.3.1")))
+    real = os.write
+
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        if len(view) > 20:
+            return real(fd, view[:20])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError):
+        journal.append(entry(_instance("1.2.3.2")))
+    monkeypatch.setattr(os, "write", real)
+    journal.append(entry(_instance("1.2.3.3")))
+    journal.close()
+    (_, instances), = list(claim_orphans(tmp_path / "journal"))
+    assert [i.sop_instance_uid for i in instances] == ["1.2.3.1", "1.2.3.3"]

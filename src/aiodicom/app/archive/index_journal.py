@@ -151,6 +151,8 @@ class Journal:
         self.fsync = fsync
         self.path: Path | None = None
         self._fd: int | None = None
+        self._torn = False
+        """An append failed part way: the next entry starts on a line of its own."""
 
     def _open(self) -> int:
         _make_directory(self.directory)
@@ -167,12 +169,16 @@ class Journal:
         """Add one `entry`; durable against the process's death when this returns (and
         against the machine's with ``fsync``). OSError if the disk refuses it."""
         fd = self._fd if self._fd is not None else self._open()
+        if self._torn:  # after part of a line: this entry must not join it (skipped)
+            line = b"\n" + line
+        self._torn = True  # until the whole line is written
         view = memoryview(line)
         while view:
             taken = os.write(fd, view)
             if taken == 0:  # no progress and no error: retrying would spin for ever
                 raise OSError(errno.EIO, "the file system wrote nothing (write returned 0)")
             view = view[taken:]
+        self._torn = False
         if self.fsync:
             os.fdatasync(fd)
 
