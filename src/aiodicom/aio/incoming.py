@@ -26,6 +26,10 @@ RESPONSE_QUEUE_LIMIT = 16
 
 _Response = tuple[Message, "IncomingData | None"]
 
+_FRAGMENT_COST = 256
+"""The least a queued fragment is counted against `IncomingData.high_water` (its view and
+event objects): a peer's empty data-set PDVs cannot queue without bound."""
+
 
 class InputOwner(Protocol):
     """The association whose input this is (`aiodicom.aio.association.Association`)."""
@@ -44,8 +48,9 @@ class InputOwner(Protocol):
 class IncomingData:
     """A data set arriving as memoryview fragments, consumed by one reader.
 
-    Fragments are queued as they arrive; past `high_water` queued bytes the transport stops
-    reading until the consumer catches up, so memory stays bounded by a few PDUs.
+    Fragments are queued as they arrive; past `high_water` queued bytes (what each holds:
+    the buffer it is a view of, at least `_FRAGMENT_COST`) the transport stops reading
+    until the consumer catches up, so memory stays bounded by a few PDUs.
     """
 
     __slots__ = (
@@ -78,7 +83,11 @@ class IncomingData:
 
     def push(self, data: memoryview, last: bool) -> None:
         self._frags.append(data)
-        self._bytes += len(data)
+        # what the fragment holds, not its length: the buffer it is a view of (a staging
+        # area, a PDU body), and at least its objects, so empty fragments count too
+        obj = data.obj
+        self._bytes += max(len(obj) if isinstance(obj, bytearray) else len(data),
+                           _FRAGMENT_COST)
         self.total += len(data)
         if last:
             self._done = True
