@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiodicom.app.archive import _storage_files
+from aiodicom.app.archive import _storage_files, storage_checks
 from aiodicom.app.archive._storage_files import KnownDirectories, TempFiles, patched_file_meta
 from aiodicom.app.archive.storage import (
     DuplicatePolicy,
@@ -296,15 +296,14 @@ def test_check_request_remembers_only_what_passed(monkeypatch: pytest.MonkeyPatc
     """The checked class, syntax and AE titles are remembered; the instance UID is checked
     every time, errors keep their order (class before instance), and a remembered answer
     equals a fresh one (padding stripped, meta byte for byte)."""
-    from aiodicom.app.archive import storage as storage_module
     from aiodicom.app.archive.storage import InvalidStorageRequest, check_request
 
-    monkeypatch.setattr(storage_module, "_CHECKED", {})
+    monkeypatch.setattr(storage_checks, "_CHECKED", {})
     request = dict(sop_class_uid="1.2.840.10008.5.1.4.1.1.2\x00", sop_instance_uid="1.2.3",
                    transfer_syntax_uid=EXPLICIT, source_ae_title=" CT01 ",
                    receiving_ae_title="ARCHIVE")
     fresh = check_request(**request)
-    assert len(storage_module._CHECKED) == 1
+    assert len(storage_checks._CHECKED) == 1
     again = check_request(**request)
     assert again == fresh and fresh.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
     assert fresh.source_ae_title == "CT01"
@@ -314,4 +313,4 @@ def test_check_request_remembers_only_what_passed(monkeypatch: pytest.MonkeyPatc
         check_request(**{**request, "sop_class_uid": "x", "sop_instance_uid": "1..2"})
     with pytest.raises(InvalidStorageRequest, match="receiving AE title"):
         check_request(**{**request, "receiving_ae_title": "A\\B"})
-    assert len(storage_module._CHECKED) == 1  # nothing that failed was kept
+    assert len(storage_checks._CHECKED) == 1  # nothing that failed was kept
