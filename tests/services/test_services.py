@@ -94,7 +94,12 @@ def test_haproxy_passes_tcp_with_proxy_v2_header(tmp_path: Path) -> None:
             conn.settimeout(30)
             data = b""
             while len(data) < 16 + 12 + 4:
-                chunk = conn.recv(4096)
+                try:
+                    chunk = conn.recv(4096)
+                except OSError:
+                    # HAProxy may reset the readiness probe's connection when it stops
+                    # (it did in CI); only the real connection's bytes are asserted below.
+                    return
                 if not chunk:
                     return
                 data += chunk
