@@ -169,7 +169,7 @@ def script(pdvs: Sequence[tuple[int, bool, bool, bytes]], *, pdu_per_pdv: bool =
 
 def _assembler_state(a: MessageAssembler) -> tuple[object, ...]:
     return (a.idle, a.expecting_dataset, a._command_context, a._dataset_context,
-            a._command_length, bytes(a._command))
+            bytes(a._command))
 
 
 def _event_rows(events: Sequence[object]) -> list[tuple[object, ...]]:

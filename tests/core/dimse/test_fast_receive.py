@@ -154,7 +154,7 @@ def _events(events: list[Any]) -> list[Any]:
 
 def _state(a: MessageAssembler) -> tuple[Any, ...]:
     return (a.idle, a.expecting_dataset, a._command_context, a._dataset_context,
-            a._command_length, bytes(a._command))
+            bytes(a._command))
 
 
 def _step(assembler: MessageAssembler, pdus: PDataTF, by_pdv: bool) -> Any:

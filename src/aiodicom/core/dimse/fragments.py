@@ -249,14 +249,13 @@ class MessageAssembler:
     set is incomplete; a command set over ``max_command_length``; a malformed command set.
     """
 
-    __slots__ = ("_command", "_command_context", "_command_length", "_dataset_context", "_limit")
+    __slots__ = ("_command", "_command_context", "_dataset_context", "_limit")
 
     def __init__(self, *, max_command_length: int = MAX_COMMAND_SET_LENGTH) -> None:
         self._limit = max_command_length
         self._command = bytearray()
         """The pending command fragments' bytes, copied: a fragment costs its length, and
         nothing it came in (an empty one nothing at all; they would pile up as views)."""
-        self._command_length = 0
         self._command_context: int | None = None
         self._dataset_context: int | None = None
 
@@ -330,8 +329,7 @@ class MessageAssembler:
                 f"on context {self._command_context} is incomplete (PS3.8 Annex E.1)"
             )
         view = _view(pdv.data)
-        self._command_length += len(view)
-        if self._command_length > self._limit:
+        if len(self._command) + len(view) > self._limit:
             raise DimseError(
                 f"command set longer than our limit of {self._limit} bytes; refusing it"
             )
@@ -345,7 +343,6 @@ class MessageAssembler:
             data = command
             self._command = bytearray()
         context_id = self._command_context
-        self._command_length = 0
         self._command_context = None
         message = decode_message(data)
         if message.has_dataset:
