@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from array import array
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import IO, Any
@@ -230,7 +231,7 @@ def _figures(prefix: str, rtt: list[float], late: list[float], total: list[float
     }
 
 
-def _analyse(sample_files: list[Path], steady_from: float, steady_to: float,
+def _analyse(sample_files: list[Path], steady_from: float, steady_to: float, release_from: float,
              server_gc: list[tuple[float, int, float]],
              client_gc: list[list[tuple[float, int, float]]]) -> dict[str, Any]:
     """Merged percentiles, overall and steady, and what the steady tail overlapped."""
@@ -247,6 +248,12 @@ def _analyse(sample_files: list[Path], steady_from: float, steady_to: float,
     out["steady_echoes"] = len(steady)
     out.update(_figures("steady_", [r - s for _, _, s, r in steady],
                         [s - d for _, d, s, _ in steady], [r - d for _, d, _, r in steady]))
+    # Each association releases right after its last echo, in the hold's last period: the
+    # server frees 10,000 associations while the rest echo. Echoes before that, apart.
+    before = [x for x in rows if steady_from <= x[1] < release_from]
+    out["before_release_echoes"] = len(before)
+    out.update(_figures("before_release_", [r - s for _, _, s, r in before],
+                        [s - d for _, d, s, _ in before], [r - d for _, d, _, r in before]))
     if steady:
         cut = sorted(r - s for _, _, s, r in steady)[int(0.99 * len(steady))]
         tail = [x for x in steady if x[3] - x[2] >= cut]
@@ -258,6 +265,9 @@ def _analyse(sample_files: list[Path], steady_from: float, steady_to: float,
             "echoes": len(tail), "from_ms": round(cut * 1000, 3),
             "overlapping_server_gc": server, "overlapping_own_client_gc": client,
             "overlapping_neither": len(tail) - either,
+            # when the slow echoes were sent: seconds into the steady window, 5 s bins
+            "sent_at_s": dict(sorted(Counter(int((s - steady_from) // 5 * 5)
+                                             for _, _, s, _ in tail).items())),
         }
     return out
 
@@ -281,8 +291,10 @@ def _run_load(args: argparse.Namespace, work: Path, server: subprocess.Popen[byt
             env=_gc_env(work / f"gc-client-{i}.log"), preexec_fn=_raise_fd_limit))
     try:
         t_open = time.perf_counter()
+        t_start = time.monotonic()
         held = [_expect(p, "held") for p in procs]
         open_seconds = time.perf_counter() - t_open
+        t_held = time.monotonic()
         held_kb = rss_kb(server.pid)
         time.sleep(args.settle)
         t_go = time.monotonic() + 0.5
@@ -291,6 +303,7 @@ def _run_load(args: argparse.Namespace, work: Path, server: subprocess.Popen[byt
             p.stdin.write(f"go {t_go!r}\n")
             p.stdin.flush()
         done = [_expect(p, "done") for p in procs]
+        t_done = time.monotonic()
         for p in procs:
             p.wait(timeout=60)
     finally:
@@ -312,7 +325,9 @@ def _run_load(args: argparse.Namespace, work: Path, server: subprocess.Popen[byt
     return {
         "opened": sum(d["opened"] for d in done), "open_seconds": round(open_seconds, 2),
         "failures": failures, "held_kb": held_kb,
+        "marks": {"open": t_start, "held": t_held, "go": t_go, "done": t_done},
         **_analyse([work / f"samples-{i}.bin" for i in range(n)], steady_from, steady_to,
+                   steady_to - args.period,
                    server_big, client_big),
         "server_gc_open": _gc_summary(server_gc, 0.0, t_go),
         "server_gc_steady": _gc_summary(server_gc, steady_from, steady_to),
@@ -320,6 +335,27 @@ def _run_load(args: argparse.Namespace, work: Path, server: subprocess.Popen[byt
         "client_cpu_hold_s": round(sum(d["cpu_hold_s"] for d in done), 2),
         "client_peak_rss_mb": [d["rss_mb"] for d in done],
     }
+
+
+def _rss_phases(trace: list[tuple[float, int]], marks: dict[str, float]) -> dict[str, Any]:
+    """Where the server's peak falls: the peak of each phase, and the most per second.
+
+    Phases: opening every association, held idle until the first echo is due, echoing
+    (each association releases after its last echo, in the hold's last period).
+    """
+    bounds = [("open", marks["open"], marks["held"]), ("settle", marks["held"], marks["go"]),
+              ("echo_and_release", marks["go"], marks["done"])]
+    peaks = {name: round(max((kb for t, kb in trace if lo <= t < hi), default=0) / 1024, 1)
+             for name, lo, hi in bounds}
+    per_second: dict[int, int] = {}
+    for t, kb in trace:
+        if t >= marks["open"]:
+            second = int(t - marks["open"])
+            per_second[second] = max(per_second.get(second, 0), kb)
+    return {"server_peak_rss_mb_by_phase": peaks,
+            "server_phase_starts_s": {k: round(v - marks["open"], 1) for k, v in marks.items()},
+            "server_rss_mb_per_second": [round(per_second[k] / 1024, 1)
+                                         for k in sorted(per_second)]}
 
 
 def _expect(proc: subprocess.Popen[str], phase: str) -> dict[str, Any]:
@@ -397,6 +433,7 @@ def main() -> int:
             for log in sorted(work.glob("gc-*.log")):
                 shutil.copyfile(log, f"{out}-{log.name}")
     held_kb = done.pop("held_kb")
+    marks = done.pop("marks")
     result = {
         "associations": args.associations, "tls": args.tls, "loop": args.loop,
         "period_s": args.period, "hold_s": args.hold, "settle_s": args.settle,
@@ -411,6 +448,7 @@ def main() -> int:
         "server_rss_per_association_kb": round(
             (sampler.peak_kb - base_kb) / max(done["opened"], 1), 1),
         "server_cpu_s": round(cpu1 - cpu0, 2),
+        **_rss_phases(sampler.trace, marks),
         "host": socket.gethostname(),
     }
     print(json.dumps(result, indent=2))

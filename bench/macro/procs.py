@@ -129,6 +129,8 @@ class RssSampler:
     root: int
     interval: float = 0.05
     peak_kb: int = 0
+    trace: list[tuple[float, int]] = field(default_factory=list)
+    """(time.monotonic(), KiB) of every sample: where in a run the peak falls."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -141,11 +143,16 @@ class RssSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.peak_kb = max(self.peak_kb, rss_kb(self.root))
+        self._sample()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak_kb = max(self.peak_kb, rss_kb(self.root))
+            self._sample()
+
+    def _sample(self) -> None:
+        kb = rss_kb(self.root)
+        self.trace.append((time.monotonic(), kb))
+        self.peak_kb = max(self.peak_kb, kb)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
