@@ -29,6 +29,7 @@ from aiodicom.core.negotiation import (
     VERIFICATION_SOP_CLASS,
     AcceptorPolicy,
 )
+from aiodicom.errors import AssociationAborted
 
 N = 8
 
@@ -63,12 +64,27 @@ def _ours_left_for_the_collector() -> list[str]:
                    if type(o).__module__.startswith("aiodicom")})
 
 
-async def _echo_and_release(server: Server, port: int, client_tls: Any) -> None:
+async def _use(server: Server, port: int, client_tls: Any, ending: str = "release") -> None:
     for _ in range(N):
         assoc = await open_association("127.0.0.1", port, called_ae_title="AIODICOM",
                                        tls=client_tls)
         assert await assoc.echo() == Status.SUCCESS
-        await assoc.release()
+        protocol = assoc.protocol
+        assert protocol is not None
+        if ending == "release":
+            await assoc.release()
+        elif ending == "abort":
+            assoc.abort()
+            await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
+        elif ending == "dropped, then used":  # the error is raised to the application
+            protocol.abort_transport()
+            await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
+            with pytest.raises(AssociationAborted):
+                await assoc.echo()
+        else:  # "dropped during release": release() swallows the error
+            asyncio.get_running_loop().call_soon(protocol.abort_transport)
+            await assoc.release()
+        assert not assoc.is_established
     for _ in range(50):  # the server's side ends when the peer's close arrives
         if not server.active:
             break
@@ -98,9 +114,70 @@ def test_released_associations_leave_nothing_for_the_collector(
                                             ca=dev.ca_cert)
         _, port = await server.listen(tls=server_tls)
         try:
-            await _echo_and_release(server, port, client_tls)
+            await _use(server, port, client_tls)
         finally:
             await server.close()
 
     _run(body(), loop)
     assert _ours_left_for_the_collector() == []
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("ending", ["abort", "dropped, then used", "dropped during release"])
+def test_ended_associations_leave_nothing_for_the_collector(
+    loop: str, ending: str, no_collector: None
+) -> None:
+    """An ended association's error is raised as a copy: the kept one would carry the
+    frames that hold the association in its traceback."""
+    async def on_echo(request: EchoRequest) -> Status:
+        return Status.SUCCESS
+
+    async def body() -> None:
+        policy = AcceptorPolicy(abstract_syntaxes={
+            VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,)})
+        server = Server(admission=Admission(policy=policy), handlers=Handlers(echo=on_echo))
+        _, port = await server.listen()
+        try:
+            await _use(server, port, None, ending)
+        finally:
+            await server.close()
+
+    _run(body(), loop)
+    assert _ours_left_for_the_collector() == []
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_peer_address_kept_when_the_peer_closes_right_after_its_ac(loop: str) -> None:
+    """Dropping the transport on loss must not lose the peer's address: a requestor reads it
+    once the AC is in, and a peer (or a proxy) may close right behind its AC."""
+    async def body() -> None:
+        policy = AcceptorPolicy(abstract_syntaxes={
+            VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,)})
+        server = Server(admission=Admission(policy=policy), handlers=Handlers())
+        _, port = await server.listen()
+
+        async def ac_then_close(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            up_writer.write(await reader.read(65536))  # the A-ASSOCIATE-RQ
+            ac = await up_reader.read(65536)
+            assert ac[:1] == b"\x02"
+            await asyncio.sleep(0.05)  # let the client's A-ASSOCIATE wait start
+            writer.write(ac)
+            writer.close()
+            up_writer.close()
+
+        relay = await asyncio.start_server(ac_then_close, "127.0.0.1", 0)
+        relay_port = relay.sockets[0].getsockname()[1]
+        try:
+            assoc = await open_association("127.0.0.1", relay_port, called_ae_title="AIODICOM")
+            assert assoc.protocol is not None
+            await asyncio.wait_for(asyncio.shield(assoc.protocol.closed), 5)
+            assert assoc.info is not None
+            assert assoc.info.peer_address is not None
+            assert assoc.info.peer_address[:2] == ("127.0.0.1", relay_port)
+        finally:
+            relay.close()
+            await server.close()
+
+    _run(body(), loop)

@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from aiodicom.aio._window import OperationsWindow
-from aiodicom.aio.incoming import RESPONSE_QUEUE_LIMIT, IncomingData, _Response, _Responses
+from aiodicom.aio.incoming import (
+    RESPONSE_QUEUE_LIMIT,
+    IncomingData,
+    _Response,
+    _Responses,
+    fresh_error,
+)
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.core.buffer import ReadableBuffer
 from aiodicom.core.dimse import (
@@ -151,6 +157,8 @@ class Association:
             self._end(AssociationAborted(AbortSource.SERVICE_PROVIDER, 0, "connection closed"))
 
     def _on_data(self, primitive: DataIndication) -> None:
+        if self._ended:
+            return  # aborted by an earlier PDU of the same read: nothing more is handled
         try:
             events = self._assembler.feed(primitive.pdata)
         except DimseError as exc:
@@ -213,20 +221,27 @@ class Association:
             return
         self._ended = True
         self.abort_reason = exc
+        # Everyone who may raise the error gets a copy of it: a raised exception carries its
+        # traceback, whose frames hold this association, and the association holds
+        # abort_reason, so raising that one would make it garbage for the cycle collector
+        # (tests/aio/test_release_frees.py).
         for queue in self._pending.values():
-            queue.put(exc)
+            queue.put(fresh_error(exc))
         self._pending.clear()
         if self._incoming is not None:
-            self._incoming.fail(exc)
+            self._incoming.fail(fresh_error(exc))
             self._incoming = None
         if self.protocol is not None:
             # Whatever a slow consumer had paused: read on, so the peer's close is seen
             # (Sta13 drops what arrives) instead of holding the socket until ARTIM.
             self.protocol.resume_all()
         if not self._released.done():
-            self._released.set_exception(exc)
-            self._released.exception()  # consumed: nobody may be waiting
-        self._on_end(exc)
+            self._released.set_result(None)  # release() waits for the end, either way
+        self._on_end(fresh_error(exc))
+
+    def _ending_error(self) -> AssociationAborted | None:
+        """Why the association ended, as a new exception to raise (see `_end`)."""
+        return None if self.abort_reason is None else fresh_error(self.abort_reason)
 
     def _on_end(self, exc: AssociationAborted) -> None:
         """Hook for the roles (cancel handlers, resolve establishment)."""
@@ -258,7 +273,7 @@ class Association:
         """Send a command and its data set (views are written as they are, never joined)."""
         protocol = self.protocol
         if protocol is None or self._ended:
-            raise self.abort_reason or AssociationError("the association is not established")
+            raise self._ending_error() or AssociationError("the association is not established")
         command = encode_message(msg)
         max_pdu = self._peer_max_pdu()
         pdus = fragment_dataset(context_id, dataset, max_pdu) if dataset is not None else None
@@ -299,7 +314,7 @@ class Association:
 
     def _check_open(self) -> None:
         if self._ended:
-            raise self.abort_reason or AssociationError("the association ended")
+            raise self._ending_error() or AssociationError("the association ended")
 
     def next_message_id(self) -> int:
         """1-65535, wrapping to 1 (never 0: PS3.7 E.1 MessageID is a non-zero US), skipping
@@ -389,7 +404,10 @@ class Association:
                 "the peer may be overloaded (raise the DIMSE timeout) or stalled"
             ) from None
         if isinstance(item, AssociationAborted):
-            raise item
+            try:
+                raise item  # a copy made for this queue (`_end`)
+            finally:
+                del item  # the traceback holds this frame: the frame must not hold it
         return item
 
     # -- C-STORE as invoker (plain stores, and the sub-operations of C-GET/C-MOVE) -------------
@@ -472,7 +490,7 @@ class Association:
     def require_established(self) -> NegotiatedAssociation:
         """The negotiated association; raises why not if it is not (or no longer) up."""
         if self.negotiated is None or not self.is_established:
-            raise self.abort_reason or AssociationError("the association is not established")
+            raise self._ending_error() or AssociationError("the association is not established")
         return self.negotiated
 
 

@@ -15,6 +15,7 @@ from aiodicom.aio._window import OperationsWindow
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
 from aiodicom.aio.client_qr import FindQuery, RetrieveResult, answer_store, retrieve
 from aiodicom.aio.commitment import CommitResult, CommitWaiters, Reference, request_commitment
+from aiodicom.aio.incoming import fresh_error
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.aio.requests import StoreHandler, StoreRequest
 from aiodicom.core.dimse import (
@@ -70,7 +71,7 @@ class ClientAssociation(Association):
         self._get_handler: StoreHandler | None = None
         self._get_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._answer: asyncio.Future[AssociateAccepted | AssociateRejected]
+        self._answer: asyncio.Future[AssociateAccepted | AssociateRejected | AssociationAborted]
         self._answer = asyncio.get_running_loop().create_future()
         self.request_pdu: AAssociateRQ | None = None
         self._commit_waiters = CommitWaiters()
@@ -90,8 +91,7 @@ class ClientAssociation(Association):
             task.cancel()
         self._commit_waiters.fail(exc)
         if not self._answer.done():
-            self._answer.set_exception(exc)
-            self._answer.exception()
+            self._answer.set_result(exc)  # a value: `_establish` raises a copy (fresh_error)
 
     # -- establishment ---------------------------------------------------------------------------
 
@@ -111,6 +111,8 @@ class ClientAssociation(Association):
                 f"no answer to A-ASSOCIATE-RQ within {timeout} s: is the peer a DICOM "
                 "service on that port (and TLS on both sides or neither)?"
             ) from None
+        if isinstance(answer, AssociationAborted):
+            raise fresh_error(answer)
         if isinstance(answer, AssociateRejected):
             rj = answer.response
             raise AssociationRejected(rj.result, rj.source, rj.reason)

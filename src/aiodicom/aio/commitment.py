@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
+from aiodicom.aio.incoming import fresh_error
 from aiodicom.core.dimse import (
     Message,
     NActionRQ,
@@ -220,14 +221,16 @@ def decode_event(data: bytes, ts: str) -> CommitResult:
 class CommitWaiters:
     """The reports a `ClientAssociation` waits for, by Transaction UID."""
 
-    waiting: dict[str, asyncio.Future[CommitResult]] = field(default_factory=dict)
+    waiting: dict[str, asyncio.Future[CommitResult | AssociationAborted]] = field(
+        default_factory=dict)
+    """Each resolves to the report, or to why the association ended: a value, not an
+    exception, so the waiting frame raises a copy (see `fresh_error`)."""
 
     def fail(self, exc: AssociationAborted) -> None:
         """The association ended: nobody will report on it any more."""
         for waiter in self.waiting.values():
             if not waiter.done():
-                waiter.set_exception(exc)
-                waiter.exception()
+                waiter.set_result(exc)
 
     def answer(self, assoc: Association, context_id: int, msg: NEventReportRQ,
                data: IncomingData | None) -> asyncio.Task[None]:
@@ -292,7 +295,7 @@ async def request_commitment(
     uid = transaction_uid or str(generate_uid())
     body = encode_action(uid, refs, ctx.transfer_syntax)
     loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[CommitResult] = loop.create_future()
+    waiter: asyncio.Future[CommitResult | AssociationAborted] = loop.create_future()
     waiters.waiting[uid] = waiter
     try:
         mid = assoc.next_message_id()
@@ -309,7 +312,7 @@ async def request_commitment(
         limit = assoc.settings.timeouts.dimse if timeout is None else timeout
         assoc.input_wait_begins()
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), limit)
+            result = await asyncio.wait_for(asyncio.shield(waiter), limit)
         except TimeoutError:
             raise DimseTimeout(
                 f"no storage commitment report (N-EVENT-REPORT) within {limit} s for "
@@ -319,6 +322,9 @@ async def request_commitment(
     finally:
         waiters.waiting.pop(uid, None)
         waiter.cancel()
+    if isinstance(result, AssociationAborted):
+        raise fresh_error(result)
+    return result
 
 
 # -- SCP ----------------------------------------------------------------------------------

@@ -13,13 +13,27 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from io import BytesIO
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.core.dimse import Message
 from aiodicom.errors import AssociationAborted, DimseError
 
-__all__ = ["RESPONSE_QUEUE_LIMIT", "IncomingData", "InputOwner"]
+__all__ = ["RESPONSE_QUEUE_LIMIT", "IncomingData", "InputOwner", "fresh_error"]
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def fresh_error(exc: _E) -> _E:
+    """The same error without its traceback, cause or context.
+
+    An error kept by an object and raised in frames that hold that object (the association,
+    its incoming data) would carry those frames in its traceback: a cycle, freed only by a
+    full collection (tests/aio/test_release_frees.py). Kept errors are raised as copies.
+    """
+    fresh = type(exc).__new__(type(exc), *exc.args)
+    fresh.__dict__.update(getattr(exc, "__dict__", {}))
+    return fresh
 
 RESPONSE_QUEUE_LIMIT = 16
 """Responses queued for one request before the transport stops reading."""
@@ -115,7 +129,7 @@ class IncomingData:
                 yield batch
                 continue
             if self._error is not None:
-                raise self._error
+                raise fresh_error(self._error)
             if self._done:
                 return
             self._waiter = asyncio.get_running_loop().create_future()

@@ -67,6 +67,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._on_primitive = on_primitive
         self._on_connection_made = on_connection_made
         self.transport: asyncio.Transport | None = None
+        self._peername: Any = None
+        """The transport's peername, kept when the connection is lost (`extra`)."""
         self._loop = asyncio.get_running_loop()
         self._writable: asyncio.Event | None = None
         """Cleared while the transport is paused; made on the first pause (most never do)."""
@@ -130,13 +132,17 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._pump()
         if not self.closed.done():
             self.closed.set_result(None)
-        # The owner holds us and we hold its callbacks: drop them (and the transport), so
-        # the association, its buffers and the TLS object are freed when the owner lets go,
-        # not at the next full collection. Under 10,000 held associations that waits for a
-        # quarter as many to end: 125 MB of peak RSS in bench/concurrency.py (issue 18).
+        # The owner holds us and we hold its callbacks, and a TLS transport holds us through
+        # its SSL protocol: drop them, so the association, its buffers and the SSL object are
+        # freed when the owner lets go, not at the next full collection. Under 10,000 held
+        # associations that waits for a quarter as many to end: 125 MB of peak RSS in
+        # bench/concurrency.py (issue 18). The peer's address outlives the transport: a
+        # requestor reads it once the AC is in, and the peer may have closed by then.
         self._on_primitive = _ignore
         self._on_connection_made = None
-        self.transport = None
+        if self.transport is not None:
+            self._peername = self.transport.get_extra_info("peername")
+            self.transport = None
 
     def pause_writing(self) -> None:
         if self._writable is None:
@@ -248,7 +254,9 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._watch_at = self._watch = None  # the timer, if armed for it, fires to nothing
 
     def extra(self, name: str) -> Any:
-        return None if self.transport is None else self.transport.get_extra_info(name)
+        if self.transport is None:
+            return self._peername if name == "peername" else None
+        return self.transport.get_extra_info(name)
 
     # -- internals ----------------------------------------------------------------------------
 
