@@ -5,8 +5,14 @@ instance is written; glibc then trims the heap top (its default trim threshold i
 and the next instance faults the same pages in again: ~80 page faults and ~190 µs of server
 CPU per image, measured against storescp's ~1.5 faults (bench/results/2026-12-04-store-
 attribution.md). Raising the trim threshold and fixing the mmap threshold keeps those pages
-(at most a few MiB held between instances); idle associations and small messages are not
-affected. An operator's own malloc tuning (GLIBC_TUNABLES, MALLOC_*_) is left alone.
+(at most a few MiB held between instances). An operator's own malloc tuning (GLIBC_TUNABLES,
+MALLOC_*_) is left alone.
+
+The mmap threshold is 256 KiB, not more: PDU buffers up to 128 KiB (DCMTK's largest send
+PDU) come from the heap, but uvloop's 256 KiB TLS read buffers do not. From the heap, those
+left every idle mutual-TLS association 5 KB larger (48 against 43 KB, 2,000 held; 50 MB at
+10,000), for ~2 page faults per 512 KiB image over TLS that mapping them costs (none plain;
+bench/results/2026-12-04-release-cycles.md).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Final
 __all__ = ["keep_heap"]
 
 TRIM_THRESHOLD: Final = 64 << 20
-MMAP_THRESHOLD: Final = 4 << 20
+MMAP_THRESHOLD: Final = 256 << 10
 _M_TRIM_THRESHOLD: Final = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD: Final = -3
 
