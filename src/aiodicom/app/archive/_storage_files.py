@@ -19,7 +19,7 @@ from pathlib import Path
 from aiodicom.core.uids import validate_uid as _validate_uid
 
 __all__ = ["KNOWN_DIRECTORIES", "KnownDirectories", "TempFiles", "patched_file_meta",
-           "validate_uid", "write_all"]
+           "validate_uid", "write_all", "write_whole"]
 
 KNOWN_DIRECTORIES = 4096
 """Series directories remembered at most (then forgotten all at once)."""
@@ -74,12 +74,19 @@ def write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
         if written >= len(view):
             written -= len(view)
             continue
-        view, written = view[written:], 0
-        while view:
-            taken = os.write(fd, view)
-            if taken == 0:  # no progress and no error: retrying would spin forever
-                raise OSError(errno.EIO, "the file system wrote nothing (write returned 0)")
-            view = view[taken:]
+        write_whole(fd, view[written:])
+        written = 0
+
+
+def write_whole(fd: int, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``fd`` whole, in as many writes as the file system takes, or raise
+    OSError (also when a write takes nothing without an error: retrying would spin)."""
+    view = memoryview(data)
+    while view:
+        taken = os.write(fd, view)
+        if taken == 0:
+            raise OSError(errno.EIO, "the file system wrote nothing (write returned 0)")
+        view = view[taken:]
 
 
 class KnownDirectories:

@@ -20,7 +20,6 @@ the index holds (patient names, IDs): mode 0600 in a 0700 directory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -33,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from aiodicom.app.archive._storage_files import write_whole
 from aiodicom.app.archive.storage import StoredInstance, StoreOutcome
 
 __all__ = ["ENV", "Journal", "claim_orphans", "default_directory", "entry", "parse_entry"]
@@ -172,12 +172,7 @@ class Journal:
         if self._torn:  # after part of a line: this entry must not join it (skipped)
             line = b"\n" + line
         self._torn = True  # until the whole line is written
-        view = memoryview(line)
-        while view:
-            taken = os.write(fd, view)
-            if taken == 0:  # no progress and no error: retrying would spin for ever
-                raise OSError(errno.EIO, "the file system wrote nothing (write returned 0)")
-            view = view[taken:]
+        write_whole(fd, line)
         self._torn = False
         if self.fsync:
             os.fdatasync(fd)
