@@ -9,6 +9,7 @@ asyncio shell maps `OSError`/`ssl.SSLError` into `TransportError` subclasses wit
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
 
 __all__ = [
     "AbortReason",
@@ -34,6 +35,7 @@ __all__ = [
     "RemoteProtocolError",
     "TLSError",
     "TransportError",
+    "fresh_error",
 ]
 
 
@@ -224,3 +226,20 @@ class CertificateRejected(TLSError):
 
 class ConfigurationError(DicomError, ValueError):
     """A setting is wrong; the message names it and says what is expected."""
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def fresh_error(exc: _E) -> _E:
+    """The same error without its traceback, cause or context.
+
+    An error kept by an object and raised in frames that hold that object (an association,
+    its incoming data, its protocol) would carry those frames in its traceback: a cycle,
+    freed only by a full collection (tests/aio/test_release_frees.py). Kept errors are
+    raised, or kept, as copies. ``__init__`` is not called: the copy has the original's
+    ``args`` and attributes (not ``__slots__`` ones; no aiodicom error has any).
+    """
+    fresh = type(exc).__new__(type(exc), *exc.args)
+    fresh.__dict__.update(getattr(exc, "__dict__", {}))
+    return fresh

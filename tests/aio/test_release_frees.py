@@ -11,25 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset
 
 from aiodicom.aio import tls
 from aiodicom.aio.admission import Admission
-from aiodicom.aio.client import open_association
+from aiodicom.aio.client import open_association, storage_contexts_for
 from aiodicom.aio.requests import EchoRequest, Handlers
 from aiodicom.aio.server import Server
 from aiodicom.app.pki import ensure_dev_pki
 from aiodicom.core.dimse import Status
 from aiodicom.core.negotiation import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     VERIFICATION_SOP_CLASS,
     AcceptorPolicy,
+    RoleSupport,
 )
+from aiodicom.core.qr import qr_contexts
+from aiodicom.core.user_items import RoleSelection
 from aiodicom.errors import AssociationAborted
+from tests.conftest import write_ct
 
 N = 8
 
@@ -181,3 +187,70 @@ def test_peer_address_kept_when_the_peer_closes_right_after_its_ac(loop: str) ->
             await server.close()
 
     _run(body(), loop)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("service", ["C-FIND", "C-GET"])
+def test_queries_cut_mid_way_leave_nothing_for_the_collector(
+    loop: str, service: str, tmp_path: Path, no_collector: None
+) -> None:
+    """The connection drops while the SCP's handler is still yielding: the server cancels the
+    request (its QR operation must not keep its own task), and the client's C-GET raises
+    (its frame must not keep the retrieve task that holds the error)."""
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    instance = write_ct(tmp_path / "ct.dcm")
+
+    def match() -> Dataset:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = "1.2.3"
+        return ds
+
+    async def on_find(request: Any) -> AsyncIterator[Dataset]:
+        yield match()
+        await asyncio.sleep(30)
+        yield match()
+
+    async def on_get(request: Any) -> AsyncIterator[Path]:
+        yield instance
+        await asyncio.sleep(30)
+        yield instance
+
+    async def sink(request: Any) -> Status:
+        return Status.SUCCESS
+
+    async def body() -> None:
+        policy = AcceptorPolicy(
+            abstract_syntaxes={uid: (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+                               for uid, _ in qr_contexts()},
+            role_selection={ct: RoleSupport(requestor_scp=True)})
+        server = Server(admission=Admission(policy=policy),
+                        handlers=Handlers(find=on_find, get=on_get))
+        _, port = await server.listen()
+        try:
+            for _ in range(3):
+                assoc = await open_association(
+                    "127.0.0.1", port, called_ae_title="AIODICOM",
+                    contexts=[*qr_contexts(), *storage_contexts_for([instance])],
+                    role_selections=[RoleSelection(sop_class_uid=ct, scu_role=False,
+                                                  scp_role=True)])
+                protocol = assoc.protocol
+                assert protocol is not None
+                asyncio.get_running_loop().call_later(0.2, protocol.abort_transport)
+                with pytest.raises(AssociationAborted):
+                    if service == "C-FIND":
+                        async for _ in assoc.find(match()):
+                            pass
+                    else:
+                        await assoc.get(match(), on_store=sink)
+            for _ in range(100):
+                if not server.active:
+                    break
+                await asyncio.sleep(0.02)
+            assert server.active == 0
+            await asyncio.sleep(0.05)
+        finally:
+            await server.close()
+
+    _run(body(), loop)
+    assert _ours_left_for_the_collector() == []

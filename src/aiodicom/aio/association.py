@@ -24,13 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aiodicom.aio._window import OperationsWindow
-from aiodicom.aio.incoming import (
-    RESPONSE_QUEUE_LIMIT,
-    IncomingData,
-    _Response,
-    _Responses,
-    fresh_error,
-)
+from aiodicom.aio.incoming import RESPONSE_QUEUE_LIMIT, IncomingData, _Response, _Responses
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.core.buffer import ReadableBuffer
 from aiodicom.core.dimse import (
@@ -79,6 +73,7 @@ from aiodicom.errors import (
     DimseError,
     DimseTimeout,
     NoPresentationContext,
+    fresh_error,
 )
 from aiodicom.settings import AssociationSettings
 

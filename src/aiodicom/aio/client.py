@@ -15,7 +15,6 @@ from aiodicom.aio._window import OperationsWindow
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
 from aiodicom.aio.client_qr import FindQuery, RetrieveResult, answer_store, retrieve
 from aiodicom.aio.commitment import CommitResult, CommitWaiters, Reference, request_commitment
-from aiodicom.aio.incoming import fresh_error
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.aio.requests import StoreHandler, StoreRequest
 from aiodicom.core.dimse import (
@@ -52,6 +51,7 @@ from aiodicom.errors import (
     DimseTimeout,
     NetworkTimeout,
     TLSError,
+    fresh_error,
 )
 from aiodicom.settings import AssociationSettings
 
@@ -212,6 +212,8 @@ class ClientAssociation(Association):
         except DimseTimeout:
             self.abort()
             raise
+        finally:
+            del task  # it holds the error raised here, whose traceback holds this frame
 
     async def move(
         self, identifier: Any, destination_ae: str, *, model: QRModel = "study",

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiodicom.aio.association import Association, AssociationInfo, IncomingData
-from aiodicom.aio.incoming import fresh_error
 from aiodicom.core.dimse import (
     Message,
     NActionRQ,
@@ -35,7 +34,7 @@ from aiodicom.core.dimse import (
 from aiodicom.core.negotiation import find_context
 from aiodicom.core.part10 import decode_dataset, encode_dataset
 from aiodicom.core.user_items import RoleSelection
-from aiodicom.errors import AssociationAborted, DimseError, DimseTimeout
+from aiodicom.errors import AssociationAborted, DimseError, DimseTimeout, fresh_error
 
 __all__ = [
     "STORAGE_COMMITMENT_INSTANCE",

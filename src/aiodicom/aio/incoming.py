@@ -13,28 +13,13 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from io import BytesIO
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from aiodicom.aio.protocol import DicomProtocol
 from aiodicom.core.dimse import Message
-from aiodicom.errors import AssociationAborted, DimseError
+from aiodicom.errors import AssociationAborted, DimseError, fresh_error
 
-__all__ = ["RESPONSE_QUEUE_LIMIT", "IncomingData", "InputOwner", "fresh_error"]
-
-_E = TypeVar("_E", bound=BaseException)
-
-
-def fresh_error(exc: _E) -> _E:
-    """The same error without its traceback, cause or context.
-
-    An error kept by an object and raised in frames that hold that object (the association,
-    its incoming data) would carry those frames in its traceback: a cycle, freed only by a
-    full collection (tests/aio/test_release_frees.py). Kept errors are raised as copies.
-    """
-    fresh = type(exc).__new__(type(exc), *exc.args)
-    fresh.__dict__.update(getattr(exc, "__dict__", {}))
-    return fresh
-
+__all__ = ["RESPONSE_QUEUE_LIMIT", "IncomingData", "InputOwner"]
 RESPONSE_QUEUE_LIMIT = 16
 """Responses queued for one request before the transport stops reading."""
 

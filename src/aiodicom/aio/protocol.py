@@ -33,7 +33,7 @@ from aiodicom.core.fsm import State
 from aiodicom.core.pdu import AAssociateAC, AAssociateRJ
 from aiodicom.core.primitives import Primitive
 from aiodicom.core.upper_layer import UpperLayer
-from aiodicom.errors import AssociationAborted, LocalProtocolError
+from aiodicom.errors import AssociationAborted, LocalProtocolError, fresh_error
 
 __all__ = ["DicomProtocol"]
 
@@ -121,7 +121,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         return False  # close our side too: one association per connection
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.close_error = exc
+        # Kept without its traceback: a write that failed in our frames would hold them.
+        self.close_error = None if exc is None else fresh_error(exc)
         if self._writable is not None:
             self._writable.set()  # wake senders; they will see the association is gone
         if self._timer is not None:

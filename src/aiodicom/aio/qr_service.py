@@ -127,7 +127,9 @@ class Operation:
             return await self.task
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if self.cancelled and (current is None or not current.cancelling()):
+            ours = self.cancelled and (current is None or not current.cancelling())
+            del current  # the task keeps the error raised here, whose traceback holds us
+            if ours:
                 return Status.CANCEL
             raise
         finally:
