@@ -20,7 +20,10 @@ import resource, sys
 from aiodicom.app.server.heap import keep_heap
 applied = keep_heap() if sys.argv[1] == "keep" else False
 def instance():
-    bufs = [bytearray(128 << 10) for _ in range(4)] + [bytearray(64 << 10)]
+    if sys.argv[2] == "one-pdu":  # a peer that sends the image as one 512 KiB PDU
+        bufs = [bytearray((512 << 10) + 200)]
+    else:  # DCMTK's storescu: 128 KiB PDUs
+        bufs = [bytearray(128 << 10) for _ in range(4)] + [bytearray(64 << 10)]
     for b in bufs:
         b[::4096] = b"x" * len(b[::4096])
     del bufs
@@ -33,9 +36,9 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def faults(mode: str) -> tuple[bool, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
-                         check=True, env={"PATH": "/usr/bin:/bin"}).stdout.split()
+def faults(mode: str, shape: str = "dcmtk") -> tuple[bool, int]:
+    out = subprocess.run([sys.executable, "-c", PROBE, mode, shape], capture_output=True,
+                         text=True, check=True, env={"PATH": "/usr/bin:/bin"}).stdout.split()
     return out[0] == "True", int(out[1])
 
 
@@ -46,6 +49,15 @@ def test_freed_pdu_buffers_are_not_faulted_in_again_per_instance() -> None:
     assert applied
     assert default >= 200 * 20  # glibc's default: ~150 faults per instance here
     assert kept < default / 10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_an_image_in_one_large_pdu_is_not_mapped_and_faulted_in_per_instance() -> None:
+    """The mmap threshold is above a 1 MiB PDU: a 512 KiB image in one PDU (our client,
+    pynetdicom) reuses heap pages; mapped, each instance faults ~129 pages in again."""
+    applied, kept = faults("keep", "one-pdu")
+    assert applied
+    assert kept < 200  # under one fault per instance (128 pages touched in each)
 
 
 def test_an_operators_own_malloc_tuning_is_left_alone() -> None:

@@ -8,10 +8,11 @@ attribution.md). Raising the trim threshold and fixing the mmap threshold keeps 
 (at most a few MiB held between instances). An operator's own malloc tuning (GLIBC_TUNABLES,
 MALLOC_*_) is left alone.
 
-The mmap threshold is 256 KiB, not more: PDU buffers up to 128 KiB (DCMTK's largest send
-PDU) come from the heap, but uvloop's 256 KiB TLS read buffers do not. From the heap, those
-left every idle mutual-TLS association 5 KB larger (48 against 43 KB, 2,000 held; 50 MB at
-10,000), for ~2 page faults per 512 KiB image over TLS that mapping them costs (none plain;
+The mmap threshold stays above the largest PDU we announce (1 MiB by default): our own
+client and pynetdicom send a 512 KiB image as one PDU, and a mapped buffer faults every page
+in again per PDU (a 256 KiB threshold measured 129 faults per such image, 0 at 4 MiB). The
+price: uvloop's 256 KiB TLS read buffers come from the heap too, and a server holding only
+idle mutual-TLS associations holds ~5 KB more per association (47-48 against 43 KB;
 bench/results/2026-12-04-release-cycles.md).
 """
 
@@ -25,7 +26,7 @@ from typing import Final
 __all__ = ["keep_heap"]
 
 TRIM_THRESHOLD: Final = 64 << 20
-MMAP_THRESHOLD: Final = 256 << 10
+MMAP_THRESHOLD: Final = 4 << 20
 _M_TRIM_THRESHOLD: Final = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD: Final = -3
 
