@@ -386,3 +386,17 @@ def test_direct_stored_line_is_the_logging_line(aiodicom_logger: logging.Logger,
     stream.truncate()
     info_line(log, msg, args, association_fields(INFO))
     assert stream.getvalue() == ""
+
+
+def test_json_lines_hold_whatever_line_breaks_a_value_carries(
+    aiodicom_logger: logging.Logger,
+) -> None:
+    """U+2028, U+2029 and NEL are line breaks to str.splitlines (and to some log shippers);
+    JSON leaves them raw. Escaped, every record stays one line and decodes to the value."""
+    logger, stream = _capture(JsonFormatter())
+    value = "a\u2028b\u2029c\x85d\ne\x1cf"
+    logging.getLogger("aiodicom.test").info("value %s", value, extra={"patient": value})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["message"] == f"value {value}" and entry["patient"] == value

@@ -87,6 +87,11 @@ class _SecondCache(logging.Formatter):
         return self._text
 
 
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+"""Line breaks to ``str.splitlines`` that JSON leaves raw (it escapes those below U+0020):
+escaped, so a value a peer sent (a name, an error text) cannot split a log line."""
+
+
 class JsonFormatter(_SecondCache):
     """One JSON object per line: time, level, logger, message, then every ``extra`` field."""
 
@@ -101,7 +106,7 @@ class JsonFormatter(_SecondCache):
             entry.setdefault(key, value)
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json.dumps(entry, default=str, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 class TextFormatter(_SecondCache):
