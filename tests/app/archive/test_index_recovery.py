@@ -6,6 +6,7 @@ KEPT_EXISTING duplicate of an object the index lacks is indexed from the object.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import os
 import signal
@@ -143,6 +144,38 @@ def test_clear_keeps_what_the_index_was_unavailable_for(tmp_path: Path,
     journal.clear()
     journal.close()
     assert not journal.path.exists()  # empty at a clean close: removed
+
+
+def test_clear_never_leaves_the_kept_entries_nowhere(tmp_path: Path, storage: Storage,  # noqa: F811
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept entries go into a new file before the old one is removed: a disk that fails
+    the new file leaves the old one whole and in use (it was truncated first before)."""
+    stored = populate(storage)
+    journal = Journal(tmp_path)
+    for each in stored:
+        journal.append(entry(each))
+    old = journal.path
+    assert old is not None
+    real_write = os.write
+
+    def full_disk(fd: int, data: Any) -> int:
+        if fd != journal._fd or journal.path == old:
+            return real_write(fd, data)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError):
+        journal.clear([entry(stored[0])])
+    monkeypatch.setattr(os, "write", real_write)
+    assert journal.path == old and sorted(tmp_path.glob("journal-*")) == [old]
+    assert [parse_entry(line) for line in old.read_bytes().splitlines()] == stored
+    journal.append(entry(stored[1]))  # still the journal in use
+    journal.clear([entry(stored[1])])
+    assert journal.path is not None and journal.path != old and not old.exists()
+    assert sorted(tmp_path.glob("journal-*")) == [journal.path]
+    assert [parse_entry(line) for line in journal.path.read_bytes().splitlines()] == [stored[1]]
+    assert list(claim_orphans(tmp_path)) == []  # the new file is locked: ours
+    journal.close()
 
 
 def _blob_env(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> str:

@@ -135,6 +135,14 @@ def _make_directory(directory: Path) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _same_file(fd: int, path: Path) -> bool:
     """True while ``path`` still names the open file ``fd`` (not deleted meanwhile)."""
     try:
@@ -178,12 +186,38 @@ class Journal:
             os.fdatasync(fd)
 
     def clear(self, keep: Iterable[bytes] = ()) -> None:
-        """Empty the file (everything in it is indexed), then append ``keep``."""
+        """Drop the entries that are indexed; ``keep`` the ones that are not.
+
+        Nothing to keep: the file is emptied in place. Else ``keep`` goes into a new journal
+        file first and the old one is removed after, so a process killed in between leaves
+        both (replays are harmless), never neither. OSError, with the old file still in
+        use and whole, if the new one cannot be written.
+        """
         if self._fd is None:
             return
-        os.ftruncate(self._fd, 0)
-        for line in keep:
-            self.append(line)
+        lines = list(keep)
+        if not lines:
+            os.ftruncate(self._fd, 0)
+            return
+        old_fd, old_path, old_torn = self._fd, self.path, self._torn
+        self._fd, self.path, self._torn = None, None, False
+        try:
+            for line in lines:
+                self.append(line)
+            if self.fsync:  # the new file's name, before the old one goes
+                _sync_directory(self.directory)
+        except OSError:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    if self.path is not None:
+                        os.unlink(self.path)
+                os.close(self._fd)
+            self._fd, self.path, self._torn = old_fd, old_path, old_torn
+            raise
+        with contextlib.suppress(OSError):  # left behind, it is replayed: harmless
+            if old_path is not None:
+                os.unlink(old_path)
+        os.close(old_fd)
 
     def close(self) -> None:
         """Close the file; deleted if empty (else the next start replays it)."""
