@@ -178,6 +178,23 @@ def test_clear_never_leaves_the_kept_entries_nowhere(tmp_path: Path, storage: St
     journal.close()
 
 
+def test_a_new_journal_name_never_reuses_the_one_in_use(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """clear(keep) opens a new file: a repeated random name must not reopen (and wait on the
+    lock of) the file this process holds; it takes another name."""
+    from aiodicom.app.archive import index_journal
+
+    tokens = iter(["aaaaaaaa", "aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr(index_journal.secrets, "token_hex", lambda n: next(tokens))
+    journal = Journal(tmp_path)
+    journal.append(b'{"a": 1}\n')
+    assert journal.path is not None and journal.path.name.endswith("-aaaaaaaa.jsonl")
+    journal.clear([b'{"a": 1}\n'])
+    assert journal.path.name.endswith("-bbbbbbbb.jsonl")
+    assert sorted(p.name for p in tmp_path.glob("journal-*")) == [journal.path.name]
+    journal.close()
+
+
 def _blob_env(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"rb{uuid.uuid4().hex[:10]}"
     azurite.create_container(name)

@@ -166,11 +166,19 @@ class Journal:
         _make_directory(self.directory)
         while True:
             path = self.directory / f"journal-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)  # new and ours: only a claimer may hold it briefly
-            if _same_file(fd, path):  # a starting writer took it for an orphan: again
-                self.path, self._fd = path, fd
-                return fd
+            try:  # O_EXCL: a name we hold already would have us wait on our own lock
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
+                             | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # new and ours: a claimer may hold it briefly
+                if _same_file(fd, path):  # a starting writer took it for an orphan: again
+                    self.path, self._fd = path, fd
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
             os.close(fd)
 
     def append(self, line: bytes) -> None:
@@ -199,25 +207,31 @@ class Journal:
         if not lines:
             os.ftruncate(self._fd, 0)
             return
-        old_fd, old_path, old_torn = self._fd, self.path, self._torn
-        self._fd, self.path, self._torn = None, None, False
+        old_fd, old_path = self._fd, self.path
+        self._fd = self.path = None
         try:
-            for line in lines:
-                self.append(line)
-            if self.fsync:  # the new file's name, before the old one goes
+            # One write and one sync for them all: the old file is whole until this is done.
+            fd = self._open()
+            write_whole(fd, b"".join(lines))
+            if self.fsync:  # the new file's content and name, before the old one goes
+                os.fdatasync(fd)
                 _sync_directory(self.directory)
         except OSError:
-            if self._fd is not None:
+            new_fd, new_path = self._fd, self.path
+            self._fd, self.path = old_fd, old_path  # the old one, whole, stays in use
+            if new_fd is not None:
                 with contextlib.suppress(OSError):
-                    if self.path is not None:
-                        os.unlink(self.path)
-                os.close(self._fd)
-            self._fd, self.path, self._torn = old_fd, old_path, old_torn
+                    if new_path is not None:
+                        os.unlink(new_path)
+                with contextlib.suppress(OSError):
+                    os.close(new_fd)
             raise
+        self._torn = False
         with contextlib.suppress(OSError):  # left behind, it is replayed: harmless
             if old_path is not None:
                 os.unlink(old_path)
-        os.close(old_fd)
+        with contextlib.suppress(OSError):
+            os.close(old_fd)
 
     def close(self) -> None:
         """Close the file; deleted if empty (else the next start replays it)."""
