@@ -70,6 +70,15 @@ def _ours_left_for_the_collector() -> list[str]:
                    if type(o).__module__.startswith("aiodicom")})
 
 
+def _echo_server() -> Server:
+    async def on_echo(request: EchoRequest) -> Status:
+        return Status.SUCCESS
+
+    syntaxes = {VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,)}
+    return Server(admission=Admission(policy=AcceptorPolicy(abstract_syntaxes=syntaxes)),
+                  handlers=Handlers(echo=on_echo))
+
+
 async def _use(server: Server, port: int, client_tls: Any, ending: str = "release") -> None:
     for _ in range(N):
         assoc = await open_association("127.0.0.1", port, called_ae_title="AIODICOM",
@@ -104,13 +113,8 @@ async def _use(server: Server, port: int, client_tls: Any, ending: str = "releas
 def test_released_associations_leave_nothing_for_the_collector(
     loop: str, secure: bool, tmp_path: Path, no_collector: None
 ) -> None:
-    async def on_echo(request: EchoRequest) -> Status:
-        return Status.SUCCESS
-
     async def body() -> None:
-        policy = AcceptorPolicy(abstract_syntaxes={
-            VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,)})
-        server = Server(admission=Admission(policy=policy), handlers=Handlers(echo=on_echo))
+        server = _echo_server()
         server_tls = client_tls = None
         if secure:
             dev = ensure_dev_pki(tmp_path / "pki")
@@ -135,13 +139,8 @@ def test_ended_associations_leave_nothing_for_the_collector(
 ) -> None:
     """An ended association's error is raised as a copy: the kept one would carry the
     frames that hold the association in its traceback."""
-    async def on_echo(request: EchoRequest) -> Status:
-        return Status.SUCCESS
-
     async def body() -> None:
-        policy = AcceptorPolicy(abstract_syntaxes={
-            VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,)})
-        server = Server(admission=Admission(policy=policy), handlers=Handlers(echo=on_echo))
+        server = _echo_server()
         _, port = await server.listen()
         try:
             await _use(server, port, None, ending)
